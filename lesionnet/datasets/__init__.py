@@ -1,0 +1,1 @@
+"""Raw dataset format: schema and validation, dataset id resolution, image I/O, synthetic data, converters."""

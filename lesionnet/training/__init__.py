@@ -1,0 +1,1 @@
+"""lesionnet.training"""

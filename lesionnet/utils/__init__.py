@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writing, logging set-up."""
