@@ -1,0 +1,102 @@
+"""``lesionnet_evaluate_tracking``: DLS-benchmark metrics of lesion tracking predictions.
+
+Thin wrapper around :mod:`lesionnet.evaluation`; see ``documentation/evaluation.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lesionnet.evaluation.prediction_io import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
+from lesionnet.evaluation.tracking_metrics import (compare_predictions, evaluate_tracking_file, format_comparison,
+                                                   format_summary_table)
+from lesionnet.utils.files import write_json, write_text
+from lesionnet.utils.logging_setup import configure_logging
+
+PROG = "lesionnet_evaluate_tracking"
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Evaluate lesion tracking predictions with the DLS benchmark conventions: CPM@10mm, "
+                    "CPM@Radius, MED (mean Euclidean distance, mm) and MED_X/Y/Z. Reads a lesionnet "
+                    "predictions file, a DLS results file ({\"results\": [...]}) or a DLS annotation file "
+                    "(its 'predict target center' is the prediction).")
+    parser.add_argument("predictions", help="predictions file (any of the three forms; detected automatically)")
+    parser.add_argument("--reference", "-r", default=None,
+                        help="take the ground truth from this file instead (a DLS annotation file or a lesionnet "
+                             "raw pairs*.json)")
+    parser.add_argument("-o", "--output", default=None, help="write the metrics to this JSON file")
+    parser.add_argument("--compare", default=None, metavar="OTHER_PREDICTIONS",
+                        help="also evaluate these predictions and run paired t-tests on the same pairs")
+    parser.add_argument("--per_pair", default=None, metavar="CSV", help="write per-pair distances and hits here")
+    parser.add_argument("--allow_missing", action="store_true",
+                        help="evaluate even if the reference has pairs without a prediction (they are reported)")
+    parser.add_argument("--match", choices=MATCH_MODES, default="auto",
+                        help="how pairs are matched across files (default: by pair id, else by scans and lesion "
+                             "centers, else by position)")
+    parser.add_argument("--match_tolerance", type=float, default=DEFAULT_MATCH_TOLERANCE_VOX,
+                        help="largest per-axis center difference (voxels) for matching by centers "
+                             f"(default {DEFAULT_MATCH_TOLERANCE_VOX})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate, print, write; returns the JSON-able result."""
+    options = dict(allow_missing=args.allow_missing, match=args.match, match_tolerance_vox=args.match_tolerance)
+    evaluation = evaluate_tracking_file(args.predictions, args.reference, **options)
+    _log_loaded(evaluation.predictions)
+    result = evaluation.summary()
+    if evaluation.predictions.missing:
+        result["n_missing"] = len(evaluation.predictions.missing)
+        result["missing_pairs"] = list(evaluation.predictions.missing)
+    comparison = None
+    if args.compare:
+        other = evaluate_tracking_file(args.compare, args.reference, **options)
+        _log_loaded(other.predictions)
+        comparison = compare_predictions(evaluation, other, label_a=args.predictions, label_b=args.compare,
+                                         match=args.match, match_tolerance_vox=args.match_tolerance)
+        result["comparison"] = {"metrics_b": other.summary(), **comparison.to_dict()}
+        print(format_summary_table([evaluation.summary(), other.summary()], labels=[args.predictions, args.compare]))
+        print()
+        print(format_comparison(comparison))
+    else:
+        print(format_summary_table([evaluation.summary()]))
+    if evaluation.predictions.missing:
+        missing = evaluation.predictions.missing
+        print(f"{len(missing)} reference pair(s) without a prediction were left out (--allow_missing): "
+              + ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else ""))
+    if args.per_pair:
+        write_text(args.per_pair, evaluation.per_pair_csv())
+        logger.info("per-pair results written to %s", args.per_pair)
+    if args.output:
+        write_json(args.output, result)
+        logger.info("metrics written to %s", args.output)
+    return result
+
+
+def _log_loaded(predictions) -> None:
+    source = "its own ground truth" if predictions.reference is None else \
+        f"ground truth from {predictions.reference} (matched by {predictions.match_rule})"
+    logger.info("%s: %d pairs, %s, %s", predictions.path, len(predictions), predictions.form_description, source)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        run(args)
+    except (ValueError, OSError) as e:  # bad input: one line, no traceback
+        message = " ".join(str(e).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

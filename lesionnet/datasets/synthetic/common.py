@@ -1,0 +1,144 @@
+"""Helpers shared by the synthetic dataset generators: seeding, splits, grids, noise, output folders."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from scipy import ndimage
+
+from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
+from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN
+
+logger = logging.getLogger(__name__)
+
+LICENCE = "synthetic, CC0"
+
+
+# ---------------------------------------------------------------------------------------- seeding
+def patient_seed_sequence(seed: int, patient_index: int) -> np.random.SeedSequence:
+    """The seed sequence of patient ``patient_index`` of a run seeded with ``seed``.
+
+    Equal to ``np.random.SeedSequence(seed).spawn(n)[patient_index]`` for any ``n``: a patient's data
+    depend only on the run seed and its index, not on the number of patients or worker processes.
+    """
+    return np.random.SeedSequence(int(seed), spawn_key=(int(patient_index),))
+
+
+def child_rng(parent: np.random.SeedSequence, stream: int) -> np.random.Generator:
+    """An independent generator for one purpose (``stream``) of a patient; pure, unlike ``spawn``."""
+    return np.random.default_rng(np.random.SeedSequence(parent.entropy, spawn_key=tuple(parent.spawn_key) + (stream,)))
+
+
+def as_seed_sequence(seed) -> np.random.SeedSequence:
+    """Accept an int or a ``SeedSequence``."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    return np.random.SeedSequence(int(seed))
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw uniform in ``log`` between ``low`` and ``high`` (favours small values)."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def num_test_cases(num_cases: int, test_fraction: float) -> int:
+    """Cases held out for testing: ``round(num_cases * test_fraction)``, at least 1 when there are 2+."""
+    if num_cases < 2:
+        return 0
+    return int(min(num_cases - 1, max(1, round(num_cases * test_fraction))))
+
+
+# ---------------------------------------------------------------------------------------- grids
+def centered_geometry(shape_zyx, spacing_zyx) -> Geometry:
+    """Axis-aligned geometry whose grid is centered on the world origin (mm)."""
+    shape_xyz = np.asarray(zyx_to_xyz(shape_zyx), dtype=np.float64)
+    spacing_xyz = np.asarray(zyx_to_xyz(spacing_zyx), dtype=np.float64)
+    origin_xyz = -(shape_xyz - 1.0) / 2.0 * spacing_xyz
+    return Geometry(tuple(spacing_xyz), tuple(origin_xyz), shape_zyx=tuple(int(v) for v in shape_zyx))
+
+
+def distance_to_border_mm(geometry: Geometry, index_xyz) -> float:
+    """Smallest distance (mm) from a continuous voxel index to the outer voxel centers of the grid."""
+    index_xyz = np.asarray(index_xyz, dtype=np.float64)
+    upper = np.asarray(geometry.shape_xyz, dtype=np.float64) - 1.0
+    spacing = np.asarray(geometry.spacing_xyz)
+    return float(np.min(np.minimum(index_xyz, upper - index_xyz) * spacing))
+
+
+def smooth_bias_field(shape_zyx, coefficients_zyx: np.ndarray) -> np.ndarray:
+    """A smooth field over a grid, cubic-interpolated from a tiny coefficient grid (same units)."""
+    coefficients_zyx = np.asarray(coefficients_zyx, dtype=np.float32)
+    coords = [np.linspace(0, c - 1, n, dtype=np.float32) for c, n in zip(coefficients_zyx.shape, shape_zyx)]
+    grid = np.meshgrid(*coords, indexing="ij")
+    return ndimage.map_coordinates(coefficients_zyx, grid, order=3, mode="nearest").astype(np.float32)
+
+
+def correlated_noise(rng: np.random.Generator, shape_zyx, sigma_hu: float, correlation_voxels: float = 0.6) -> np.ndarray:
+    """Gaussian noise with standard deviation ``sigma_hu``, slightly correlated in-plane like CT noise."""
+    noise = rng.standard_normal(size=tuple(shape_zyx), dtype=np.float32)
+    if correlation_voxels > 0:
+        noise = ndimage.gaussian_filter(noise, (0.0, correlation_voxels, correlation_voxels))
+        noise /= max(float(noise.std()), 1e-6)
+    return noise * np.float32(sigma_hu)
+
+
+def to_int16_hu(image_zyx: np.ndarray) -> np.ndarray:
+    """Round HU to int16, clipped to the CT range [-1024, 3071]."""
+    return np.clip(np.round(image_zyx), -1024, 3071).astype(np.int16)
+
+
+# ---------------------------------------------------------------------------------------- output
+class DatasetExistsError(FileExistsError):
+    """The dataset folder exists already and ``overwrite`` was not requested."""
+
+
+def check_no_conflicting_dataset(output_folder: Path) -> None:
+    """Refuse when another folder with the same dataset id exists beside ``output_folder``.
+
+    Two folders ``Dataset501_*`` would make ``-d 501`` ambiguous; the user has to remove or rename one.
+    """
+    match = DATASET_FOLDER_PATTERN.match(output_folder.name)
+    if not match or not output_folder.parent.is_dir():
+        return
+    prefix = f"Dataset{match.group(1)}_"
+    others = sorted(p.name for p in output_folder.parent.iterdir()
+                    if p.is_dir() and p.name.startswith(prefix) and p.name != output_folder.name)
+    if others:
+        raise DatasetExistsError(f"{output_folder.parent} already holds {', '.join(others)} with the dataset id "
+                                 f"{match.group(1)}; writing {output_folder.name} would make the id ambiguous. "
+                                 "Remove or rename that folder first.")
+
+
+@contextlib.contextmanager
+def staged_output_folder(output_folder: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``output_folder``; on success it replaces ``output_folder``.
+
+    An existing ``output_folder`` is an error unless ``overwrite`` (then it is replaced only after the
+    new dataset is complete). On failure the temporary folder is removed and nothing else changes.
+    """
+    output_folder = Path(output_folder)
+    if output_folder.exists() and not overwrite:
+        raise DatasetExistsError(f"{output_folder} already exists. Pass --overwrite (overwrite=True) to replace it, "
+                                 "or remove it first.")
+    check_no_conflicting_dataset(output_folder)
+    output_folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{output_folder.name}-", dir=output_folder.parent))
+    try:
+        yield staging
+        if output_folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{output_folder.name}-", dir=output_folder.parent))
+            os.replace(output_folder, old / output_folder.name)
+            os.replace(staging, output_folder)
+            shutil.rmtree(old, ignore_errors=True)
+            logger.info("Replaced the existing dataset %s", output_folder)
+        else:
+            os.replace(staging, output_folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
