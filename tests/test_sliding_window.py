@@ -23,6 +23,15 @@ SHAPES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a single intra-op thread avoids thread-pool contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def pointwise_net():
     torch.manual_seed(0)
@@ -191,7 +200,7 @@ def test_paired_prior_must_share_the_search_grid():
 # ----------------------------------------------------------------------------------------------
 # Window geometry
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(8, 16, 12), (9, 17, 13), (64, 192, 192), (23, 100, 37), (200, 33, 12)])
+@pytest.mark.parametrize("shape", [(8, 16, 12), (9, 17, 13), (64, 96, 72), (23, 100, 37), (200, 33, 12)])
 @pytest.mark.parametrize("step_size", [0.1, 0.25, 0.5, 0.7, 1.0])
 def test_window_slices_cover_the_volume(shape, step_size):
     steps = compute_steps(shape, PATCH, step_size)

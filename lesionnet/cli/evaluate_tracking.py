@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from lesionnet.evaluation.prediction_io import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
-from lesionnet.evaluation.tracking_metrics import (compare_predictions, evaluate_tracking_file, format_comparison,
-                                                   format_summary_table)
+from lesionnet.evaluation.tracking_metrics import (
+    compare_predictions,
+    evaluate_tracking_file,
+    format_comparison,
+    format_summary_table,
+)
 from lesionnet.utils.files import write_json, write_text
 from lesionnet.utils.logging_setup import configure_logging
 

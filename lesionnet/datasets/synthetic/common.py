@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from math import comb
 from pathlib import Path
 from typing import Iterator
 
@@ -72,11 +73,18 @@ def distance_to_border_mm(geometry: Geometry, index_xyz) -> float:
 
 
 def smooth_bias_field(shape_zyx, coefficients_zyx: np.ndarray) -> np.ndarray:
-    """A smooth field over a grid, cubic-interpolated from a tiny coefficient grid (same units)."""
-    coefficients_zyx = np.asarray(coefficients_zyx, dtype=np.float32)
-    coords = [np.linspace(0, c - 1, n, dtype=np.float32) for c, n in zip(coefficients_zyx.shape, shape_zyx)]
-    grid = np.meshgrid(*coords, indexing="ij")
-    return ndimage.map_coordinates(coefficients_zyx, grid, order=3, mode="nearest").astype(np.float32)
+    """A smooth field over a grid of ``shape_zyx``: tensor-product Bernstein polynomials whose
+    control values are ``coefficients_zyx`` (a small array, e.g. 3×3×3, in the output's units).
+
+    The field is a convex combination of the control values, so ``|field| <= max |coefficients|``.
+    """
+    coefficients_zyx = np.asarray(coefficients_zyx, dtype=np.float64)
+    bases = []
+    for n, degree_plus_one in zip(shape_zyx, coefficients_zyx.shape):
+        degree = degree_plus_one - 1
+        u = np.linspace(0.0, 1.0, n)
+        bases.append(np.stack([comb(degree, i) * u ** i * (1 - u) ** (degree - i) for i in range(degree + 1)], axis=1))
+    return np.einsum("ai,bj,ck,ijk->abc", *bases, coefficients_zyx, optimize=True).astype(np.float32)
 
 
 def correlated_noise(rng: np.random.Generator, shape_zyx, sigma_hu: float, correlation_voxels: float = 0.6) -> np.ndarray:

@@ -247,13 +247,19 @@ class TorsoPhantom:
                 else:
                     tissue[index[0][covered]] = labels
 
-        texture = self.texture.sample(x, y, z)
         ax, ay = self.body_semi_axes_mm
-        put(shapes.elliptic_cylinder(x, y, (0, 0), (ax, ay), edge_mm),
-            self.hu["subcutaneous_fat"] + TEXTURE_HU["fat"] * texture, SUBCUTANEOUS_FAT)
+        body = shapes.elliptic_cylinder(x, y, (0, 0), (ax, ay), edge_mm)
+        texture = np.zeros_like(x)
+        in_body = np.nonzero(body > 0)
+        texture[in_body] = self.texture.sample(x[in_body], y[in_body], z[in_body])
+        put(body, self.hu["subcutaneous_fat"] + TEXTURE_HU["fat"] * texture, SUBCUTANEOUS_FAT)
         interior = shapes.elliptic_cylinder(x, y, (0, 0), self.interior_semi_axes_mm, edge_mm)
         # visceral fat patches in the abdomen (below the diaphragm level z < 0)
-        fat_fraction = np.clip((self.fat_pattern.sample(x, y, z) - 0.6) / 0.5, 0, 1) * shapes.ramp(z, 15.0)
+        fat_fraction = np.zeros_like(x)
+        abdomen = np.nonzero((z < 8.0) & (body > 0))
+        if abdomen[0].size:
+            xa, ya, za = x[abdomen], y[abdomen], z[abdomen]
+            fat_fraction[abdomen] = np.clip((self.fat_pattern.sample(xa, ya, za) - 0.6) / 0.5, 0, 1) * shapes.ramp(za, 15.0)
         soft_value = (self.hu["soft_tissue"] * (1 - fat_fraction) + self.hu["visceral_fat"] * fat_fraction
                       + TEXTURE_HU["soft"] * texture)
         put(interior, soft_value, SOFT_TISSUE)
@@ -314,16 +320,28 @@ class TorsoPhantom:
         lumen_value = self.hu["stomach_fluid"] * (1 - air) + self.hu["air"] * air
         return wall_value * (1 - lumen) + lumen * lumen_value
 
+    def _spine_index(self, x, y, z, edge_mm):
+        """Indices of the points in the box holding the spine, the paraspinal muscles and the aorta."""
+        sp = self.spine
+        half_width = sp["paraspinal_offset_xy"][0] + sp["paraspinal_semi_axes_mm"][0] + edge_mm
+        low = (-half_width, sp["aorta_center_xy"][1] - sp["aorta_radius_mm"] - edge_mm, -np.inf)
+        high = (half_width, sp["spinous_center_xy"][1] + sp["spinous_semi_axes_mm"][1] + edge_mm, np.inf)
+        return self._box_index(x, y, z, low, high, 0.0)
+
     def _paint_spine_muscles(self, put, x, y, z, edge_mm, muscles_only: bool):
         sp = self.spine
+        idx = self._spine_index(x, y, z, edge_mm)
+        if idx[0].size == 0:
+            return
+        x, y, z = x[idx], y[idx], z[idx]
         ox, oy = sp["paraspinal_offset_xy"]
         if muscles_only:
             for side in (-1.0, 1.0):
                 put(shapes.elliptic_cylinder(x, y, (side * ox, oy), sp["paraspinal_semi_axes_mm"], edge_mm),
-                    self.hu["muscle"], MUSCLE)
+                    self.hu["muscle"], MUSCLE, idx)
             return
         aorta = shapes.elliptic_cylinder(x, y, sp["aorta_center_xy"], (sp["aorta_radius_mm"],) * 2, edge_mm)
-        put(aorta, self.hu["aorta"], AORTA)
+        put(aorta, self.hu["aorta"], AORTA, idx)
         # vertebral body: cortical shell, cancellous core, discs repeating along z
         r = sp["body_radius_mm"]
         vertebra = shapes.elliptic_cylinder(x, y, sp["body_center_xy"], (r, r), edge_mm)
@@ -333,20 +351,24 @@ class TorsoPhantom:
         disc = shapes.slab(phase, 0.0, sp["disc_thickness_mm"], edge_mm)
         bone_value = self.hu["cortical_bone"] * (1 - core) + self.hu["cancellous_bone"] * core
         value = bone_value * (1 - disc) + self.hu["disc"] * disc
-        put(vertebra, value, BONE)
+        put(vertebra, value, BONE, idx)
         arch = shapes.elliptic_cylinder(x, y, sp["canal_center_xy"], (sp["arch_radius_mm"],) * 2, edge_mm)
         spinous = shapes.elliptic_cylinder(x, y, sp["spinous_center_xy"], sp["spinous_semi_axes_mm"], edge_mm)
-        put(np.maximum(arch, spinous) * (1 - 0.8 * disc), self.hu["cortical_bone"], BONE)
+        put(np.maximum(arch, spinous) * (1 - 0.8 * disc), self.hu["cortical_bone"], BONE, idx)
         canal = shapes.elliptic_cylinder(x, y, sp["canal_center_xy"], (sp["canal_radius_mm"],) * 2, edge_mm)
-        put(canal, self.hu["spinal_canal"], SOFT_TISSUE)
+        put(canal, self.hu["spinal_canal"], SOFT_TISSUE, idx)
 
     def _paint_ribs(self, put, x, y, z, edge_mm):
         """Oblique ribs: a band 7 mm thick just inside the fat layer, repeating every 26 mm along z."""
+        band = np.cos(2 * np.pi * (z + 0.35 * y) / 26.0 + self.rib_phase)
+        idx = np.nonzero((band > 0.55) & (z > -45.0 - 5.0) & (np.abs(x) > 20.0 - 6.0))
+        if idx[0].size == 0:
+            return
+        x, y, z, band = x[idx], y[idx], z[idx], band[idx]
         iax, iay = self.interior_semi_axes_mm
         outer = shapes.elliptic_cylinder(x, y, (0, 0), (iax - 2.0, iay - 2.0), edge_mm)
         inner = shapes.elliptic_cylinder(x, y, (0, 0), (iax - 9.0, iay - 9.0), edge_mm)
-        band = np.cos(2 * np.pi * (z + 0.35 * y) / 26.0 + self.rib_phase)
         rib = outer * (1 - inner) * np.clip((band - 0.55) / 0.15, 0, 1)
         rib *= shapes.ramp(-45.0 - z, 5.0)                       # only above the lower costal margin
         rib *= 1 - shapes.ramp(np.abs(x) - 20.0, 6.0)            # gap in the midline (sternum / spine)
-        put(rib, self.hu["rib"], BONE)
+        put(rib, self.hu["rib"], BONE, idx)

@@ -400,17 +400,15 @@ class SyntheticPatient:
         if subslice_offsets is None:
             subslice_offsets = (np.arange(tp.subslices) + 0.5) / tp.subslices - 0.5
         out = np.zeros((nz, ny, nx), dtype=np.float32)
-        iy, ix = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+        index_y = np.arange(ny, dtype=np.float32)[None, :, None]
+        index_x = np.arange(nx, dtype=np.float32)[None, None, :]
         slices_per_chunk = max(1, chunk_points // (ny * nx))
         for z0 in range(0, nz, slices_per_chunk):
             z_indices = np.arange(z0, min(nz, z0 + slices_per_chunk))
-            index_xyz = np.empty((z_indices.size, ny, nx, 3), dtype=np.float64)
-            index_xyz[..., 0] = ix
-            index_xyz[..., 1] = iy
             for offset in subslice_offsets:
-                index_xyz[..., 2] = (z_indices + offset)[:, None, None]
-                canonical = tp.mapping(geometry.index_to_world(index_xyz.reshape(-1, 3))).astype(np.float32)
-                values = evaluate(canonical[:, 0], canonical[:, 1], canonical[:, 2])
+                index_z = (z_indices + offset).astype(np.float32)[:, None, None]
+                cx, cy, cz = tp.mapping.index_grid_to_canonical(geometry, index_x, index_y, index_z)
+                values = evaluate(cx.ravel(), cy.ravel(), cz.ravel())
                 out[z_indices] += values.reshape(z_indices.size, ny, nx) / np.float32(len(subslice_offsets))
         return out
 

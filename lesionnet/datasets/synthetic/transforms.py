@@ -149,6 +149,20 @@ class FourierDisplacement:
         angles = points_xyz @ self.wave_vectors.T + self.phases  # (..., K)
         return np.sin(angles) @ self.amplitudes_mm
 
+    def displace_components(self, x, y, z) -> tuple:
+        """``(x + d_x, y + d_y, z + d_z)`` for coordinate arrays of any shape (float32 in, float32 out).
+
+        The fast path used for rendering: one mode at a time, no ``(..., K)`` temporaries.
+        """
+        out_x, out_y, out_z = x.copy(), y.copy(), z.copy()
+        for w, phase, a in zip(self.wave_vectors.astype(np.float32), self.phases.astype(np.float32),
+                               self.amplitudes_mm.astype(np.float32)):
+            s = np.sin(x * w[0] + y * w[1] + z * w[2] + phase)
+            out_x += a[0] * s
+            out_y += a[1] * s
+            out_z += a[2] * s
+        return out_x, out_y, out_z
+
     def jacobian(self, points_xyz) -> np.ndarray:
         """Jacobian ``∂d_i/∂q_j`` at point(s) ``(..., 3)`` → ``(..., 3, 3)``."""
         points_xyz = np.asarray(points_xyz, dtype=np.float64)
@@ -174,6 +188,23 @@ class WorldToCanonical:
         """World point(s) ``(..., 3)`` → canonical point(s) ``(..., 3)``, mm."""
         q = self.pose.apply(world_xyz)
         return q + self.displacement(q)
+
+    def index_grid_to_canonical(self, geometry, index_x, index_y, index_z) -> tuple:
+        """Canonical ``(x, y, z)`` (float32 arrays, mm) of voxel indices given as broadcastable arrays.
+
+        The index → world affine is taken from ``geometry`` (``Geometry.index_to_world`` of the origin
+        and the three unit indices), composed with the affine part, then displaced.
+        """
+        basis = geometry.index_to_world(np.vstack([np.zeros(3), np.eye(3)]))
+        world_origin, world_columns = basis[0], (basis[1:] - basis[0]).T  # columns: world step per index axis
+        linear = self.pose.matrix @ world_columns
+        offset = self.pose.apply(world_origin)
+        q = [np.float32(offset[i]) + np.float32(linear[i, 0]) * index_x + np.float32(linear[i, 1]) * index_y
+             + np.float32(linear[i, 2]) * index_z for i in range(3)]
+        q = [np.asarray(v, dtype=np.float32) for v in np.broadcast_arrays(*q)]
+        if self.displacement.num_modes == 0:
+            return tuple(q)
+        return self.displacement.displace_components(*q)
 
     def inverse(self, canonical_xyz, tol_mm: float = 1e-6, max_iterations: int = 50) -> np.ndarray:
         """Canonical point(s) ``(..., 3)`` → world point(s), solving ``q + d(q) = c`` by Newton iteration.

@@ -1,0 +1,46 @@
+"""An analytic CT-like phantom and a scan pair related by a known affine, for registration tests."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from lesionnet.datasets.geometry import Geometry
+from lesionnet.registration.affine import AffineRegistration
+
+
+def phantom_hu(points_mm: np.ndarray) -> np.ndarray:
+    """CT-like analytic phantom (HU) at world points ``(..., 3)`` (x, y, z) in mm, centred on 0."""
+    x, y, z = points_mm[..., 0], points_mm[..., 1], points_mm[..., 2]
+    hu = np.full(x.shape, -1000.0)
+    body = (x / 110) ** 2 + (y / 80) ** 2 + (z / 150) ** 2 < 1
+    hu[body] = 40.0
+    for side in (-1, 1):
+        lung = ((x - side * 50) / 35) ** 2 + ((y + 10) / 45) ** 2 + ((z - 20) / 90) ** 2 < 1
+        hu[lung] = -850.0
+    hu[((x / 12) ** 2 + ((y - 50) / 12) ** 2 < 1) & body] = 700.0  # spine
+    hu[((x + 40) / 30) ** 2 + ((y - 10) / 25) ** 2 + ((z + 70) / 40) ** 2 < 1] = 70.0  # liver-like
+    hu[(x - 30) ** 2 + (y + 20) ** 2 + (z + 40) ** 2 < 15**2] = -60.0
+    return hu
+
+
+def render(spacing_xyz, shape_zyx, world_to_canonical=None) -> tuple[np.ndarray, Geometry]:
+    geometry = Geometry(spacing_xyz, origin_xyz=(0, 0, 0), shape_zyx=shape_zyx)
+    extent = np.asarray(geometry.extent_mm_xyz)
+    geometry = Geometry(spacing_xyz, origin_xyz=tuple(-extent / 2), shape_zyx=shape_zyx)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
+    world = geometry.index_to_world(np.stack([xx, yy, zz], axis=-1))
+    if world_to_canonical is not None:
+        world = world_to_canonical(world)
+    return phantom_hu(world).astype(np.float32), geometry
+
+
+def make_pair(rotation_deg=(0, 0, 6), translation_mm=(8, -6, 10), scale=1.05):
+    """Source and target scans of the phantom; target = affine A applied to the source anatomy."""
+    matrix = Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix() * scale
+    translation = np.asarray(translation_mm, dtype=float)
+    source, source_geom = render((3.0, 3.0, 4.0), (80, 64, 84))
+    inverse = np.linalg.inv(matrix)
+    target, target_geom = render((3.5, 3.5, 3.0), (100, 56, 72),
+                                 world_to_canonical=lambda p: (p - translation) @ inverse.T)
+    truth = AffineRegistration(matrix, translation, np.zeros(3))
+    return source, source_geom, target, target_geom, truth

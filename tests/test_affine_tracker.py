@@ -1,0 +1,102 @@
+"""The affine tracker and ``lesionnet_predict -m affine|identity`` on a phantom pair with known truth."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from phantoms import make_pair
+
+from lesionnet.cli.predict import main as predict_main
+from lesionnet.datasets.image_io import write_image
+from lesionnet.datasets.raw_format import TrackingPair, save_pairs
+from lesionnet.evaluation.prediction_io import read_predictions
+from lesionnet.evaluation.tracking_metrics import evaluate_tracking_file
+from lesionnet.inference.tracking_input import TrackingInputError, load_tracking_input
+
+LESIONS_WORLD_MM = [(30.0, -20.0, -40.0), (-40.0, 10.0, -70.0), (0.0, 30.0, 40.0)]
+
+
+@pytest.fixture(scope="module")
+def input_folder(tmp_path_factory):
+    """Two phantom scans (P1_T0, P1_T1) and pairs for three lesions in both directions."""
+    folder = tmp_path_factory.mktemp("affine_input")
+    source, source_geom, target, target_geom, truth = make_pair()
+    write_image(folder / "P1_T0_0000.nii.gz", source, source_geom)
+    write_image(folder / "P1_T1_0000.nii.gz", target, target_geom)
+    pairs = []
+    for i, world in enumerate(LESIONS_WORLD_MM):
+        c0 = source_geom.world_to_index(world)
+        c1 = target_geom.world_to_index(truth.map_points(world))
+        pairs.append(TrackingPair(f"L{i}_fwd", "P1_T0", "P1_T1", tuple(c0), 8.0, tuple(c1), 8.0 * 1.05))
+        pairs.append(TrackingPair(f"L{i}_bwd", "P1_T1", "P1_T0", tuple(c1), 8.0 * 1.05, tuple(c0), 8.0))
+    save_pairs(folder / "pairs.json", pairs)
+    return folder
+
+
+def test_affine_beats_identity_and_reuses_registration(input_folder, tmp_path, caplog):
+    assert predict_main(["-i", str(input_folder), "-o", str(tmp_path / "affine"), "-m", "affine",
+                         "--no_progress"]) == 0
+    assert predict_main(["-i", str(input_folder), "-o", str(tmp_path / "identity"), "-m", "identity",
+                         "--no_progress"]) == 0
+    affine = evaluate_tracking_file(tmp_path / "affine" / "predictions.json").summary()
+    identity = evaluate_tracking_file(tmp_path / "identity" / "predictions.json").summary()
+    assert affine["n"] == identity["n"] == 6
+    assert affine["MED"] < 4.0, affine
+    assert identity["MED"] > 3 * affine["MED"], (affine, identity)
+    doc = read_predictions(tmp_path / "affine" / "predictions.json")
+    assert doc["method"] == "affine" and doc["registration"]["working_spacing_mm"] == 2.0
+    record = doc["results"][0]
+    assert len(record["predict target center world"]) == 3 and record["processing time"] > 0
+    # one registration per directed scan pair: the three lesions of a direction share its time
+    fwd_times = [r["processing time"] for r in doc["results"] if r["pair_id"].endswith("fwd")]
+    assert max(fwd_times) - min(fwd_times) < 0.05 * max(fwd_times)
+
+
+def test_predictions_are_a_dls_results_file(input_folder, tmp_path):
+    predict_main(["-i", str(input_folder), "-o", str(tmp_path), "-m", "identity", "--no_progress"])
+    doc = json.loads((tmp_path / "predictions.json").read_text())
+    for record in doc["results"]:  # the keys the DLS evaluator reads
+        for key in ("target center", "predict target center", "target spacing", "target recist diameter"):
+            assert key in record
+
+
+def _write_pairs(folder, pairs):
+    save_pairs(folder / "pairs.json", pairs)
+
+
+def test_missing_scan_names_the_pair(input_folder, tmp_path, caplog):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "P1_T0_0000.nii.gz").symlink_to(input_folder / "P1_T0_0000.nii.gz")
+    _write_pairs(bad, [TrackingPair("lonely", "P1_T0", "P9_T3", (10.0, 10.0, 10.0), 5.0)])
+    with pytest.raises(TrackingInputError, match="lonely.*P9_T3"):
+        load_tracking_input(bad)
+    assert predict_main(["-i", str(bad), "-o", str(tmp_path / "out"), "--no_progress"]) == 1
+    assert "lonely" in caplog.text
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_center_outside_scan_names_the_pair(input_folder, tmp_path):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    for name in ("P1_T0_0000.nii.gz", "P1_T1_0000.nii.gz"):
+        (bad / name).symlink_to(input_folder / name)
+    _write_pairs(bad, [TrackingPair("far_away", "P1_T0", "P1_T1", (10.0, 500.0, 10.0), 5.0)])
+    with pytest.raises(TrackingInputError, match="far_away.*outside"):
+        load_tracking_input(bad)
+
+
+def test_missing_pairs_file_says_what_to_do(tmp_path):
+    with pytest.raises(TrackingInputError, match="pairs.json"):
+        load_tracking_input(tmp_path)
+
+
+def test_identity_prediction_is_the_unmoved_world_point(input_folder, tmp_path):
+    predict_main(["-i", str(input_folder), "-o", str(tmp_path), "-m", "identity", "--no_progress"])
+    tracking_input = load_tracking_input(input_folder)
+    doc = read_predictions(tmp_path / "predictions.json")
+    pair = tracking_input.pairs[0]
+    src, tgt = tracking_input.geometries[pair.source], tracking_input.geometries[pair.target]
+    expected = tgt.world_to_index(src.index_to_world(pair.source_center_xyz))
+    np.testing.assert_allclose(doc["results"][0]["predict target center"], expected, atol=1e-9)
