@@ -8,10 +8,12 @@ import shutil
 import tempfile
 from math import comb
 from pathlib import Path
-from typing import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterator
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
 from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN
@@ -87,7 +89,8 @@ def smooth_bias_field(shape_zyx, coefficients_zyx: np.ndarray) -> np.ndarray:
     return np.einsum("ai,bj,ck,ijk->abc", *bases, coefficients_zyx, optimize=True).astype(np.float32)
 
 
-def correlated_noise(rng: np.random.Generator, shape_zyx, sigma_hu: float, correlation_voxels: float = 0.6) -> np.ndarray:
+def correlated_noise(rng: np.random.Generator, shape_zyx, sigma_hu: float,
+                     correlation_voxels: float = 0.6) -> np.ndarray:
     """Gaussian noise with standard deviation ``sigma_hu``, slightly correlated in-plane like CT noise."""
     noise = rng.standard_normal(size=tuple(shape_zyx), dtype=np.float32)
     if correlation_voxels > 0:
@@ -150,3 +153,20 @@ def staged_output_folder(output_folder: str | os.PathLike, overwrite: bool) -> I
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------- workers
+def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool, description: str) -> list:
+    """Run ``function`` over ``jobs`` in this process or a process pool, with a progress bar."""
+    results = []
+    with tqdm(total=len(jobs), desc=description, unit="case", disable=not progress) as bar:
+        if num_processes <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(function(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=num_processes) as pool:
+                for future in as_completed([pool.submit(function, job) for job in jobs]):
+                    results.append(future.result())
+                    bar.update()
+    return results

@@ -31,23 +31,24 @@ AIR, SUBCUTANEOUS_FAT, SOFT_TISSUE, VISCERAL_FAT, MUSCLE, LUNG, LUNG_VESSEL, HEA
 TISSUE_NAMES = ("air", "subcutaneous_fat", "soft_tissue", "visceral_fat", "muscle", "lung", "lung_vessel",
                 "heart", "liver", "liver_vessel", "spleen", "stomach", "kidney", "aorta", "bone")
 
-#: Nominal intensities (HU) of the phantom's tissues; each patient jitters organs by a few HU.
+#: Nominal intensities (HU) of the phantom's tissues, as in a portal-venous contrast phase; each patient
+#: jitters organs by a few HU.
 TISSUE_HU = {
     "air": -1000.0,
     "subcutaneous_fat": -100.0,
     "visceral_fat": -90.0,
-    "soft_tissue": 35.0,
-    "muscle": 50.0,
+    "soft_tissue": 40.0,
+    "muscle": 55.0,
     "lung": -850.0,
     "lung_vessel": 40.0,
-    "heart": 45.0,
-    "liver": 60.0,
-    "liver_vessel": 120.0,
-    "spleen": 50.0,
-    "stomach_wall": 45.0,
+    "heart": 110.0,
+    "liver": 100.0,
+    "liver_vessel": 160.0,
+    "spleen": 105.0,
+    "stomach_wall": 60.0,
     "stomach_fluid": 15.0,
-    "kidney": 150.0,
-    "aorta": 160.0,
+    "kidney": 170.0,
+    "aorta": 170.0,
     "cortical_bone": 700.0,
     "cancellous_bone": 250.0,
     "disc": 90.0,
@@ -254,12 +255,9 @@ class TorsoPhantom:
         texture[in_body] = self.texture.sample(x[in_body], y[in_body], z[in_body])
         put(body, self.hu["subcutaneous_fat"] + TEXTURE_HU["fat"] * texture, SUBCUTANEOUS_FAT)
         interior = shapes.elliptic_cylinder(x, y, (0, 0), self.interior_semi_axes_mm, edge_mm)
-        # visceral fat patches in the abdomen (below the diaphragm level z < 0)
+        # visceral / mediastinal fat: about half of the soft tissue between the organs, in smooth patches
         fat_fraction = np.zeros_like(x)
-        abdomen = np.nonzero((z < 8.0) & (body > 0))
-        if abdomen[0].size:
-            xa, ya, za = x[abdomen], y[abdomen], z[abdomen]
-            fat_fraction[abdomen] = np.clip((self.fat_pattern.sample(xa, ya, za) - 0.6) / 0.5, 0, 1) * shapes.ramp(za, 15.0)
+        fat_fraction[in_body] = np.clip((self.fat_pattern.sample(x[in_body], y[in_body], z[in_body]) + 0.1) / 0.5, 0, 1)
         soft_value = (self.hu["soft_tissue"] * (1 - fat_fraction) + self.hu["visceral_fat"] * fat_fraction
                       + TEXTURE_HU["soft"] * texture)
         put(interior, soft_value, SOFT_TISSUE)

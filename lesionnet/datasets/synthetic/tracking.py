@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import write_image
-from lesionnet.datasets.raw_format import TrackingPair, make_dataset_json, save_pairs
+from lesionnet.datasets.raw_format import TrackingPair, make_dataset_json, pair_from_json, save_pairs
 from lesionnet.datasets.synthetic import common, phantom as phantom_module, shapes
 from lesionnet.datasets.synthetic.phantom import TorsoPhantom
 from lesionnet.datasets.synthetic.transforms import (AffinePose, FourierDisplacement, WorldToCanonical,
@@ -87,7 +85,7 @@ class TrackingConfig:
     ``baseline_radius_range_mm`` [3, 15] log-uniform baseline radius; ``growth_range`` [0.5, 1.8]
     radius factor from one time point to the next; ``lesion_drift_mm`` [2] largest canonical motion
     between consecutive time points; ``lesion_organ_weights`` [liver 0.4, lung 0.3, soft tissue 0.2,
-    spleen 0.1]; ``lesion_contrast_hu_range`` [25, 60] |lesion − organ| (HU), ``hypodense_fraction``
+    spleen 0.1]; ``lesion_contrast_hu_range`` [35, 80] |lesion − organ| (HU), ``hypodense_fraction``
     [0.6]; ``lung_nodule_hu_range`` [-20, 60] HU of lung nodules; ``contrast_change_range`` [0.7, 1.3]
     factor on the contrast at each follow-up; ``lesion_texture_hu_range`` [3, 12] internal texture;
     ``rim_fraction`` [0.25] lesions with an enhancing rim of ``rim_hu`` [40]; ``necrosis_fraction``
@@ -124,7 +122,7 @@ class TrackingConfig:
     lesion_drift_mm: float = 2.0
     lesion_organ_weights: dict = field(default_factory=lambda: {"liver": 0.4, "lung": 0.3, "soft_tissue": 0.2,
                                                                  "spleen": 0.1})
-    lesion_contrast_hu_range: tuple = (25.0, 60.0)
+    lesion_contrast_hu_range: tuple = (35.0, 80.0)
     hypodense_fraction: float = 0.6
     lung_nodule_hu_range: tuple = (-20.0, 60.0)
     contrast_change_range: tuple = (0.7, 1.3)
@@ -502,11 +500,13 @@ def _random_appearance(rng: np.random.Generator, config: TrackingConfig, phantom
         contrast = np.minimum(contrast, 1.0)  # nodules may become part-solid, never denser than bone
     has_rim = rng.uniform() < config.rim_fraction
     rim = config.rim_hu * has_rim * rng.uniform(0.5, 1.5, size=num_timepoints)
-    necrosis_onset = int(rng.integers(0, num_timepoints)) if rng.uniform() < config.necrosis_fraction else num_timepoints
+    has_necrosis = rng.uniform() < config.necrosis_fraction
+    necrosis_onset = int(rng.integers(0, num_timepoints)) if has_necrosis else num_timepoints
     necrosis = np.where(np.arange(num_timepoints) >= necrosis_onset, config.necrosis_hu, 0.0)
     texture = rng.uniform(*config.lesion_texture_hu_range) * rng.uniform(0.5, 1.5, size=num_timepoints)
     num_modes = 6
-    wave_vectors = np.stack([random_unit_vector(rng) for _ in range(num_modes)]) * rng.uniform(2.0, 5.0, size=(num_modes, 1))
+    directions = np.stack([random_unit_vector(rng) for _ in range(num_modes)])
+    wave_vectors = directions * rng.uniform(2.0, 5.0, size=(num_modes, 1))
     phases = rng.uniform(0, 2 * np.pi, size=num_modes)
     shifts = np.concatenate([np.zeros((1, num_modes)), rng.uniform(-1.5, 1.5, size=(num_timepoints - 1, num_modes))])
     return LesionAppearance(float(base), float(delta), contrast, rim, necrosis, texture, wave_vectors, phases, shifts)
@@ -585,8 +585,8 @@ def _make_twin(rng, config, phantom, original: SyntheticLesion, original_index: 
     return None
 
 
-_DIRECTIONS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if (i, j, k) != (0, 0, 0)],
-                       dtype=np.float64)
+_DIRECTIONS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
+                        if (i, j, k) != (0, 0, 0)], dtype=np.float64)
 _DIRECTIONS /= np.linalg.norm(_DIRECTIONS, axis=1, keepdims=True)
 
 
@@ -721,29 +721,13 @@ def generate_tracking_dataset(output_folder=None, config: TrackingConfig | None 
                 DATASET_NAME, config.num_patients, num_test, seed, tuple(config.nominal_shape_zyx), output_folder)
     with common.staged_output_folder(output_folder, overwrite) as staging:
         jobs = [(config, seed, i, splits[i], str(staging)) for i in range(config.num_patients)]
-        results = _run_jobs(_generate_patient, jobs, num_processes, progress, f"Dataset{DATASET_ID} patients")
+        results = common.run_jobs(_generate_patient, jobs, num_processes, progress, f"Dataset{DATASET_ID} patients")
         results.sort(key=lambda r: r["patient_id"])
         summary = _write_tracking_metadata(staging, results, config, seed)
     summary["folder"] = str(output_folder)
     logger.info("Wrote %s: %d/%d scans and %d/%d pairs (train/test)", output_folder, summary["num_scans_tr"],
                 summary["num_scans_ts"], summary["num_pairs_tr"], summary["num_pairs_ts"])
     return summary
-
-
-def _run_jobs(function, jobs: list, num_processes: int, progress: bool, description: str) -> list:
-    """Run ``function`` over ``jobs`` in this process or a process pool, with a progress bar."""
-    results = []
-    with tqdm(total=len(jobs), desc=description, unit="case", disable=not progress) as bar:
-        if num_processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(function(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=num_processes) as pool:
-                for future in as_completed([pool.submit(function, job) for job in jobs]):
-                    results.append(future.result())
-                    bar.update()
-    return results
 
 
 def _write_tracking_metadata(folder: Path, results: list, config: TrackingConfig, seed: int) -> dict:
@@ -776,7 +760,6 @@ def _write_tracking_metadata(folder: Path, results: list, config: TrackingConfig
 
 
 def _pair(record: dict) -> TrackingPair:
-    from lesionnet.datasets.raw_format import pair_from_json
     return pair_from_json(record, "generated pair")
 
 

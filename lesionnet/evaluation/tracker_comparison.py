@@ -1,0 +1,61 @@
+"""Run several trackers on one dataset split and compare them side by side, in one run.
+
+Used by ``lesionnet_demo`` and ``benchmarks/tracking.py``: each method predicts the split's pairs
+through the same entry point as ``lesionnet_predict`` and is scored with the DLS conventions; the
+result holds, per method, the metrics, the mean seconds per pair, the wall time, and a paired
+t-test of each method against the first one (the reference).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lesionnet.datasets.raw_format import RawDataset
+from lesionnet.evaluation.prediction_io import read_predictions
+from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_tracking_file
+from lesionnet.inference.predict_tracking import predict_tracking
+
+
+def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike,
+                     methods=("identity", "affine"), split: str = "Ts", progress: bool = True) -> dict:
+    """Predict and evaluate ``methods`` on ``split`` of a raw tracking dataset.
+
+    Returns ``{"dataset", "split", "n_pairs", "methods": {name: {metrics..., "seconds_per_pair",
+    "wall_seconds", "vs_reference": {...}}}}``; predictions go to ``output_folder/<method>/``.
+    """
+    dataset = RawDataset(dataset_folder)
+    output_folder = Path(output_folder)
+    results: dict = {"dataset": dataset.name, "split": split, "methods": {}}
+    prediction_files = {}
+    for method in methods:
+        start = time.perf_counter()
+        path = predict_tracking(dataset.images_dir(split), output_folder / method, method,
+                                pairs_path=dataset.pairs_path(split), progress=progress)
+        wall = time.perf_counter() - start
+        prediction_files[method] = path
+        summary = evaluate_tracking_file(path).summary()
+        seconds = [r["processing time"] for r in read_predictions(path)["results"]]
+        results["methods"][method] = {**summary, "seconds_per_pair": float(np.mean(seconds)),
+                                      "wall_seconds": wall}
+    reference = methods[0]
+    for method in methods[1:]:
+        comparison = compare_predictions(prediction_files[method], prediction_files[reference],
+                                         label_a=method, label_b=reference)
+        results["methods"][method]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
+    results["n_pairs"] = results["methods"][reference]["n"]
+    return results
+
+
+def markdown_table(results: dict) -> str:
+    """The comparison as a Markdown table (one row per method)."""
+    lines = [f"Dataset `{results['dataset']}`, split `{results['split']}`, {results['n_pairs']} directed pairs.",
+             "",
+             "| method | CPM@10mm | CPM@Radius | MED (mm) | MED_X | MED_Y | MED_Z | s / pair |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in results["methods"].items():
+        lines.append(f"| {name} | {m['CPM@10mm']:.2f} | {m['CPM@Radius']:.2f} | {m['MED']:.2f} ± {m['MED_std']:.2f} "
+                     f"| {m['MED_X']:.2f} | {m['MED_Y']:.2f} | {m['MED_Z']:.2f} | {m['seconds_per_pair']:.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,430 @@
+"""Dataset fingerprint: the figures of a raw dataset that the planner's rules read.
+
+``extract_fingerprint(501)`` reads every training scan once in a process pool and writes
+``$lesionnet_preprocessed/DatasetXXX_Name/dataset_fingerprint.json`` with
+
+* per scan: spacing, shape, body-region intensity statistics, number of lesions;
+* spacing / shape / slice-thickness distributions;
+* CT intensities inside the body mask (HU > ``body_threshold_hu``, holes filled per slice, largest
+  connected component), subsampled to at most ``samples_per_scan`` voxels per scan: percentiles
+  0.5 / 50 / 99.5, mean, std over all scans' samples;
+* lesion radii (mm): tracking — the radii of the unique lesions of the pairs (source and target
+  sides; a lesion = scan + center); detection — the equivalent-sphere radius of each instance of the
+  masks, with its extents (mm, voxels, slices);
+* lesions per scan;
+* tracking: the affine-prior error of every training pair, per axis, ``|T_aff(source_center) −
+  target_center| × target spacing`` (mm). Each scan pair is registered once, in the pool, and the
+  result is cached in ``registrations/`` for preprocessing (see
+  :mod:`lesionnet.preprocessing.registration_priors`);
+* detection: per-slice instance counts and lesion extents in slices.
+
+A re-run whose inputs (file sizes and mtimes, settings) are unchanged returns the stored fingerprint
+without reading any scan or writing anything.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from lesionnet import paths
+from lesionnet.datasets.dataset_id import find_dataset_folder
+from lesionnet.datasets.image_io import read_geometry, read_image
+from lesionnet.datasets.raw_format import RawDataset
+from lesionnet.preprocessing.manifest import file_signature, read_json_or_none, stable_hash, write_json_if_changed
+from lesionnet.preprocessing.registration_priors import (DEFAULT_PLANNING_REGISTRATION, ensure_registrations,
+                                                         prior_error_mm_zyx, settings_key)
+from lesionnet.registration.affine import RegistrationSettings
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+FINGERPRINT_VERSION = 1
+BODY_THRESHOLD_HU = -500.0
+SAMPLES_PER_SCAN = 10_000
+QUANTILES = (0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5)
+
+
+def default_num_processes() -> int:
+    """Worker processes when ``-np`` is not given: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def preprocessed_folder_for(raw_folder: str | os.PathLike) -> Path:
+    """``$lesionnet_preprocessed/<raw folder name>``."""
+    return paths.preprocessed_dir() / Path(raw_folder).name
+
+
+def resolve_raw_dataset(dataset) -> RawDataset:
+    """A :class:`RawDataset` from an id (``501``), a folder name, a path or a RawDataset."""
+    if isinstance(dataset, RawDataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
+        return RawDataset(dataset)
+    return RawDataset(find_dataset_folder(dataset))
+
+
+def quantile_summary(values, quantiles=QUANTILES) -> dict:
+    """``{"count", "min", "max", "mean", "std", "p0.5": ..., ...}`` of a 1D sequence (empty: count 0)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return {"count": 0}
+    out = {"count": int(v.size), "min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()),
+           "std": float(v.std())}
+    for q in quantiles:
+        out[f"p{q:g}"] = float(np.percentile(v, q))
+    return out
+
+
+def body_mask(image_hu_zyx: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.ndarray:
+    """Body region of a CT: ``HU > threshold``, holes filled slice by slice (lungs, airways), largest
+    3D connected component (drops the table and air noise). Falls back to the threshold mask when
+    nothing is above the threshold."""
+    mask = image_hu_zyx > threshold_hu
+    if not mask.any():
+        return np.ones_like(mask)
+    filled = np.empty_like(mask)
+    for z in range(mask.shape[0]):
+        filled[z] = ndimage.binary_fill_holes(mask[z])
+    labels, n = ndimage.label(filled)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        filled = labels == int(np.argmax(sizes))
+    return filled
+
+
+def _sample_values(values: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
+    if values.size <= max_samples:
+        return values.astype(np.float32)
+    return values[rng.choice(values.size, size=max_samples, replace=False)].astype(np.float32)
+
+
+def instance_statistics(labels_zyx: np.ndarray, spacing_xyz) -> dict:
+    """Per-instance figures of an instance mask (0 background, 1..N lesions) and per-slice counts.
+
+    Returns ``{"instances": [{"label", "voxels", "radius_mm", "extent_mm_zyx", "extent_voxels_zyx",
+    "extent_slices", "box_zyx"}], "per_slice_counts": [count per slice]}``; the radius is the
+    equivalent-sphere radius ``(3 V / 4π)^(1/3)``, ``box_zyx`` is ``[z0, y0, x0, z1, y1, x1]``
+    (voxels, half-open), ``extent_slices`` the number of slices the instance touches.
+    """
+    labels_zyx = np.asarray(labels_zyx)
+    spacing_zyx = np.asarray(spacing_xyz, dtype=np.float64)[::-1]
+    voxel_mm3 = float(np.prod(spacing_zyx))
+    ints = labels_zyx.astype(np.int64, copy=False)
+    counts = np.bincount(ints.ravel()) if ints.size else np.zeros(1, dtype=np.int64)
+    objects = ndimage.find_objects(ints)
+    z_idx, _, _ = np.nonzero(ints)
+    lab = ints[ints > 0]
+    per_slice = np.zeros(ints.shape[0], dtype=np.int64)
+    if lab.size:
+        pairs = np.unique(np.stack([z_idx, lab], axis=1), axis=0)
+        slices_of = np.bincount(pairs[:, 1], minlength=len(counts))
+        per_slice = np.bincount(pairs[:, 0], minlength=ints.shape[0])
+    else:
+        slices_of = np.zeros(len(counts), dtype=np.int64)
+    instances = []
+    for label, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        voxels = int(counts[label])
+        extent_vox = [int(s.stop - s.start) for s in box]
+        instances.append({
+            "label": label,
+            "voxels": voxels,
+            "radius_mm": float((3.0 * voxels * voxel_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)),
+            "extent_mm_zyx": [float(e * s) for e, s in zip(extent_vox, spacing_zyx)],
+            "extent_voxels_zyx": extent_vox,
+            "extent_slices": int(slices_of[label]),
+            "box_zyx": [int(s.start) for s in box] + [int(s.stop) for s in box],
+        })
+    return {"instances": instances, "per_slice_counts": per_slice.tolist()}
+
+
+def _scan_worker(job: tuple) -> dict:
+    """Worker: figures of one scan (and its mask). Returns a dict with the intensity samples."""
+    scan_id, image_path, label_path, seed, samples_per_scan, threshold = job
+    image, geometry = read_image(image_path)
+    mask = body_mask(image, threshold)
+    body_values = image[mask]
+    rng = np.random.default_rng(seed)
+    samples = _sample_values(body_values, samples_per_scan, rng)
+    scan = {
+        "spacing_xyz": list(geometry.spacing_xyz),
+        "spacing_zyx": list(geometry.spacing_zyx),
+        "shape_zyx": list(geometry.shape_zyx),
+        "body_fraction": float(mask.mean()),
+        "intensity": _intensity_stats(samples),
+    }
+    result = {"scan_id": scan_id, "scan": scan, "samples": samples}
+    if label_path is not None:
+        labels, label_geometry = read_image(label_path, dtype=None)
+        if tuple(labels.shape) != tuple(geometry.shape_zyx):
+            raise ValueError(f"{label_path}: mask shape {labels.shape} differs from the image {geometry.shape_zyx}; "
+                             "run lesionnet_verify_dataset and fix the mask.")
+        stats = instance_statistics(np.rint(labels).astype(np.int64), geometry.spacing_xyz)
+        scan["num_lesions"] = len(stats["instances"])
+        result["instances"] = stats["instances"]
+        result["per_slice_counts"] = stats["per_slice_counts"]
+    return result
+
+
+def _intensity_stats(samples: np.ndarray) -> dict:
+    if samples.size == 0:
+        return {"num_samples": 0}
+    s = samples.astype(np.float64)
+    return {"num_samples": int(s.size), "p0.5": float(np.percentile(s, 0.5)), "p50": float(np.percentile(s, 50)),
+            "p99.5": float(np.percentile(s, 99.5)), "mean": float(s.mean()), "std": float(s.std())}
+
+
+def fingerprint_inputs(raw: RawDataset, settings: RegistrationSettings, samples_per_scan: int,
+                       seed: int, symmetric: bool) -> dict:
+    """What the fingerprint depends on (file signatures and settings); its hash decides re-runs."""
+    scans = raw.scan_ids("Tr")
+    inputs = {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "dataset_json": file_signature(raw.dataset_json_path),
+        "images": {s: file_signature(raw.image_path(s)) for s in scans},
+        "samples_per_scan": int(samples_per_scan),
+        "seed": int(seed),
+        "body_threshold_hu": BODY_THRESHOLD_HU,
+    }
+    if raw.task == "tracking":
+        inputs["pairs"] = file_signature(raw.pairs_path("Tr"))
+        inputs["registration_settings_key"] = settings_key(settings)
+        inputs["registration_symmetric"] = bool(symmetric)
+    else:
+        inputs["labels"] = {s: file_signature(raw.label_path(s)) for s in scans}
+    return inputs
+
+
+def extract_fingerprint(dataset, num_processes: int | None = None, registration_settings: RegistrationSettings | None = None,
+                        samples_per_scan: int = SAMPLES_PER_SCAN, seed: int = 0, symmetric_registration: bool = True,
+                        output_folder: str | os.PathLike | None = None, force: bool = False,
+                        progress: bool = True) -> dict:
+    """Compute (or reuse) the fingerprint of a raw dataset and write ``dataset_fingerprint.json``.
+
+    Args:
+        dataset: dataset id (``501``), folder name, folder path or :class:`RawDataset`.
+        num_processes: worker processes (default: usable CPU cores).
+        registration_settings: affine registration settings for the prior error (tracking).
+        samples_per_scan: body voxels sampled per scan for the intensity statistics.
+        seed: seed of the voxel subsampling.
+        symmetric_registration: register each unordered scan pair once (see ``registration_priors``).
+        output_folder: preprocessed dataset folder (default ``$lesionnet_preprocessed/<name>``).
+        force: recompute even when the inputs are unchanged (cached registrations are still reused).
+        progress: tqdm progress bars.
+
+    Returns:
+        The fingerprint dict (also written to ``output_folder/dataset_fingerprint.json``).
+    """
+    raw = resolve_raw_dataset(dataset)
+    settings = registration_settings or DEFAULT_PLANNING_REGISTRATION
+    num_processes = num_processes or default_num_processes()
+    out_folder = Path(output_folder) if output_folder is not None else preprocessed_folder_for(raw.folder)
+    path = out_folder / FINGERPRINT_FILE
+    scans = raw.scan_ids("Tr")
+    if not scans:
+        raise ValueError(f"{raw.images_dir('Tr')}: no training scans ({{scan_id}}_0000{raw.file_ending}) found. "
+                         "Check the dataset with lesionnet_verify_dataset.")
+    inputs = fingerprint_inputs(raw, settings, samples_per_scan, seed, symmetric_registration)
+    signature = stable_hash(inputs)
+    existing = read_json_or_none(path)
+    if not force and isinstance(existing, dict) and existing.get("inputs_signature") == signature:
+        logger.info("Fingerprint of %s is up to date (%s)", raw.name, path)
+        return existing
+
+    start = time.perf_counter()
+    pairs = raw.pairs("Tr") if raw.task == "tracking" else []
+    jobs = []
+    for index, scan_id in enumerate(scans):
+        label_path = str(raw.label_path(scan_id)) if raw.task == "detection" else None
+        jobs.append((scan_id, str(raw.image_path(scan_id)), label_path, [int(seed), index], int(samples_per_scan),
+                     BODY_THRESHOLD_HU))
+    results = _run_pool(_scan_worker, jobs, num_processes, progress, f"fingerprint {raw.name}")
+    results.sort(key=lambda r: r["scan_id"])
+
+    fingerprint = _aggregate_scans(raw, results)
+    if raw.task == "tracking":
+        fingerprint["tracking"] = _tracking_figures(raw, pairs, fingerprint, out_folder, settings, num_processes,
+                                                    symmetric_registration, progress)
+    else:
+        fingerprint["detection"] = _detection_figures(results, fingerprint)
+    fingerprint["inputs_signature"] = signature
+    out_folder.mkdir(parents=True, exist_ok=True)
+    write_json_if_changed(path, fingerprint)
+    logger.info("Fingerprint of %s: %d scans in %.1f s -> %s", raw.name, len(scans), time.perf_counter() - start, path)
+    return fingerprint
+
+
+def _run_pool(function, jobs: list, num_processes: int, progress: bool, description: str) -> list:
+    results = []
+    with tqdm(total=len(jobs), desc=description, unit="scan", disable=not progress) as bar:
+        if num_processes <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(function(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs))) as pool:
+                for future in as_completed([pool.submit(function, job) for job in jobs]):
+                    results.append(future.result())
+                    bar.update()
+    return results
+
+
+def _aggregate_scans(raw: RawDataset, results: list) -> dict:
+    spacings = np.array([r["scan"]["spacing_zyx"] for r in results], dtype=np.float64)
+    shapes = np.array([r["scan"]["shape_zyx"] for r in results], dtype=np.float64)
+    samples = np.concatenate([r["samples"] for r in results]) if results else np.zeros(0, np.float32)
+    raw_bytes = sum(file_signature(raw.image_path(r["scan_id"]))["size"] for r in results)
+    if raw.task == "detection":
+        raw_bytes += sum(file_signature(raw.label_path(r["scan_id"]))["size"] for r in results)
+    thickness = spacings[:, 0]
+    return {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "dataset": raw.name,
+        "task": raw.task,
+        "num_scans": len(results),
+        "raw_size_bytes": int(raw_bytes),
+        "scans": {r["scan_id"]: r["scan"] for r in results},
+        "spacing_zyx": {
+            "median": np.median(spacings, axis=0).tolist(),
+            "p10": np.percentile(spacings, 10, axis=0).tolist(),
+            "p90": np.percentile(spacings, 90, axis=0).tolist(),
+            "min": spacings.min(axis=0).tolist(),
+            "max": spacings.max(axis=0).tolist(),
+            "all": spacings.tolist(),
+        },
+        "shape_zyx": {
+            "median": np.median(shapes, axis=0).tolist(),
+            "min": shapes.min(axis=0).tolist(),
+            "max": shapes.max(axis=0).tolist(),
+        },
+        "extent_mm_zyx": {"median": np.median(shapes * spacings, axis=0).tolist()},
+        "slice_thickness_mm": dict(quantile_summary(thickness), histogram=_histogram(thickness, 0.5)),
+        "intensity": dict(_intensity_stats(samples), body_threshold_hu=BODY_THRESHOLD_HU,
+                          samples_per_scan=int(max((r["samples"].size for r in results), default=0))),
+    }
+
+
+def _histogram(values, bin_width: float) -> dict:
+    """``{"bin_width", "counts": {"left edge": count}}`` of a 1D array."""
+    v = np.asarray(values, dtype=np.float64)
+    edges = np.floor(v / bin_width) * bin_width
+    keys, counts = np.unique(np.round(edges, 6), return_counts=True)
+    return {"bin_width": bin_width, "counts": {f"{k:g}": int(c) for k, c in zip(keys, counts)}}
+
+
+def unique_lesions(pairs) -> dict:
+    """``{scan_id: [(center_xyz, radius_mm), ...]}``: the distinct lesions the pairs name (source and
+    target sides; centers equal to 1e-3 voxel are one lesion)."""
+    lesions: dict = {}
+    for p in pairs:
+        sides = [(p.source, p.source_center_xyz, p.source_radius_mm)]
+        if p.target_center_xyz is not None and p.target_radius_mm is not None:
+            sides.append((p.target, p.target_center_xyz, p.target_radius_mm))
+        for scan, center, radius in sides:
+            key = tuple(round(float(c), 3) for c in center)
+            lesions.setdefault(scan, {}).setdefault(key, float(radius))
+    return {scan: [(list(k), r) for k, r in d.items()] for scan, d in lesions.items()}
+
+
+def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folder: Path,
+                      settings: RegistrationSettings, num_processes: int, symmetric: bool, progress: bool) -> dict:
+    scans = set(fingerprint["scans"])
+    usable = [p for p in pairs if p.source in scans and p.target in scans and p.has_target]
+    if len(usable) < len(pairs):
+        logger.warning("%d training pair(s) name a scan outside imagesTr or have no target; they are ignored.",
+                       len(pairs) - len(usable))
+    lesions = unique_lesions(usable)
+    radii = [r for scan in lesions.values() for _, r in scan]
+    for scan_id, scan in fingerprint["scans"].items():
+        scan["num_lesions"] = len(lesions.get(scan_id, []))
+    fingerprint["lesions"] = {
+        "source": "pairs (unique lesion per scan and center)",
+        "radius_mm": quantile_summary(radii),
+        "radii_mm": sorted(radii),
+        "per_scan": quantile_summary([s["num_lesions"] for s in fingerprint["scans"].values()]),
+    }
+    scan_paths = {s: raw.image_path(s) for s in scans}
+    geometries = {s: read_geometry(scan_paths[s]) for s in scans}
+    registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in usable], settings,
+                                         num_processes, symmetric, progress)
+    per_pair = []
+    for p in usable:
+        reg = registrations[(p.source, p.target)]
+        prior_xyz = reg["registration"].map_index(p.source_center_xyz, geometries[p.source], geometries[p.target])
+        err = prior_error_mm_zyx(prior_xyz, p.target_center_xyz, geometries[p.target].spacing_xyz)
+        per_pair.append({"pair_id": p.pair_id, "abs_error_mm_zyx": err, "distance_mm": float(np.linalg.norm(err)),
+                         "source_radius_mm": float(p.source_radius_mm), "target_radius_mm": float(p.target_radius_mm)})
+    errors = np.array([e["abs_error_mm_zyx"] for e in per_pair], dtype=np.float64).reshape(-1, 3)
+    return {
+        "num_pairs": len(usable),
+        "num_directed_scan_pairs": len({(p.source, p.target) for p in usable}),
+        "num_registrations": len({r["key"] for r in registrations.values()}),
+        "registration": {"settings": {k: v for k, v in settings.to_dict().items() if k != "threads"},
+                         "symmetric": bool(symmetric)},
+        "prior_error_mm": {
+            "z": quantile_summary(errors[:, 0]), "y": quantile_summary(errors[:, 1]),
+            "x": quantile_summary(errors[:, 2]),
+            "distance": quantile_summary([e["distance_mm"] for e in per_pair]),
+        },
+        "pairs": per_pair,
+    }
+
+
+def _detection_figures(results: list, fingerprint: dict) -> dict:
+    instances = []
+    per_slice = []
+    for r in results:
+        for inst in r["instances"]:
+            instances.append(dict(inst, scan_id=r["scan_id"]))
+        per_slice.extend(r["per_slice_counts"])
+    radii = [i["radius_mm"] for i in instances]
+    fingerprint["lesions"] = {
+        "source": "instance masks (equivalent-sphere radius)",
+        "radius_mm": quantile_summary(radii),
+        "radii_mm": sorted(radii),
+        "per_scan": quantile_summary([s["num_lesions"] for s in fingerprint["scans"].values()]),
+    }
+    per_slice = np.asarray(per_slice, dtype=np.int64)
+    counts_hist = np.bincount(per_slice) if per_slice.size else np.zeros(1, dtype=np.int64)
+    on_lesion = per_slice[per_slice > 0]
+    return {
+        "num_instances": len(instances),
+        "per_slice_instance_counts": {
+            "histogram": {str(k): int(c) for k, c in enumerate(counts_hist) if c},
+            "max": int(per_slice.max()) if per_slice.size else 0,
+            "all_slices": quantile_summary(per_slice),
+            "slices_with_lesions": quantile_summary(on_lesion),
+        },
+        "extent_slices": quantile_summary([i["extent_slices"] for i in instances]),
+        "extent_mm_zyx": {a: quantile_summary([i["extent_mm_zyx"][k] for i in instances])
+                          for k, a in enumerate("zyx")},
+        "instances": [{k: i[k] for k in ("scan_id", "label", "radius_mm", "extent_mm_zyx", "extent_voxels_zyx",
+                                         "extent_slices")} for i in instances],
+    }
+
+
+def load_fingerprint(dataset) -> dict:
+    """Read the stored fingerprint of a dataset (id, name or RawDataset)."""
+    raw = resolve_raw_dataset(dataset)
+    path = preprocessed_folder_for(raw.folder) / FINGERPRINT_FILE
+    fingerprint = read_json_or_none(path)
+    if fingerprint is None:
+        raise FileNotFoundError(f"{path}: no fingerprint. Run lesionnet_plan_and_preprocess -d {raw.name} first.")
+    return fingerprint
+
+
+__all__ = ["FINGERPRINT_FILE", "extract_fingerprint", "load_fingerprint", "body_mask", "instance_statistics",
+           "quantile_summary", "unique_lesions", "preprocessed_folder_for", "resolve_raw_dataset",
+           "default_num_processes"]

@@ -1,0 +1,186 @@
+"""Affine registrations of training scan pairs, computed once and cached, and the priors derived from them.
+
+Cache layout: ``$lesionnet_preprocessed/DatasetXXX_Name/registrations/{A}__{B}.json``, one file per
+registered scan pair, holding the :class:`~lesionnet.registration.affine.AffineRegistration` dict
+(template ``A`` → search ``B``), the signatures (size, mtime) of both scans and a hash of the
+registration settings. The fingerprint run registers every scan pair of ``pairsTr.json``; the
+preprocessing run reuses those files and registers only what is missing or stale. Training never
+registers.
+
+By default (``symmetric=True``) each *unordered* scan pair is registered once, the earlier scan id
+(sorted) being the template; the reverse direction uses the exact inverse affine
+(:func:`invert_registration`). That halves the registration time of datasets whose pairs come in both
+directions (DLS, Dataset501). ``symmetric=False`` registers every directed scan pair, as the affine
+baseline does at inference.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from lesionnet.datasets.geometry import Geometry
+from lesionnet.registration.affine import AffineRegistration, RegistrationSettings, register_affine
+from lesionnet.registration.anatomy_maps import project_lesion
+from lesionnet.preprocessing.manifest import file_signature, read_json_or_none, stable_hash
+from lesionnet.utils.files import write_json
+
+logger = logging.getLogger(__name__)
+
+REGISTRATION_FOLDER = "registrations"
+#: settings used when planning registers training pairs: single-threaded ITK per worker (the pool gives
+#: the parallelism, and one thread makes the result bit-for-bit repeatable)
+DEFAULT_PLANNING_REGISTRATION = RegistrationSettings(threads=1)
+
+
+def registration_key(template: str, search: str) -> str:
+    """File stem of a cached registration: ``{template}__{search}``."""
+    return f"{template}__{search}"
+
+
+def settings_key(settings: RegistrationSettings) -> str:
+    """Hash of the settings that change a registration's result (``threads`` excluded)."""
+    d = settings.to_dict()
+    d.pop("threads", None)
+    return stable_hash(d)
+
+
+def invert_registration(registration: AffineRegistration) -> AffineRegistration:
+    """The exact inverse map (search world → template world) in ITK's centred parametrisation.
+
+    ``y = M (x - c) + c + t``  ⇒  ``x = M⁻¹ (y - c') + c' - t`` with ``c' = c + t``.
+    """
+    matrix = np.asarray(registration.matrix, dtype=np.float64)
+    center = np.asarray(registration.center_mm, dtype=np.float64)
+    translation = np.asarray(registration.translation_mm, dtype=np.float64)
+    settings = dict(registration.settings)
+    settings["inverted"] = not bool(settings.get("inverted", False))
+    return AffineRegistration(np.linalg.inv(matrix), -translation, center + translation,
+                              registration.final_metric, registration.seconds, settings)
+
+
+def registration_jobs(directed_scan_pairs: Iterable[tuple], symmetric: bool = True) -> list[tuple]:
+    """The (template, search) scan pairs to register for ``directed_scan_pairs``, sorted, each once."""
+    jobs = set()
+    for source, target in directed_scan_pairs:
+        if source == target:
+            continue
+        jobs.add(tuple(sorted((source, target))) if symmetric else (source, target))
+    return sorted(jobs)
+
+
+def _register_worker(job: tuple) -> tuple:
+    """Worker: register one scan pair; returns ``(key, registration dict)``."""
+    key, template_path, search_path, settings_dict = job
+    from lesionnet.datasets.image_io import read_sitk  # imported in the worker
+    settings = RegistrationSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings_dict.items()})
+    registration = register_affine(read_sitk(template_path), read_sitk(search_path), settings)
+    return key, registration.to_dict()
+
+
+def _cache_record_valid(record, template_sig: dict, search_sig: dict, skey: str) -> bool:
+    return (isinstance(record, dict) and record.get("template_signature") == template_sig
+            and record.get("search_signature") == search_sig and record.get("settings_key") == skey
+            and isinstance(record.get("registration"), dict))
+
+
+def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, directed_scan_pairs: Iterable[tuple],
+                         settings: RegistrationSettings | None = None, num_processes: int = 1,
+                         symmetric: bool = True, progress: bool = True) -> dict:
+    """Make sure every scan pair has a valid cached registration; return them for every directed pair.
+
+    Args:
+        scan_paths: ``{scan_id: image path}`` of the raw scans.
+        output_folder: the dataset's preprocessed folder (the cache is ``output_folder/registrations/``).
+        directed_scan_pairs: ``(source, target)`` scan ids, as the pairs use them.
+        settings: registration settings (default :data:`DEFAULT_PLANNING_REGISTRATION`).
+        num_processes: worker processes for the registrations that are missing.
+        symmetric: register each unordered pair once and invert for the other direction.
+        progress: tqdm bar over the registrations that are computed.
+
+    Returns:
+        ``{(source, target): {"registration": AffineRegistration, "key": cache key, "inverted": bool}}``.
+        Each newly computed registration is written (atomically) as soon as it finishes, so an
+        interrupted run keeps what it finished.
+    """
+    settings = settings or DEFAULT_PLANNING_REGISTRATION
+    skey = settings_key(settings)
+    folder = Path(output_folder) / REGISTRATION_FOLDER
+    directed = sorted({(s, t) for s, t in directed_scan_pairs if s != t})
+    jobs = registration_jobs(directed, symmetric)
+    cached: dict = {}
+    todo = []
+    for template, search in jobs:
+        key = registration_key(template, search)
+        template_sig, search_sig = file_signature(scan_paths[template]), file_signature(scan_paths[search])
+        record = read_json_or_none(folder / f"{key}.json")
+        if _cache_record_valid(record, template_sig, search_sig, skey):
+            cached[(template, search)] = record
+        else:
+            todo.append((key, template, search, template_sig, search_sig))
+    if todo:
+        logger.info("Registering %d scan pair(s) (%d cached) with %d process(es)", len(todo), len(cached),
+                    num_processes)
+    by_key = {t[0]: t for t in todo}
+    settings_dict = settings.to_dict()
+    work = [(key, str(scan_paths[template]), str(scan_paths[search]), settings_dict)
+            for key, template, search, _, _ in todo]
+
+    def _store(key: str, registration: dict) -> None:
+        _, template, search, template_sig, search_sig = by_key[key]
+        record = {"template": template, "search": search, "template_signature": template_sig,
+                  "search_signature": search_sig, "settings_key": skey, "registration": registration}
+        write_json(folder / f"{key}.json", record)
+        cached[(template, search)] = record
+
+    with tqdm(total=len(work), desc="affine registration", unit="scan pair", disable=not progress or not work) as bar:
+        if num_processes <= 1 or len(work) <= 1:
+            for job in work:
+                _store(*_register_worker(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=min(num_processes, len(work))) as pool:
+                futures = [pool.submit(_register_worker, job) for job in work]
+                for future in as_completed(futures):
+                    _store(*future.result())
+                    bar.update()
+
+    out = {}
+    for source, target in directed:
+        if (source, target) in cached:
+            record = cached[(source, target)]
+            registration, inverted = AffineRegistration.from_dict(record["registration"]), False
+        else:
+            record = cached[(target, source)]
+            registration, inverted = invert_registration(AffineRegistration.from_dict(record["registration"])), True
+        out[(source, target)] = {"registration": registration, "key": registration_key(record["template"],
+                                                                                       record["search"]),
+                                 "inverted": inverted}
+    return out
+
+
+def project_pair(registration: AffineRegistration, source_center_xyz, source_radius_mm: float,
+                 source_geometry: Geometry, target_geometry: Geometry) -> tuple[np.ndarray, float]:
+    """Affine prior of a lesion: ``(center index (x, y, z) in the target grid, radius mm)``.
+
+    The registration maps world points, so it applies to raw and resampled grids alike; pass the
+    geometries of the grids the centers refer to.
+    """
+    return project_lesion(registration, source_center_xyz, source_radius_mm, source_geometry, target_geometry)
+
+
+def prior_error_mm_zyx(prior_center_xyz, target_center_xyz, target_spacing_xyz) -> list:
+    """``|prior - target| × spacing`` per axis (mm), returned in (z, y, x) order."""
+    err_xyz = np.abs(np.asarray(prior_center_xyz, dtype=np.float64) - np.asarray(target_center_xyz, dtype=np.float64))
+    err_xyz = err_xyz * np.asarray(target_spacing_xyz, dtype=np.float64)
+    return [float(err_xyz[2]), float(err_xyz[1]), float(err_xyz[0])]
+
+
+__all__ = ["REGISTRATION_FOLDER", "DEFAULT_PLANNING_REGISTRATION", "registration_key", "settings_key",
+           "invert_registration", "registration_jobs", "ensure_registrations", "project_pair",
+           "prior_error_mm_zyx"]

@@ -1,0 +1,155 @@
+"""Losses for the lesion trackers: CornerNet-style focal loss (TLT α = β = 2, DLT α = 2, β = 4), the
+TLT Gaussian label on the search feature grid, and the L1 center loss in mm.
+
+Axis order and units: centers are ``center_zyx`` — continuous voxel coordinates (z, y, x) of the search
+patch at full resolution; spacings are ``spacing_zyx`` in mm; radii are in mm. Label and logit grids
+are ``(B, 1, d, h, w)`` feature grids with stride ``s``; feature voxel ``k`` sits at patch coordinate
+``s k + (s - 1) / 2`` (see :mod:`lesionnet.networks.tlt`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def focal_loss(logits: torch.Tensor, label: torch.Tensor, alpha: float = 2.0, beta: float = 2.0,
+               positive_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """CornerNet focal loss on a soft (Gaussian) label — TLT Eq. 5, DLT's classification loss.
+
+    With ``p = sigmoid(logits)`` and ``y = label`` (both any shape, e.g. ``(B, 1, d, h, w)``)::
+
+        L = -1 / max(N_pos, 1) * ( Σ_{y = 1} (1 - p)^α log p  +  Σ_{y ≠ 1} (1 - y)^β p^α log(1 - p) )
+
+    summed over the whole batch and normalised by the number of positives in the batch (CornerNet's
+    reference implementation). ``log p`` and ``log(1 - p)`` are computed with ``logsigmoid`` so large
+    logits of either sign stay finite. TLT uses α = β = 2, DLT α = 2, β = 4.
+
+    Args:
+        positive_mask: bool tensor like ``label`` marking the positives; default ``label == 1`` (the
+            builders here put an exact 1 at the label's maximum).
+    """
+    if logits.shape != label.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and label {tuple(label.shape)} differ in shape")
+    logits = logits.float()
+    label = label.to(logits.dtype)
+    pos = label.eq(1.0) if positive_mask is None else positive_mask.bool()
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    p = torch.sigmoid(logits)
+    pos_term = (1.0 - p).pow(alpha) * log_p
+    neg_term = (1.0 - label).clamp(min=0.0).pow(beta) * p.pow(alpha) * log_not_p
+    total = torch.where(pos, pos_term, neg_term).sum()
+    num_pos = pos.sum().clamp(min=1).to(logits.dtype)
+    return -total / num_pos
+
+
+def _as_batch(value, batch: int, width: int, device, dtype, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, device=device, dtype=dtype)
+    if t.dim() == 0:
+        t = t.expand(batch, width) if width > 1 else t.expand(batch)
+    elif width > 1 and t.dim() == 1:
+        t = t[None].expand(batch, width)
+    if (width > 1 and tuple(t.shape) != (batch, width)) or (width == 1 and tuple(t.shape) != (batch,)):
+        raise ValueError(f"{name} must be broadcastable to {(batch, width) if width > 1 else (batch,)}, "
+                         f"got shape {tuple(t.shape)}")
+    return t
+
+
+def tlt_gaussian_label(center_zyx, radius_mm, spacing_zyx, feature_shape_zyx, stride: int = 8,
+                       device=None) -> torch.Tensor:
+    """TLT training label ``Y`` on the search feature grid, ``(B, 1, d, h, w)``, float32 in [0, 1].
+
+    ``G_L = exp(-|p - c|² / (12 r²))`` (TLT Eq. 1 with an isotropic radius, distances in mm, the formula
+    of :func:`lesionnet.registration.anatomy_maps.tlt_gaussian`) evaluated at the feature voxel centers
+    ``p = s k + (s - 1) / 2`` of the search patch — exactly what trilinear downsampling of the
+    full-resolution map samples — then min-max normalised ``Y = (G_L - min) / (max - min)``.
+    The maximum (the feature voxel nearest the center, in mm) is set to exactly 1 so there is always
+    one positive; a constant map (``max == min``) becomes one-hot at that voxel. A center outside the
+    patch still gives a label whose maximum is the nearest border voxel.
+
+    Args:
+        center_zyx: ``(B, 3)`` target centers, search-patch voxel coordinates (z, y, x).
+        radius_mm: ``(B,)`` or scalar target radius (mm, > 0).
+        spacing_zyx: ``(B, 3)``, ``(3,)`` or scalar voxel spacing of the search patch (mm).
+        feature_shape_zyx: ``(d, h, w)`` of the logits.
+        stride: feature stride s.
+    """
+    center = torch.as_tensor(center_zyx, dtype=torch.float32, device=device)
+    if center.dim() != 2 or center.shape[1] != 3:
+        raise ValueError(f"center_zyx must be (B, 3), got shape {tuple(center.shape)}")
+    device = center.device
+    b = center.shape[0]
+    radius = _as_batch(radius_mm, b, 1, device, torch.float32, "radius_mm").clamp(min=1e-3)
+    spacing = _as_batch(spacing_zyx, b, 3, device, torch.float32, "spacing_zyx")
+    axes = []
+    for axis, n in enumerate(feature_shape_zyx):
+        coord = torch.arange(int(n), device=device, dtype=torch.float32) * stride + (stride - 1) / 2.0
+        diff_mm = (coord[None, :] - center[:, axis:axis + 1]) * spacing[:, axis:axis + 1]   # (B, n)
+        axes.append(diff_mm * diff_mm)
+    d2 = (axes[0][:, :, None, None] + axes[1][:, None, :, None] + axes[2][:, None, None, :])
+    g = torch.exp(-d2 / (12.0 * radius[:, None, None, None] ** 2)).reshape(b, -1)
+    g_min = g.min(dim=1, keepdim=True).values
+    g_max = g.max(dim=1, keepdim=True).values
+    span = g_max - g_min
+    y = torch.where(span > 0, (g - g_min) / span.clamp(min=torch.finfo(g.dtype).tiny), torch.zeros_like(g))
+    # Exactly one guaranteed positive: the nearest voxel (smallest mm distance) is 1.
+    nearest = d2.reshape(b, -1).argmin(dim=1)
+    y = y.clamp(max=1.0).scatter(1, nearest[:, None], 1.0)
+    return y.view(b, 1, *(int(n) for n in feature_shape_zyx))
+
+
+def center_l1_mm(pred_center_zyx: torch.Tensor, target_center_zyx, spacing_zyx) -> torch.Tensor:
+    """L1 distance in mm between centers, mean over the batch: ``mean_b Σ_a |ĉ_a - c_a| · spacing_a``.
+
+    Centers are ``(B, 3)`` (z, y, x) voxel coordinates of the same patch; ``spacing_zyx`` is ``(B, 3)``,
+    ``(3,)`` or a scalar (mm). This is TLT Eq. 4's ``||ĉ - c_s||_1`` measured in mm, so anisotropic
+    voxels weigh by their physical size.
+    """
+    target = torch.as_tensor(target_center_zyx, dtype=pred_center_zyx.dtype, device=pred_center_zyx.device)
+    if pred_center_zyx.shape != target.shape or pred_center_zyx.dim() != 2 or pred_center_zyx.shape[1] != 3:
+        raise ValueError(f"centers must both be (B, 3), got {tuple(pred_center_zyx.shape)} and "
+                         f"{tuple(target.shape)}")
+    spacing = _as_batch(spacing_zyx, target.shape[0], 3, target.device, target.dtype, "spacing_zyx")
+    return ((pred_center_zyx - target).abs() * spacing).sum(dim=1).mean()
+
+
+@dataclass
+class TLTLossConfig:
+    """Weights and focal exponents of :class:`TLTLoss` (paper: α = β = 2, unit weights)."""
+
+    focal_alpha: float = 2.0
+    focal_beta: float = 2.0
+    focal_weight: float = 1.0
+    regression_weight: float = 1.0
+
+
+class TLTLoss(nn.Module):
+    """TLT training loss: ``focal_weight · focal(Ŷ, Y) + regression_weight · L1_mm(ĉ, c_s)``.
+
+    ``forward(outputs, target_center_zyx, target_radius_mm, spacing_zyx)`` with ``outputs`` from
+    :meth:`lesionnet.networks.tlt.TLT.forward` returns ``{"loss", "focal", "l1_mm", "label"}``
+    (``label`` detached, for logging/plots). The L1 term needs the differentiable global regression
+    (``token_centers_zyx`` in the outputs); without it (ablation) the term is 0 and only the focal
+    loss trains the network.
+    """
+
+    def __init__(self, config: TLTLossConfig | None = None, stride: int = 8):
+        super().__init__()
+        self.config = config if config is not None else TLTLossConfig()
+        self.stride = int(stride)
+
+    def forward(self, outputs: dict, target_center_zyx, target_radius_mm, spacing_zyx) -> dict:
+        cfg = self.config
+        logits = outputs["logits"]
+        label = tlt_gaussian_label(target_center_zyx, target_radius_mm, spacing_zyx, logits.shape[2:],
+                                   self.stride, device=logits.device)
+        focal = focal_loss(logits, label, cfg.focal_alpha, cfg.focal_beta)
+        if "token_centers_zyx" in outputs:
+            l1 = center_l1_mm(outputs["center_zyx"], target_center_zyx, spacing_zyx)
+        else:
+            l1 = logits.new_zeros(())
+        loss = cfg.focal_weight * focal + cfg.regression_weight * l1
+        return {"loss": loss, "focal": focal, "l1_mm": l1, "label": label.detach()}
