@@ -77,6 +77,15 @@ def build(volume_zyx, seed=0):
     return net, volume
 
 
+def build_pointwise(seed=0):
+    """A 1x1x1 convolution 1 -> 2: almost free, so the timings show the engines' own overhead."""
+    torch.manual_seed(seed)
+    net = torch.nn.Conv3d(1, 2, 1).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def make_engines(net, volume, patch, batch_size, sliding_window_inference):
     def ours(gaussian=True):
         return predict_sliding_window(net, volume, patch, step_size=0.5, batch_size=batch_size, gaussian=gaussian)
@@ -168,19 +177,23 @@ def measure_time(ours, monai, repeats: int) -> dict:
     ours()  # warm-up: oneDNN primitive creation, page faults, caches
     monai()
     times = {"ours": [], "monai": []}
+    cpu = {"ours": [], "monai": []}
     for r in range(repeats):
         order = ("ours", "monai") if r % 2 == 0 else ("monai", "ours")
         for name in order:
             fn = ours if name == "ours" else monai
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     pair_ratios = [a / b for a, b in zip(times["ours"], times["monai"])]
     return {"samples_s": times, "median_s": med, "min_s": best, "ratio_of_medians": med["ours"] / med["monai"],
             "ratio_of_minima": best["ours"] / best["monai"],
-            "median_pair_ratio": statistics.median(pair_ratios), "pair_ratios": pair_ratios}
+            "median_pair_ratio": statistics.median(pair_ratios), "pair_ratios": pair_ratios,
+            "cpu_samples_s": cpu, "cpu_median_s": cpu_med, "cpu_ratio_of_medians": cpu_med["ours"] / cpu_med["monai"]}
 
 
 def min_window_weight(shape_zyx, patch, w) -> torch.Tensor:
@@ -226,20 +239,24 @@ def markdown(res: dict) -> str:
         f"{s['threads']} threads, net 1->16->16->2 (3x3x3). torch {res['environment']['torch']}, "
         f"MONAI {res['environment']['monai']}. {s['repeats']} alternating repeats after a warm-up.",
         "",
-        "| engine | median time (s) | peak RSS above baseline (MiB) | torch allocator peak (MiB) |",
-        "| --- | --- | --- | --- |",
+        "| engine | median time (s) | min time (s) | median CPU time (s) | peak RSS above baseline (MiB) "
+        "| torch allocator peak (MiB) | median time, 1x1x1 net (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    o = res["overhead_time"]
     for name, label in (("ours", "lesionnet `predict_sliding_window`"), ("monai", "MONAI `sliding_window_inference`")):
         rss = f"{m['rss_peak_above_baseline_mib'][name]:.1f}" if m else "n/a"
         alloc = f"{m['torch_allocator_peak_mib'][name]:.1f}" if m else "n/a"
-        lines.append(f"| {label} | {t['median_s'][name]:.3f} | {rss} | {alloc} |")
+        lines.append(f"| {label} | {t['median_s'][name]:.3f} | {t['min_s'][name]:.3f} | {t['cpu_median_s'][name]:.3f} "
+                     f"| {rss} | {alloc} | {o['median_s'][name]:.4f} |")
     lines += [
         "",
         f"Ratio ours/MONAI: {t['ratio_of_medians']:.3f} (ratio of medians), "
-        f"{t['median_pair_ratio']:.3f} (median of per-pair ratios), {t['ratio_of_minima']:.3f} (ratio of minima: "
-        f"{t['min_s']['ours']:.3f} s / {t['min_s']['monai']:.3f} s). Load average before/after: "
-        f"{res['environment']['load_average_before']} / {res['environment']['load_average_after']} "
-        f"(shared CPU: noisy).",
+        f"{t['median_pair_ratio']:.3f} (median of per-pair ratios), {t['ratio_of_minima']:.3f} (ratio of minima), "
+        f"{t['cpu_ratio_of_medians']:.3f} (CPU time). With the 1x1x1 network (engine overhead, "
+        f"{3 * s['repeats']} pairs): {o['ratio_of_medians']:.3f} (medians), {o['median_pair_ratio']:.3f} (pairs). "
+        f"Load average before/after: {res['environment']['load_average_before']} / "
+        f"{res['environment']['load_average_after']} (2 shared cores: noisy).",
         "",
         f"Agreement: max |ours - MONAI| = {a['max_abs_diff_gaussian']:.3g} (outputs up to "
         f"{a['max_abs_output']:.3g}); on the {a.get('fraction_voxels_all_monai_weights_gt_1e-3', float('nan')):.1%} of voxels where MONAI clamps none of the covering windows' weights: "
@@ -290,6 +307,11 @@ def main(argv=None) -> int:
     print(f"timing: {res['settings']['num_windows']} windows, {args.repeats} repeats per engine ...", flush=True)
     res["time"] = measure_time(ours, monai, args.repeats)
     print(json.dumps(res["time"]["median_s"]), f"ratio {res['time']['ratio_of_medians']:.3f}", flush=True)
+    print("engine overhead with a 1x1x1 network ...", flush=True)
+    res["overhead_time"] = measure_time(*make_engines(build_pointwise(), volume, patch, args.batch_size,
+                                                      sliding_window_inference), 3 * args.repeats)
+    print(json.dumps(res["overhead_time"]["median_s"]), f"ratio {res['overhead_time']['ratio_of_medians']:.3f}",
+          flush=True)
     print("agreement ...", flush=True)
     res["agreement"] = measure_agreement(ours, monai, volume_zyx, patch, monai_module)
     if not args.no_memory:

@@ -29,20 +29,20 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     dataset = RawDataset(dataset_folder)
     output_folder = Path(output_folder)
     results: dict = {"dataset": dataset.name, "split": split, "methods": {}}
-    prediction_files = {}
+    evaluations = {}
     for method in methods:
         start = time.perf_counter()
         path = predict_tracking(dataset.images_dir(split), output_folder / method, method,
                                 pairs_path=dataset.pairs_path(split), progress=progress)
         wall = time.perf_counter() - start
-        prediction_files[method] = path
-        summary = evaluate_tracking_file(path).summary()
+        evaluations[method] = evaluate_tracking_file(path)
+        summary = evaluations[method].summary()
         seconds = [r["processing time"] for r in read_predictions(path)["results"]]
         results["methods"][method] = {**summary, "seconds_per_pair": float(np.mean(seconds)),
                                       "wall_seconds": wall}
     reference = methods[0]
     for method in methods[1:]:
-        comparison = compare_predictions(prediction_files[method], prediction_files[reference],
+        comparison = compare_predictions(evaluations[method], evaluations[reference],
                                          label_a=method, label_b=reference)
         results["methods"][method]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
     results["n_pairs"] = results["methods"][reference]["n"]

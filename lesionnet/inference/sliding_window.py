@@ -209,8 +209,9 @@ def _allocate_with_fallback(num_channels: int, shape_zyx: tuple[int, int, int],
         if not _is_oom(error):
             raise
         size_mib = num_channels * math.prod(shape_zyx) * 4 / 2 ** 20
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
         logger.warning("Out of memory allocating the %.1f MiB sliding-window accumulator on %s (%s); "
-                       "accumulating on the CPU instead (slower).", size_mib, device, str(error).splitlines()[0])
+                       "accumulating on the CPU instead (slower).", size_mib, device, reason)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return _allocate_accumulator(num_channels, shape_zyx, torch.device("cpu"))

@@ -1,22 +1,25 @@
 """Measured peak memory of one TLT training step (forward + loss + backward), for the planner's
 memory model.
 
-Method: the step runs in a **fresh Python subprocess** (so the high-water mark belongs to this step
-alone). The child imports torch, builds the model in training mode, creates the inputs, and reads
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the baseline: interpreter + torch + parameters +
-inputs); then it runs one forward, the TLT loss and the backward pass (gradients allocated, no
-optimizer state) and reads ``ru_maxrss`` again. ``step_peak_mib = peak - baseline`` is the extra
-peak resident memory of the training step. RSS high-water marks are what the OS actually had to
-provide (allocator overhead, oneDNN scratch buffers and temporaries included), which is the number a
-memory budget has to respect; the profiler's ``profile_memory`` only sees allocations made through
-torch's allocator and needs a timeline reconstruction to get a peak.
+Method: the step runs in a **fresh Python subprocess**. The child imports torch, builds the model in
+training mode and creates the inputs; then it resets the kernel's resident-set high-water mark
+(writing ``5`` to ``/proc/self/clear_refs``, Linux >= 4.0) and reads the current RSS (the baseline:
+interpreter + torch + parameters + inputs), runs one forward, the TLT loss and the backward pass
+(gradients allocated, no optimizer state) and reads the high-water mark ``VmHWM`` from
+``/proc/self/status``. ``step_peak_mib = peak - baseline`` is the extra peak resident memory of the
+training step. Where the reset is not possible the child falls back to
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` before and after the step (then transient peaks of
+import/model building, ~400 MiB, hide steps smaller than that). RSS high-water marks are what the OS
+actually had to provide (allocator overhead, oneDNN scratch buffers and temporaries included), the
+number a memory budget must respect; the profiler's ``profile_memory`` only sees allocations made
+through torch's allocator and needs a timeline reconstruction to yield a peak.
 
 As a device-independent cross-check the child also sums the storages saved for backward
 (``torch.autograd.graph.saved_tensors_hooks``, parameters excluded, each storage counted once):
 ``saved_tensors_mib`` is the activation memory autograd holds at the end of the forward pass.
 
-CPU numbers. On a GPU the same step would differ by the CUDA context and cuDNN workspaces; the
-activation part (``saved_tensors_mib``) carries over.
+These are CPU numbers. On a GPU the same step differs by the CUDA context, cuDNN workspaces and the
+caching allocator; the activation part (``saved_tensors_mib``) carries over.
 """
 from __future__ import annotations
 
@@ -36,6 +39,28 @@ def _maxrss_mib() -> float:
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     scale = 1.0 / (1024.0 * 1024.0) if sys.platform == "darwin" else 1.0 / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark to the current RSS (Linux); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    hwm, rss = _proc_status_mib("VmHWM"), _proc_status_mib("VmRSS")
+    return hwm is not None and rss is not None and hwm <= rss + 1.0
 
 
 def measure_in_current_process(spec: dict) -> dict:
@@ -86,14 +111,19 @@ def measure_in_current_process(spec: dict) -> dict:
         return t
 
     gc.collect()
-    baseline = _maxrss_mib()
+    if _reset_peak_rss():
+        method = "VmHWM after resetting it via /proc/self/clear_refs, minus VmRSS before the step"
+        baseline = _proc_status_mib("VmRSS")
+    else:
+        method = "ru_maxrss after the step minus ru_maxrss before it (fresh subprocess)"
+        baseline = _maxrss_mib()
     t0 = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         outputs = model(template, template_gaussian, search, search_prior)
         losses = loss_fn(outputs, target, radius, spacing_zyx)
     losses["loss"].backward()
     wall = time.perf_counter() - t0
-    peak = _maxrss_mib()
+    peak = _proc_status_mib("VmHWM") if method.startswith("VmHWM") else _maxrss_mib()
     finite = bool(torch.isfinite(losses["loss"]).item())
     return {
         "parameters": count_parameters(model),
@@ -111,7 +141,7 @@ def measure_in_current_process(spec: dict) -> dict:
         "loss_finite": finite,
         "num_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "method": "ru_maxrss high-water mark in a fresh subprocess (peak - baseline after model and inputs)",
+        "method": method,
     }
 
 
@@ -145,7 +175,7 @@ def measure_training_step_memory(config=None, template_shape=PAPER_CROP_ZYX, sea
     }
     env = dict(os.environ, OMP_NUM_THREADS=str(int(num_threads)))
     proc = subprocess.run([sys.executable, "-m", "lesionnet.networks.memory_measure", "--spec", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout_s, env=env)
+                          capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"memory measurement subprocess failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -144,8 +144,8 @@ class TLTConfig:
     @classmethod
     def tiny(cls, **overrides) -> "TLTConfig":
         """A ~70 k-parameter configuration for tests and CPU smoke runs (same structure, stride 8)."""
-        base = dict(channels=(8, 16, 16, 24), num_heads=4, layers_per_line=1, ffn_dim=48,
-                    head_hidden=24, head_layers=2, dropout=0.0, stem_kernel=3)
+        base = {"channels": (8, 16, 16, 24), "num_heads": 4, "layers_per_line": 1, "ffn_dim": 48,
+                "head_hidden": 24, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3}
         base.update(overrides)
         return cls(**base)
 
@@ -213,7 +213,7 @@ def feature_voxel_centers_zyx(shape_zyx, stride: int, device=None, dtype=torch.f
 def argmax_center_zyx(logits: torch.Tensor, stride: int) -> torch.Tensor:
     """Center of the arg-max feature voxel of ``logits (B, 1, D, H, W)`` as patch coordinates ``(B, 3)``
     ``(z, y, x)`` at full resolution (``stride * k + (stride - 1) / 2``). Not differentiable."""
-    b, _, d, h, w = logits.shape
+    b, _, _, h, w = logits.shape
     flat = logits.reshape(b, -1).argmax(dim=1)
     z = torch.div(flat, h * w, rounding_mode="floor")
     y = torch.div(flat % (h * w), w, rounding_mode="floor")

@@ -268,7 +268,6 @@ RESNET50_STAGES = ((3, 64, 4), (4, 128, 8), (6, 256, 16), (3, 512, 32))
 def _resnet50_saved_per_pixel() -> float:
     """Floats saved per input pixel by a ResNet-50 (BN + ReLU) training forward pass."""
     saved = 3.0 + 3.0 * 64 / 4.0 + 64 / 16.0          # input, stem conv/bn/relu at 1/2, maxpool at 1/4
-    c_in = 64
     for blocks, width, stride in RESNET50_STAGES:
         area = 1.0 / (stride * stride)
         for b in range(blocks):
@@ -276,7 +275,6 @@ def _resnet50_saved_per_pixel() -> float:
             saved += area * (3.0 * width + 3.0 * width + 2.0 * 4 * width + 4 * width)
             if b == 0:
                 saved += area * 2.0 * 4 * width   # projection shortcut conv + bn
-            c_in = 4 * width
     return saved
 
 

@@ -228,9 +228,9 @@ def count_kept_tokens(radius_mm: float, threshold: float, feature_spacing_zyx, o
     return int(np.count_nonzero(d2 < keep ** 2))
 
 
-def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx=None, token_budget: int = 512,
+def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx=None, token_budget: int = 1024,
                        preferred: float = 0.7, low_quantile: float = 5.0, high_quantile: float = 95.0,
-                       bounds=(0.05, 0.95)) -> dict:
+                       bounds=(0.05, 0.99)) -> dict:
     """Tr such that the smallest lesion keeps >= 1 template token and the largest stays in the budget.
 
     * upper bound: the ``low_quantile`` lesion keeps a token wherever its center falls, i.e. its keep
@@ -249,13 +249,11 @@ def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx
     upper_exact = math.exp(-((half_diagonal / max(r_lo, 1e-6)) ** 2) / 12.0)
     small_always_kept = upper_exact >= bounds[0]
     upper = min(bounds[1], max(bounds[0], math.floor(upper_exact * 100) / 100))
-    lower = bounds[0]
+    lower, budget_reachable = bounds[1], False
     for tr in np.round(np.arange(bounds[0], bounds[1] + 1e-9, 0.01), 2):
         if count_kept_tokens(r_hi, tr, fs, grid_shape_zyx=template_feature_shape_zyx) <= token_budget:
-            lower = float(tr)
+            lower, budget_reachable = float(tr), True
             break
-    else:
-        lower = bounds[1]
     conflict = lower > upper
     value = upper if conflict else float(min(max(preferred, lower), upper))
     value = round(value, 2)
@@ -264,11 +262,14 @@ def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx
     if not small_always_kept:
         rule += (f"; the p{low_quantile:g} lesion is small against the feature cell and keeps no token at some "
                  f"positions even at Tr = {bounds[0]:g} (TLT then keeps its arg-max token)")
+    if not budget_reachable:
+        rule += f"; the p{high_quantile:g} lesion exceeds the token budget even at Tr = {bounds[1]:g}"
     if conflict:
         rule += "; bounds conflict: upper bound used (token budget enforced by keeping the highest tokens)"
     return decision(value, rule, radius_low_mm=r_lo, radius_high_mm=r_hi, feature_spacing_zyx=fs,
                     half_cell_diagonal_mm=half_diagonal, upper_bound=upper, upper_bound_exact=upper_exact,
                     lower_bound=lower, small_lesion_always_keeps_a_token=small_always_kept,
+                    token_budget_reachable=budget_reachable,
                     token_budget=token_budget, template_feature_shape_zyx=template_feature_shape_zyx,
                     min_tokens_small_lesion=count_kept_tokens(r_lo, value, fs, offset_zyx=(0.5, 0.5, 0.5)),
                     tokens_large_lesion=count_kept_tokens(r_hi, value, fs, grid_shape_zyx=template_feature_shape_zyx),
@@ -322,6 +323,32 @@ def patch_reduction_levels(full_zyx, minimum_zyx, spacing_zyx, stride: int) -> l
     return levels[::-1]
 
 
+def template_search_reduction_levels(template_zyx, search_zyx, spacing_zyx, stride: int,
+                                    minimum: int = 2 * FEATURE_STRIDE) -> list:
+    """``(template, search)`` patch pairs from the smallest to the planned one, one stride apart: going
+    down, the search patch first loses a stride on its physically longest axis that is still larger
+    than the template's; once it equals the template, both lose a stride together (never below
+    ``minimum``). Reversed so the list grows."""
+    template, search = list(template_zyx), list(search_zyx)
+    levels = [(list(template), list(search))]
+    while True:
+        shrink_search = [a for a in range(3) if search[a] - stride >= template[a]]
+        if shrink_search:
+            axis = max(shrink_search, key=lambda a: (search[a] * spacing_zyx[a], -a))
+            search = list(search)
+            search[axis] -= stride
+        else:
+            shrink_both = [a for a in range(3) if template[a] - stride >= minimum]
+            if not shrink_both:
+                break
+            axis = max(shrink_both, key=lambda a: (template[a] * spacing_zyx[a], -a))
+            template, search = list(template), list(search)
+            template[axis] -= stride
+            search[axis] -= stride
+        levels.append((list(template), list(search)))
+    return levels[::-1]
+
+
 def rule_max_batch(num_samples: int, paper_batch: int, fraction: float = 0.05, minimum: int = 2) -> dict:
     """Largest batch worth using: the paper's batch, but no more than ``fraction`` of the training
     samples (nnU-Net's 5 % rule), and at least ``minimum``."""
@@ -336,17 +363,21 @@ def rule_tlt_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_
     """TLT attention depth / heads / width, batch size (and, as a last resort, a smaller search patch)
     from the memory budget.
 
-    Chain, smallest first: the search patch shrinking towards the template patch at the minimal
-    network (depth 1, 2 heads, width 64, batch 1); then the planned patch with the network growing to
+    Chain, smallest first: the patches shrunk (search towards the template, then both; see
+    :func:`template_search_reduction_levels`) at the minimal network (depth 1, 2 heads, width 64,
+    batch 1); then the planned patches with the network growing to
     the paper's (width 96, depth 2, heads 4, width 128, depth 3, heads 8, width 192); then the batch
     growing to ``max_batch``. The last element whose :func:`~lesionnet.planning.memory_model.tlt_memory`
     fits ``usable_bytes`` is chosen, so each of these sizes is monotone in the budget.
     """
-    patches = patch_reduction_levels(search_patch_zyx, [max(t, 2 * stride) for t in template_patch_zyx],
-                                     spacing_zyx, stride)
-    start = {"search_patch_size_zyx": patches[0], "attention_depth": 1, "attention_heads": 2,
-             "attention_width": 64, "batch_size": 1}
-    steps = [("search_patch_size_zyx", p) for p in patches[1:]]
+    patches = template_search_reduction_levels(template_patch_zyx, search_patch_zyx, spacing_zyx, stride)
+    start = {"template_patch_size_zyx": patches[0][0], "search_patch_size_zyx": patches[0][1], "attention_depth": 1,
+             "attention_heads": 2, "attention_width": 64, "batch_size": 1}
+    steps = []
+    for previous, (template, search) in zip(patches, patches[1:]):
+        if template != previous[0]:
+            steps.append(("template_patch_size_zyx", template))
+        steps.append(("search_patch_size_zyx", search))
     steps += [("attention_width", 96), ("attention_depth", 2), ("attention_heads", 4), ("attention_width", 128),
               ("attention_depth", 3), ("attention_heads", 8), ("attention_width", 192)]
     steps += [("batch_size", b) for b in range(2, max_batch + 1)]
@@ -354,7 +385,7 @@ def rule_tlt_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_
 
     def estimate(c):
         net = mm.tlt_network_config(c["attention_width"], c["attention_heads"], c["attention_depth"])
-        return mm.tlt_memory(template_patch_zyx, c["search_patch_size_zyx"], c["batch_size"],
+        return mm.tlt_memory(c["template_patch_size_zyx"], c["search_patch_size_zyx"], c["batch_size"],
                              channels=net["channels"], num_heads=net["num_heads"],
                              layers_per_line=net["layers_per_line"], ffn_dim=net["ffn_dim"],
                              head_hidden=net["head_hidden"], template_tokens=template_tokens, device=device)
@@ -362,7 +393,7 @@ def rule_tlt_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_
     chosen = select_from_chain(chain, estimate, usable_bytes)
     return decision(chosen["config"], "last element of the TLT capacity chain (patch -> width/depth/heads up to "
                     "the paper's 192/3/8 -> batch) whose estimated training memory fits the budget",
-                    usable_bytes=usable_bytes, max_batch=max_batch, template_patch_zyx=template_patch_zyx,
+                    usable_bytes=usable_bytes, max_batch=max_batch, planned_template_patch_zyx=template_patch_zyx,
                     planned_search_patch_zyx=search_patch_zyx, template_tokens=template_tokens, device=device,
                     chain_index=chosen["index"], chain_length=chosen["chain_length"], fits=chosen["fits"],
                     estimate=chosen["estimate"].to_dict())
@@ -467,7 +498,7 @@ def _values(record: dict) -> object:
     return record["value"]
 
 
-def plan_from_fingerprint(fingerprint: dict, budget: dict, token_budget: int = 512,
+def plan_from_fingerprint(fingerprint: dict, budget: dict, token_budget: int = 1024,
                           search_coverage_target: float = 0.99) -> dict:
     """The plans dict for a fingerprint and a memory budget (pure).
 
@@ -543,7 +574,7 @@ def _plan_tracking(plans, fingerprint, spacings, shapes, scan_spacings, radii, u
         "method": "tlt",
         "data_identifier": data_id,
         "target_spacing_zyx": spacing,
-        "template_patch_size_zyx": template,
+        "template_patch_size_zyx": cap["template_patch_size_zyx"],
         "search_patch_size_zyx": cap["search_patch_size_zyx"],
         "feature_stride": FEATURE_STRIDE,
         "sss_threshold": tr_rec["value"],
@@ -641,7 +672,7 @@ def _plan_detection(plans, fingerprint, spacings, shapes, scan_spacings, usable,
 
 #: the memory-driven sizes of each configuration (for monotonicity checks and documentation)
 MEMORY_DRIVEN_KEYS = {
-    "tlt": ("search_patch_size_zyx", "attention_depth", "attention_heads", "attention_width", "batch_size"),
+    "tlt": ("template_patch_size_zyx", "search_patch_size_zyx", "attention_depth", "attention_heads", "attention_width", "batch_size"),
     "dlt": ("search_patch_size_zyx", "template_patch_size_zyx", "growth_rate", "fpn_width", "batch_size"),
     "lntracker": ("patch_size_yx", "num_queries", "slices_per_side", "hidden_dim", "encoder_layers",
                   "decoder_layers", "batch_size"),
@@ -650,7 +681,7 @@ MEMORY_DRIVEN_KEYS = {
 
 __all__ = ["decision", "round_up", "rule_target_spacing", "rule_native_z_spacing", "rule_template_patch",
            "rule_search_patch", "search_coverage", "count_kept_tokens", "rule_sss_threshold", "build_chain",
-           "select_from_chain", "patch_reduction_levels", "rule_max_batch", "rule_tlt_capacity",
+           "select_from_chain", "patch_reduction_levels", "template_search_reduction_levels", "rule_max_batch", "rule_tlt_capacity",
            "rule_dlt_capacity", "rule_lntracker_queries", "rule_lntracker_slice_context",
            "rule_lntracker_capacity", "rule_ct_normalization", "plan_from_fingerprint", "MEMORY_DRIVEN_KEYS",
            "resampled_shape", "median_resampled_shape", "PLANS_VERSION", "FEATURE_STRIDE"]

@@ -93,7 +93,7 @@ def plans_path_for(dataset) -> Path:
 
 
 def plan_experiment(dataset, gpu_memory_gb: float | None = None, fingerprint: dict | None = None,
-                    output_folder: str | os.PathLike | None = None, token_budget: int = 512,
+                    output_folder: str | os.PathLike | None = None, token_budget: int = 1024,
                     write: bool = True) -> dict:
     """Plan every method for a dataset from its fingerprint and the memory budget.
 

@@ -9,7 +9,8 @@ Recipe (see ``RegistrationSettings``; the defaults follow the DLS/TLT baseline: 
 resolution, multi-resolution, robust metric on clipped HU):
 
 1. clip intensities to a CT window (air/bone outliers do not dominate), smooth and resample both
-   scans to an isotropic working spacing (2 mm);
+   scans to an isotropic working spacing (2 mm, or the finest native spacing of the two scans when
+   that is coarser);
 2. initialise with the centres of mass of the body masks (HU > ``body_threshold_hu``);
 3. optimise a rigid-plus-scale (similarity) transform, then a full affine, each over a pyramid of
    shrink factors, with Mattes mutual information restricted to the template's body mask and
@@ -116,12 +117,18 @@ class AffineRegistration:
                    d.get("seconds", 0.0), d.get("settings", {}))
 
 
-def _working_image(image: sitk.Image, settings: RegistrationSettings) -> sitk.Image:
-    """Clip HU, anti-alias and resample to isotropic ``working_spacing_mm``; float32."""
+def working_spacing_mm(template: sitk.Image, search: sitk.Image, settings: RegistrationSettings) -> float:
+    """Isotropic working spacing: ``settings.working_spacing_mm``, but never finer than the finest
+    native spacing of the two scans (resampling coarse scans onto a finer grid adds voxels, not detail)."""
+    finest_native = min(min(template.GetSpacing()), min(search.GetSpacing()))
+    return max(float(settings.working_spacing_mm), float(finest_native))
+
+
+def _working_image(image: sitk.Image, target_spacing: float, settings: RegistrationSettings) -> sitk.Image:
+    """Clip HU, anti-alias and resample to the isotropic ``target_spacing`` (mm); float32."""
     image = sitk.Cast(image, sitk.sitkFloat32)
     image = sitk.Clamp(image, sitk.sitkFloat32, *settings.clip_hu)
     spacing_xyz = np.asarray(image.GetSpacing())
-    target_spacing = settings.working_spacing_mm
     sigma_mm = [max(0.0, (target_spacing**2 - s**2)) ** 0.5 / 2.0 for s in spacing_xyz]
     if any(s > 0 for s in sigma_mm):
         image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma_mm])
@@ -185,8 +192,9 @@ def register_affine(template: sitk.Image, search: sitk.Image,
 
 def _register_affine(template: sitk.Image, search: sitk.Image, settings: RegistrationSettings) -> AffineRegistration:
     start = time.perf_counter()
-    fixed = _working_image(template, settings)
-    moving = _working_image(search, settings)
+    spacing = working_spacing_mm(template, search, settings)
+    fixed = _working_image(template, spacing, settings)
+    moving = _working_image(search, spacing, settings)
     fixed_mask = _body_mask(fixed, settings.body_threshold_hu)
     moving_mask = _body_mask(moving, settings.body_threshold_hu)
     if sitk.GetArrayViewFromImage(fixed_mask).sum() < 8 or sitk.GetArrayViewFromImage(moving_mask).sum() < 8:

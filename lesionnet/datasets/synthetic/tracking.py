@@ -77,13 +77,13 @@ class TrackingConfig:
 
     Follow-up motion (each follow-up relative to the baseline; two follow-ups may differ by up to twice
     as much): ``max_rotation_deg`` [10] about a random axis, ``max_translation_mm`` [20],
-    ``scale_range`` [0.92, 1.08] per axis, ``nonrigid_displacement_mm`` [3] RMS length of the smooth
-    displacement, ``nonrigid_wavelength_mm`` [120] its shortest wavelength, ``nonrigid_modes`` [8]
+    ``scale_range`` [0.92, 1.08] per axis, ``nonrigid_displacement_mm`` [8] RMS length of the smooth
+    displacement, ``nonrigid_wavelength_mm`` [100] its shortest wavelength, ``nonrigid_modes`` [8]
     Fourier modes.
 
     Lesions: ``radius_range_mm`` [3, 25] bounds every radius at every time point;
     ``baseline_radius_range_mm`` [3, 15] log-uniform baseline radius; ``growth_range`` [0.5, 1.8]
-    radius factor from one time point to the next; ``lesion_drift_mm`` [2] largest canonical motion
+    radius factor from one time point to the next; ``lesion_drift_mm`` [3] largest canonical motion
     between consecutive time points; ``lesion_organ_weights`` [liver 0.4, lung 0.3, soft tissue 0.2,
     spleen 0.1]; ``lesion_contrast_hu_range`` [35, 80] |lesion − organ| (HU), ``hypodense_fraction``
     [0.6]; ``lung_nodule_hu_range`` [-20, 60] HU of lung nodules; ``contrast_change_range`` [0.7, 1.3]
@@ -113,13 +113,13 @@ class TrackingConfig:
     max_rotation_deg: float = 10.0
     max_translation_mm: float = 20.0
     scale_range: tuple = (0.92, 1.08)
-    nonrigid_displacement_mm: float = 3.0
-    nonrigid_wavelength_mm: float = 120.0
+    nonrigid_displacement_mm: float = 8.0
+    nonrigid_wavelength_mm: float = 100.0
     nonrigid_modes: int = 8
     radius_range_mm: tuple = (3.0, 25.0)
     baseline_radius_range_mm: tuple = (3.0, 15.0)
     growth_range: tuple = (0.5, 1.8)
-    lesion_drift_mm: float = 2.0
+    lesion_drift_mm: float = 3.0
     lesion_organ_weights: dict = field(default_factory=lambda: {"liver": 0.4, "lung": 0.3, "soft_tissue": 0.2,
                                                                  "spleen": 0.1})
     lesion_contrast_hu_range: tuple = (35.0, 80.0)

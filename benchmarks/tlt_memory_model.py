@@ -1,0 +1,102 @@
+"""Benchmark: the planner's TLT memory model against measured peak memory of a training step on CPU.
+
+For each case (patch sizes, batch, network width/heads/depth) one forward + TLT loss + backward of
+``lesionnet.networks.tlt`` runs in a fresh subprocess
+(:func:`lesionnet.networks.memory_measure.measure_training_step_memory`: ``ru_maxrss`` after the step
+minus ``ru_maxrss`` after building the model and inputs). The measuring child is started from a small
+launcher process that never imports torch, because Linux carries ``ru_maxrss`` across ``execve``: a
+child started straight from a large process inherits that process's high-water mark as its baseline.
+
+Compared figures (MiB): ``saved`` — activations held for backward (autograd saved-tensor hooks) vs the
+model's ``activation_bytes``; ``step`` — measured step peak vs the model's ``step_peak_bytes``
+(activations + parameter gradients + backward transient + CPU runtime overhead).
+
+Results go to ``benchmarks/results/tlt_memory_model.{json,md}`` (atomic writes).
+
+Usage::
+
+    python benchmarks/tlt_memory_model.py            # the documented cases (a few minutes on 2 cores)
+    python benchmarks/tlt_memory_model.py --quick    # two small cases
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lesionnet.planning import memory_model as mm  # noqa: E402
+from lesionnet.utils.files import write_json, write_text  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+CASES = [
+    # template, search, batch, (width, heads, depth)
+    ((16, 64, 64), (16, 64, 64), 1, (192, 8, 3)),
+    ((16, 64, 64), (16, 64, 64), 2, (192, 8, 3)),
+    ((32, 96, 96), (32, 96, 96), 1, (192, 8, 3)),
+    ((24, 128, 128), (24, 128, 128), 1, (192, 8, 3)),
+    ((16, 48, 48), (40, 128, 128), 1, (192, 8, 3)),
+    ((32, 96, 96), (32, 96, 96), 1, (64, 2, 1)),
+    ((40, 120, 120), (40, 120, 120), 1, (192, 8, 3)),
+]
+QUICK = CASES[:2]
+
+
+def measure(template, search, batch, network: dict) -> dict:
+    config = {k: v for k, v in network.items()}
+    code = ("import json; from lesionnet.networks.memory_measure import measure_training_step_memory as m; "
+            f"print(json.dumps(m({config!r}, {tuple(template)}, {tuple(search)}, {int(batch)}, radius_mm=10.0, "
+            "spacing_zyx=(2.5, 2.0, 2.0))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rows = []
+    for template, search, batch, (width, heads, depth) in (QUICK if args.quick else CASES):
+        network = mm.tlt_network_config(width, heads, depth)
+        measured = measure(template, search, batch, network)
+        est = mm.tlt_memory(template, search, batch, channels=network["channels"], num_heads=heads,
+                            layers_per_line=depth, ffn_dim=network["ffn_dim"], head_hidden=network["head_hidden"],
+                            template_tokens=max(measured["template_tokens_kept"]))
+        row = {
+            "template_zyx": list(template), "search_zyx": list(search), "batch": batch,
+            "width_heads_depth": [width, heads, depth], "parameters": measured["parameters"],
+            "parameters_model": est.parameters, "template_tokens_kept": measured["template_tokens_kept"],
+            "measured_saved_mib": measured["saved_tensors_mib"], "model_saved_mib": round(est.activation_bytes / mm.MIB, 1),
+            "measured_step_mib": measured["step_peak_mib"], "model_step_mib": round(est.step_peak_bytes / mm.MIB, 1),
+            "model_total_training_mib": round(est.total_bytes / mm.MIB, 1),
+            "baseline_rss_mib": measured["baseline_rss_mib"], "wall_s": measured["wall_s"],
+        }
+        row["saved_ratio"] = round(row["model_saved_mib"] / row["measured_saved_mib"], 3)
+        row["step_ratio"] = round(row["model_step_mib"] / row["measured_step_mib"], 3)
+        rows.append(row)
+        print(json.dumps(row))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "tlt_memory_model.json", {"cases": rows, "torch": measured.get("torch")})
+    lines = ["# TLT memory model vs measured CPU peak (forward + loss + backward)", "",
+             "| template | search | batch | width/heads/depth | saved: measured / model (MiB) | step peak: measured / model (MiB) | model / measured |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {'x'.join(map(str, r['template_zyx']))} | {'x'.join(map(str, r['search_zyx']))} | {r['batch']} | "
+                     f"{'/'.join(map(str, r['width_heads_depth']))} | {r['measured_saved_mib']} / {r['model_saved_mib']} | "
+                     f"{r['measured_step_mib']} / {r['model_step_mib']} | {r['step_ratio']} |")
+    lines += ["", "Reproduce: `python benchmarks/tlt_memory_model.py`"]
+    write_text(RESULTS / "tlt_memory_model.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Dataset fingerprint: body mask, instance figures, tracking prior errors, registration cache, re-runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.synthetic import (LymphNodeConfig, TrackingConfig, generate_lymph_node_dataset,
+                                          generate_tracking_dataset)
+from lesionnet.planning import fingerprint as fp_module
+from lesionnet.planning.fingerprint import (FINGERPRINT_FILE, body_mask, extract_fingerprint, instance_statistics,
+                                            quantile_summary, unique_lesions)
+from lesionnet.preprocessing import registration_priors
+from lesionnet.preprocessing.registration_priors import REGISTRATION_FOLDER, invert_registration, registration_jobs
+from lesionnet.datasets.raw_format import TrackingPair
+from lesionnet.registration.affine import AffineRegistration, RegistrationSettings
+
+FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
+                                         iterations_similarity=20, iterations_affine=20, threads=1)
+
+
+def make_501(raw_dir, num_patients=2, **overrides):
+    config = TrackingConfig(num_patients=num_patients, nominal_shape_zyx=(16, 40, 40), **overrides)
+    folder = raw_dir / "Dataset501_SynthLesionTracking"
+    generate_tracking_dataset(folder, config, seed=0, progress=False)
+    return folder
+
+
+def make_502(raw_dir, num_patients=3):
+    folder = raw_dir / "Dataset502_SynthLymphNodes"
+    generate_lymph_node_dataset(folder, LymphNodeConfig(num_patients=num_patients, shape_zyx=(12, 48, 48)), seed=0,
+                                progress=False)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+def test_body_mask_fills_lungs_and_drops_table():
+    image = np.full((6, 40, 40), -1000.0, dtype=np.float32)
+    yy, xx = np.mgrid[:40, :40]
+    body = (yy - 18) ** 2 / 14 ** 2 + (xx - 20) ** 2 / 16 ** 2 < 1
+    lung = (yy - 18) ** 2 / 5 ** 2 + (xx - 14) ** 2 / 4 ** 2 < 1
+    image[:, body] = 40.0
+    image[:, lung] = -850.0
+    image[:, 37:39, 5:35] = 100.0          # a table, not connected to the body
+    mask = body_mask(image)
+    assert mask[:, lung].all(), "lungs enclosed by the body belong to the body"
+    assert not mask[:, 37:39, 5:35].any(), "the table is not the largest component"
+    assert not mask[:, 0, 0].any()
+
+
+def test_body_mask_without_body_keeps_everything():
+    assert body_mask(np.full((2, 4, 4), -1000.0)).all()
+
+
+def test_instance_statistics_boxes_radii_and_slice_counts():
+    labels = np.zeros((10, 20, 20), dtype=np.int16)
+    labels[2:5, 3:7, 4:9] = 1            # 3 slices, 4 x 5 in-plane
+    labels[3, 10:12, 10:12] = 2          # one slice
+    stats = instance_statistics(labels, spacing_xyz=(0.5, 0.5, 2.0))
+    a, b = stats["instances"]
+    assert a["box_zyx"] == [2, 3, 4, 5, 7, 9] and a["extent_slices"] == 3
+    assert a["extent_mm_zyx"] == [6.0, 2.0, 2.5]
+    volume = 3 * 4 * 5 * 0.5 * 0.5 * 2.0
+    assert a["radius_mm"] == pytest.approx((3 * volume / (4 * np.pi)) ** (1 / 3))
+    assert b["extent_slices"] == 1 and b["voxels"] == 4
+    assert stats["per_slice_counts"] == [0, 0, 1, 2, 1, 0, 0, 0, 0, 0]
+
+
+def test_instance_statistics_empty_mask():
+    stats = instance_statistics(np.zeros((3, 4, 4), dtype=np.uint8), (1, 1, 1))
+    assert stats["instances"] == [] and stats["per_slice_counts"] == [0, 0, 0]
+
+
+def test_unique_lesions_deduplicates_both_sides():
+    p1 = TrackingPair("a", "S0", "S1", (1, 2, 3), 5.0, (4, 5, 6), 6.0)
+    p2 = TrackingPair("b", "S1", "S0", (4, 5, 6), 6.0, (1, 2, 3), 5.0)
+    p3 = TrackingPair("c", "S0", "S1", (9, 9, 9), 2.0, (8, 8, 8), 3.0)
+    lesions = unique_lesions([p1, p2, p3])
+    assert sorted(r for _, r in lesions["S0"]) == [2.0, 5.0]
+    assert sorted(r for _, r in lesions["S1"]) == [3.0, 6.0]
+
+
+def test_quantile_summary_empty_and_single():
+    assert quantile_summary([]) == {"count": 0}
+    s = quantile_summary([4.0])
+    assert s["p5"] == s["p95"] == 4.0 and s["count"] == 1
+
+
+def test_invert_registration_round_trip():
+    rng = np.random.default_rng(0)
+    reg = AffineRegistration(np.eye(3) + 0.05 * rng.standard_normal((3, 3)), rng.normal(0, 10, 3), rng.normal(0, 50, 3))
+    points = rng.uniform(-100, 100, (20, 3))
+    inverse = invert_registration(reg)
+    np.testing.assert_allclose(inverse.map_points(reg.map_points(points)), points, atol=1e-9)
+    np.testing.assert_allclose(invert_registration(inverse).map_points(points), reg.map_points(points), atol=1e-9)
+    geometry = Geometry((1.0, 2.0, 3.0), (5, 6, 7), shape_zyx=(10, 10, 10))
+    back = inverse.map_index(reg.map_index((3.0, 4.0, 5.0), geometry, geometry), geometry, geometry)
+    np.testing.assert_allclose(back, (3.0, 4.0, 5.0), atol=1e-9)
+
+
+def test_registration_jobs_symmetric_and_directed():
+    pairs = [("A", "B"), ("B", "A"), ("A", "C"), ("A", "A")]
+    assert registration_jobs(pairs, symmetric=True) == [("A", "B"), ("A", "C")]
+    assert registration_jobs(pairs, symmetric=False) == [("A", "B"), ("A", "C"), ("B", "A")]
+
+
+# ------------------------------------------------------------------------------------------ on generated data
+def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
+    raw = make_501(tmp_path / "raw")
+    out = tmp_path / "pre"
+    calls = []
+    real = registration_priors.register_affine
+    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
+                             progress=False)
+    meta = json.loads((raw / "dataset.json").read_text())
+    pairs = json.loads((raw / "pairsTr.json").read_text())
+    scans = {p["source"] for p in pairs} | {p["target"] for p in pairs}
+    assert fp["num_scans"] == meta["numTraining"] == len(fp["scans"])
+    assert fp["tracking"]["num_pairs"] == len(pairs)
+    # each unordered scan pair registered exactly once, cached on disk
+    unordered = {tuple(sorted((p["source"], p["target"]))) for p in pairs}
+    assert len(calls) == len(unordered) == fp["tracking"]["num_registrations"]
+    assert len(list((out / REGISTRATION_FOLDER).glob("*.json"))) == len(unordered)
+    # figures
+    for scan in fp["scans"].values():
+        assert len(scan["spacing_zyx"]) == 3 and scan["num_lesions"] >= 1
+        assert scan["intensity"]["num_samples"] > 0
+    assert fp["intensity"]["p0.5"] < fp["intensity"]["p50"] < fp["intensity"]["p99.5"]
+    assert fp["lesions"]["radius_mm"]["count"] == sum(s["num_lesions"] for s in fp["scans"].values())
+    errors = np.array([p["abs_error_mm_zyx"] for p in fp["tracking"]["pairs"]])
+    assert errors.shape == (len(pairs), 3) and (errors >= 0).all()
+    assert np.median(np.linalg.norm(errors, axis=1)) < 30.0, "the affine prior is roughly right"
+    assert fp["slice_thickness_mm"]["count"] == fp["num_scans"]
+    assert set(fp["scans"]) == scans
+    # re-run: nothing read, registered or written
+    path = out / FINGERPRINT_FILE
+    mtime = path.stat().st_mtime_ns
+    monkeypatch.setattr(fp_module, "_scan_worker", lambda job: pytest.fail("re-read a scan"))
+    again = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
+                                progress=False)
+    assert again == json.loads(path.read_text()) and path.stat().st_mtime_ns == mtime
+    assert len(calls) == len(unordered)
+
+
+def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_path, monkeypatch):
+    raw = make_501(tmp_path / "raw", num_patients=2)
+    out = tmp_path / "pre"
+    extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
+                        progress=False)
+    calls = []
+    real = registration_priors.register_affine
+    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # touching dataset.json changes the fingerprint's inputs, not the scans: no registration is redone
+    (raw / "dataset.json").write_text((raw / "dataset.json").read_text())
+    fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
+                             progress=False)
+    assert calls == [] and fp["tracking"]["num_pairs"] > 0
+
+
+def test_tracking_fingerprint_in_a_process_pool(tmp_path):
+    raw = make_501(tmp_path / "raw", num_patients=2)
+    serial = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION,
+                                 output_folder=tmp_path / "a", progress=False)
+    pooled = extract_fingerprint(raw, num_processes=2, registration_settings=FAST_REGISTRATION,
+                                 output_folder=tmp_path / "b", progress=False)
+    assert pooled["scans"] == serial["scans"] and pooled["intensity"] == serial["intensity"]
+    # single-threaded registration is repeatable, so the prior errors agree too
+    assert pooled["tracking"]["pairs"] == serial["tracking"]["pairs"]
+
+
+def test_detection_fingerprint(tmp_path):
+    raw = make_502(tmp_path / "raw")
+    fp = extract_fingerprint(raw, num_processes=1, output_folder=tmp_path / "pre", progress=False)
+    det = fp["detection"]
+    assert fp["task"] == "detection" and "tracking" not in fp
+    assert det["num_instances"] == sum(s["num_lesions"] for s in fp["scans"].values()) > 0
+    assert det["per_slice_instance_counts"]["max"] >= 1
+    hist = det["per_slice_instance_counts"]["histogram"]
+    assert sum(hist.values()) == sum(s["shape_zyx"][0] for s in fp["scans"].values())
+    assert det["extent_slices"]["min"] >= 1
+    assert all(i["radius_mm"] > 0 for i in det["instances"])

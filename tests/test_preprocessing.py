@@ -1,0 +1,279 @@
+"""Resampling, normalisation, storage and the whole lesionnet_plan_and_preprocess run (idempotent, atomic)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionnet.cli import plan_and_preprocess as cli
+from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.image_io import read_geometry, read_image
+from lesionnet.datasets.synthetic import (LymphNodeConfig, TrackingConfig, generate_lymph_node_dataset,
+                                          generate_tracking_dataset)
+from lesionnet.planning import fingerprint as fp_module
+from lesionnet.preprocessing import preprocess as pre_module
+from lesionnet.preprocessing import registration_priors
+from lesionnet.preprocessing.loading import (PreprocessedDataset, centered_start_zyx, crop_zyx, load_case,
+                                             pair_prior_map)
+from lesionnet.preprocessing.normalization import ct_zscore, normalize, tlt_linear
+from lesionnet.preprocessing.resampling import map_index, resample_array, target_geometry
+from lesionnet.registration.affine import RegistrationSettings
+from lesionnet.registration.anatomy_maps import project_lesion
+from lesionnet.utils.files import TEMP_PREFIX
+
+FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
+                                         iterations_similarity=20, iterations_affine=20, threads=1)
+
+
+@pytest.fixture
+def fast_registration(monkeypatch):
+    """The command's default registration, made fast for tests (same code path)."""
+    monkeypatch.setattr(fp_module, "DEFAULT_PLANNING_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(pre_module, "DEFAULT_PLANNING_REGISTRATION", FAST_REGISTRATION)
+
+
+@pytest.fixture
+def count_registrations(monkeypatch):
+    calls = []
+    real = registration_priors.register_affine
+    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def file_times(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------ resampling
+def test_target_geometry_keeps_field_of_view_and_world_points():
+    geometry = Geometry((0.8, 0.8, 5.0), (10.0, -20.0, 30.0), shape_zyx=(20, 100, 100))
+    target = target_geometry(geometry, [2.5, 1.6, 1.6])
+    assert target.shape_zyx == (40, 50, 50)
+    # first voxel edge at the same world position
+    edge_old = geometry.index_to_world((-0.5, -0.5, -0.5))
+    edge_new = target.index_to_world((-0.5, -0.5, -0.5))
+    np.testing.assert_allclose(edge_old, edge_new, atol=1e-9)
+    point = (37.2, 12.5, 7.3)
+    np.testing.assert_allclose(map_index(map_index(point, geometry, target), target, geometry), point, atol=1e-9)
+    native = target_geometry(geometry, [None, 0.4, 0.4])
+    assert native.shape_zyx == (20, 200, 200) and native.spacing_xyz[2] == 5.0
+
+
+def test_target_geometry_with_rotated_direction():
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    geometry = Geometry((1.0, 1.0, 3.0), (5.0, 5.0, 5.0), direction, (10, 30, 30))
+    target = target_geometry(geometry, [1.5, 2.0, 2.0])
+    np.testing.assert_allclose(geometry.index_to_world((-0.5, -0.5, -0.5)), target.index_to_world((-0.5, -0.5, -0.5)),
+                               atol=1e-9)
+
+
+def test_resample_linear_ramp_is_exact_and_masks_keep_labels():
+    geometry = Geometry((1.0, 1.0, 2.0), (0, 0, 0), shape_zyx=(12, 20, 24))
+    z, y, x = np.meshgrid(*[np.arange(n) for n in geometry.shape_zyx], indexing="ij")
+    world = geometry.index_to_world(np.stack([x, y, z], -1))
+    ramp = (world @ np.array([1.0, 2.0, 3.0])).astype(np.float32)
+    target = target_geometry(geometry, [1.5, 0.5, 0.5])
+    out = resample_array(ramp, geometry, target, "linear")
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in target.shape_zyx], indexing="ij")
+    expected = target.index_to_world(np.stack([xx, yy, zz], -1)) @ np.array([1.0, 2.0, 3.0])
+    inner = (slice(2, -2),) * 3
+    np.testing.assert_allclose(out[inner], expected[inner], atol=1e-3)
+    labels = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    labels[3:7, 5:12, 6:14] = 1
+    labels[8:11, 14:18, 15:20] = 2
+    seg = resample_array(labels, geometry, target, "nearest")
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) == {0, 1, 2}
+    same = resample_array(ramp, geometry, geometry, "linear")
+    np.testing.assert_array_equal(same, ramp)
+
+
+def test_normalization_schemes():
+    hu = np.array([-2000.0, -100.0, 0.0, 100.0, 3000.0], dtype=np.float32)
+    out = ct_zscore(hu, (-1000.0, 1000.0), 0.0, 100.0)
+    np.testing.assert_allclose(out, [-10.0, -1.0, 0.0, 1.0, 10.0])
+    np.testing.assert_allclose(tlt_linear(np.array([-800.0, 0.0, 800.0])), [0.0, 0.5, 1.0])
+    assert normalize(hu, {"scheme": "tlt_linear"}).dtype == np.float32
+    with pytest.raises(ValueError):
+        normalize(hu, {"scheme": "nope"})
+
+
+def test_write_array_and_crop_with_padding(tmp_path):
+    array = np.arange(6 * 7 * 8, dtype=np.float32).reshape(6, 7, 8)
+    pre_module.write_array(tmp_path / "a.b2nd", array)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    import blosc2
+    stored = blosc2.open(str(tmp_path / "a.b2nd"), mode="r", mmap_mode="r")
+    np.testing.assert_array_equal(stored[:], array)
+    crop = crop_zyx(stored, (-2, 3, 5), (4, 5, 6), pad_value=-1.0)
+    expected = np.full((4, 5, 6), -1.0, dtype=np.float32)
+    expected[2:, :4, :3] = array[0:2, 3:7, 5:8]
+    np.testing.assert_array_equal(crop, expected)
+    np.testing.assert_array_equal(crop_zyx(array, (-2, 3, 5), (4, 5, 6), -1.0), expected)
+    assert (crop_zyx(array, (50, 0, 0), (2, 2, 2), 7.0) == 7.0).all()
+    assert centered_start_zyx((10.0, 20.0, 5.0), (4, 8, 8)) == [4, 17, 7]
+
+
+# ------------------------------------------------------------------------------------------ end to end
+def _make_501(raw: Path, num_patients=2):
+    generate_tracking_dataset(raw / "Dataset501_SynthLesionTracking",
+                              TrackingConfig(num_patients=num_patients, nominal_shape_zyx=(16, 40, 40)),
+                              seed=0, progress=False)
+
+
+def _make_502(raw: Path, num_patients=3):
+    generate_lymph_node_dataset(raw / "Dataset502_SynthLymphNodes",
+                                LymphNodeConfig(num_patients=num_patients, shape_zyx=(12, 48, 48)), seed=0, progress=False)
+
+
+def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, count_registrations, capsys):
+    _make_501(lesionnet_dirs["raw"])
+    assert cli.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "8", "--no_progress"]) == 0
+    out = lesionnet_dirs["preprocessed"] / "Dataset501_SynthLesionTracking"
+    assert "tlt:" in capsys.readouterr().out
+    for name in ("dataset_fingerprint.json", "lesionnet_plans.json", "lesionnetPlans_3d/pairs.json"):
+        assert (out / name).is_file(), name
+    registrations_done = len(count_registrations)
+    assert registrations_done == len(list((out / "registrations").glob("*.json"))) > 0
+
+    data = PreprocessedDataset(501, "tlt")
+    raw_scans = sorted(p.name[:-12] for p in (lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr").iterdir())
+    assert data.scan_ids == raw_scans
+    case = data.case(raw_scans[0], as_numpy=True)
+    spacing = data.configuration["target_spacing_zyx"]
+    np.testing.assert_allclose(case.geometry.spacing_zyx, spacing, rtol=1e-6)
+    assert case.image.shape == case.geometry.shape_zyx and case.image.dtype == np.float32
+    assert abs(float(case.image.mean())) < 3.0           # normalised
+    # pairs: centers mapped to the preprocessed grids, priors = the affine applied there
+    pairs = data.pairs()
+    raw_pairs = json.loads((lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "pairsTr.json").read_text())
+    assert len(pairs) == len(raw_pairs)
+    raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"
+    for pair in pairs[:5]:
+        src_raw = read_geometry(raw_images / f"{pair.source}_0000.nii.gz")
+        tgt_raw = read_geometry(raw_images / f"{pair.target}_0000.nii.gz")
+        src, tgt = data.case(pair.source).geometry, data.case(pair.target).geometry
+        np.testing.assert_allclose(src.index_to_world(pair.source_center_xyz),
+                                   src_raw.index_to_world(pair.extra["source_center_xyz_raw"]), atol=1e-6)
+        prior_raw, r_raw = project_lesion(pair.registration, pair.extra["source_center_xyz_raw"], pair.source_radius_mm,
+                                          src_raw, tgt_raw)
+        np.testing.assert_allclose(tgt.index_to_world(pair.prior_center_xyz), tgt_raw.index_to_world(prior_raw), atol=1e-6)
+        assert pair.prior_radius_mm == pytest.approx(r_raw)
+        size = data.configuration["search_patch_size_zyx"]
+        start = centered_start_zyx(pair.prior_center_xyz, size)
+        prior = pair_prior_map(pair, start, size, tgt)
+        assert prior.shape == tuple(size) and prior.max() > 0.5
+        assert crop_zyx(data.case(pair.target).image, start, size).shape == tuple(size)
+
+    # second run: nothing registered, nothing written
+    before = file_times(out)
+    assert cli.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "8", "--no_progress"]) == 0
+    assert file_times(out) == before
+    assert len(count_registrations) == registrations_done
+
+    # a changed budget rewrites the plans, not the data
+    assert cli.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "0.5", "--no_progress"]) == 0
+    after = file_times(out)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed <= {"lesionnet_plans.json"}
+
+    # a changed scan redoes that scan (and what depends on it), nothing else
+    # (same content, new mtime: the fingerprint is recomputed with the same figures, so the plans and the
+    # other cases stay as they are)
+    scan = raw_scans[0]
+    path = raw_images / f"{scan}_0000.nii.gz"
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    before = file_times(out)
+    result = cli.run(501, gpu_memory_gb=0.5, num_processes=1, progress=False)
+    assert result["preprocessing"]["lesionnetPlans_3d"]["processed"] == [scan]
+    after = file_times(out)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert f"lesionnetPlans_3d/{scan}.b2nd" in changed
+    assert not any(k.startswith("lesionnetPlans_3d/") and k.endswith(".b2nd") and scan not in k for k in changed)
+    assert all(scan in k for k in changed if k.startswith("registrations/")), changed
+
+
+def test_plan_only_and_verify(lesionnet_dirs, fast_registration):
+    _make_501(lesionnet_dirs["raw"], num_patients=2)
+    assert cli.main(["-d", "501", "-np", "1", "--plan_only", "--verify", "--no_progress"]) == 0
+    out = lesionnet_dirs["preprocessed"] / "Dataset501_SynthLesionTracking"
+    assert (out / "lesionnet_plans.json").is_file() and not (out / "lesionnetPlans_3d").exists()
+    plans = json.loads((out / "lesionnet_plans.json").read_text())
+    assert plans["memory_budget"]["inputs"]["device"] in ("cpu", "cuda")
+    # a broken dataset stops at --verify
+    (lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "pairsTr.json").write_text("[{}]")
+    assert cli.main(["-d", "501", "--plan_only", "--verify", "--no_progress"]) == 1
+
+
+def test_detection_end_to_end(lesionnet_dirs):
+    _make_502(lesionnet_dirs["raw"])
+    assert cli.main(["-d", "502", "-np", "2", "--gpu_memory_gb", "4", "--no_progress"]) == 0
+    out = lesionnet_dirs["preprocessed"] / "Dataset502_SynthLymphNodes"
+    plans = json.loads((out / "lesionnet_plans.json").read_text())
+    config = plans["configurations"]["lntracker"]
+    assert set(plans["configurations"]) == {"lntracker"} and config["native_z"] and config["target_spacing_zyx"][0] is None
+    folder = out / config["data_identifier"]
+    raw = lesionnet_dirs["raw"] / "Dataset502_SynthLymphNodes"
+    for label_path in sorted((raw / "labelsTr").iterdir()):
+        scan = label_path.name[: -len(".nii.gz")]
+        case = load_case(folder, scan, as_numpy=True)
+        labels, geometry = read_image(label_path, dtype=None)
+        assert case.geometry.shape_zyx[0] == geometry.shape_zyx[0]                 # native z
+        assert case.geometry.spacing_zyx[0] == pytest.approx(geometry.spacing_zyx[0])
+        assert case.seg.shape == case.image.shape
+        present = set(np.unique(case.seg)) - {0}
+        assert present == {i["label"] for i in case.instances}
+        for inst in case.instances:
+            z0, y0, x0, z1, y1, x1 = inst["box_zyx"]
+            box = case.seg[z0:z1, y0:y1, x0:x1]
+            assert (box == inst["label"]).any()
+            assert not np.any(np.delete(case.seg, np.s_[z0:z1], axis=0) == inst["label"])
+    before = file_times(out)
+    assert cli.main(["-d", "502", "-np", "2", "--gpu_memory_gb", "4", "--no_progress"]) == 0
+    assert file_times(out) == before
+
+
+def test_interrupted_preprocessing_leaves_no_half_written_file(lesionnet_dirs, fast_registration, monkeypatch):
+    _make_501(lesionnet_dirs["raw"], num_patients=3)
+    out = lesionnet_dirs["preprocessed"] / "Dataset501_SynthLesionTracking"
+    real_write = pre_module.write_array
+    written = []
+
+    def failing_write(path, array):
+        if len(written) == 2:
+            # die half-way through writing the third array
+            from lesionnet.utils.files import atomic_path
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(b"partial")
+                raise KeyboardInterrupt("simulated interruption")
+        written.append(path)
+        real_write(path, array)
+
+    monkeypatch.setattr(pre_module, "write_array", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
+    folder = out / "lesionnetPlans_3d"
+    assert not [p for p in out.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    sidecars = {p.stem for p in folder.glob("*.json")}
+    assert len(sidecars) == 2          # the two finished cases are committed, the third is not
+    monkeypatch.setattr(pre_module, "write_array", real_write)
+    result = cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
+    summary = result["preprocessing"]["lesionnetPlans_3d"]
+    assert summary["up_to_date"] == 2 and len(summary["processed"]) >= 1
+    for scan in PreprocessedDataset(501, "tlt").scan_ids:
+        load_case(folder, scan, as_numpy=True)
+
+
+def test_deleted_output_is_redone(lesionnet_dirs, fast_registration):
+    _make_501(lesionnet_dirs["raw"], num_patients=2)
+    cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
+    folder = lesionnet_dirs["preprocessed"] / "Dataset501_SynthLesionTracking" / "lesionnetPlans_3d"
+    victim = sorted(folder.glob("*.b2nd"))[0]
+    victim.unlink()
+    result = cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
+    assert result["preprocessing"]["lesionnetPlans_3d"]["processed"] == [victim.name[: -len(".b2nd")]]
+    assert victim.is_file()
