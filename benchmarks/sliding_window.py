@@ -12,6 +12,9 @@ sigma_scale=0.125``) and the same number of windows per network call.
   - peak RSS (``VmHWM``): peak resident set size of a child that runs one inference minus that of a
     baseline child that imports both engines and builds the same network and volume (median of
     ``--memory-repeats`` children each). Includes everything (allocator slack, oneDNN scratch).
+    Measured twice: with glibc's default malloc (what users get; noisy, since glibc's dynamic mmap
+    threshold keeps some freed memory in the heap depending on allocation order) and with
+    ``MALLOC_MMAP_THRESHOLD_=131072`` (every large tensor its own mapping: deterministic).
   - ``torch allocator``: the PyTorch profiler with ``profile_memory=True`` records every CPU
     allocation and free made through PyTorch's allocator; replaying them in time order gives the
     peak of live bytes during the call (exact for tensors, blind to memory not allocated by torch).
@@ -148,27 +151,42 @@ def child(args) -> None:
     print(json.dumps(result))
 
 
-def run_child(args, engine: str, method: str) -> dict:
+# glibc raises its mmap threshold dynamically after large frees, so freed activations may stay in
+# the heap and the peak RSS depends on allocation order; a fixed threshold makes every large
+# tensor its own mapping, returned on free, so the peak RSS follows the live memory.
+FIXED_MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def run_child(args, engine: str, method: str, extra_env: dict | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--child-method", method,
            "--volume", *map(str, args.volume), "--patch", *map(str, args.patch),
            "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **(extra_env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {engine} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_memory(args) -> dict:
+def _rss_above_baseline(args, repeats: int, extra_env: dict | None = None) -> dict:
     rss = {e: [] for e in ("baseline", "ours", "monai")}
-    for _ in range(args.memory_repeats):
+    for _ in range(repeats):
         for engine in rss:  # interleaved so that drifting machine state affects all alike
-            rss[engine].append(run_child(args, engine, "rss")["peak_rss_kib"] / 1024)
+            rss[engine].append(run_child(args, engine, "rss", extra_env)["peak_rss_kib"] / 1024)
     med = {e: statistics.median(v) for e, v in rss.items()}
+    return {"samples_mib": rss, "median_mib": med,
+            "above_baseline_mib": {e: med[e] - med["baseline"] for e in ("ours", "monai")}}
+
+
+def measure_memory(args) -> dict:
+    default = _rss_above_baseline(args, args.memory_repeats)
+    fixed = _rss_above_baseline(args, 1, FIXED_MMAP_ENV)  # deterministic: one child each
     alloc = {e: run_child(args, e, "torch")["torch_peak_bytes"] / 2 ** 20 for e in ("ours", "monai")}
     return {
-        "rss_mib_samples": rss,
-        "rss_mib_median": med,
-        "rss_peak_above_baseline_mib": {e: med[e] - med["baseline"] for e in ("ours", "monai")},
+        "rss_default_malloc": default,
+        "rss_fixed_mmap_threshold": {"env": FIXED_MMAP_ENV, **fixed},
+        "rss_peak_above_baseline_mib": default["above_baseline_mib"],
+        "rss_peak_above_baseline_fixed_mmap_mib": fixed["above_baseline_mib"],
         "torch_allocator_peak_mib": alloc,
     }
 
@@ -239,16 +257,17 @@ def markdown(res: dict) -> str:
         f"{s['threads']} threads, net 1->16->16->2 (3x3x3). torch {res['environment']['torch']}, "
         f"MONAI {res['environment']['monai']}. {s['repeats']} alternating repeats after a warm-up.",
         "",
-        "| engine | median time (s) | min time (s) | median CPU time (s) | peak RSS above baseline (MiB) "
-        "| torch allocator peak (MiB) | median time, 1x1x1 net (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| engine | median time (s) | min time (s) | median CPU time (s) | median time, 1x1x1 net (s) "
+        "| peak RSS above baseline (MiB) | same, fixed mmap threshold (MiB) | torch allocator peak (MiB) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     o = res["overhead_time"]
     for name, label in (("ours", "lesionnet `predict_sliding_window`"), ("monai", "MONAI `sliding_window_inference`")):
         rss = f"{m['rss_peak_above_baseline_mib'][name]:.1f}" if m else "n/a"
+        fixed = f"{m['rss_peak_above_baseline_fixed_mmap_mib'][name]:.1f}" if m else "n/a"
         alloc = f"{m['torch_allocator_peak_mib'][name]:.1f}" if m else "n/a"
         lines.append(f"| {label} | {t['median_s'][name]:.3f} | {t['min_s'][name]:.3f} | {t['cpu_median_s'][name]:.3f} "
-                     f"| {rss} | {alloc} | {o['median_s'][name]:.4f} |")
+                     f"| {o['median_s'][name]:.4f} | {rss} | {fixed} | {alloc} |")
     lines += [
         "",
         f"Ratio ours/MONAI: {t['ratio_of_medians']:.3f} (ratio of medians), "

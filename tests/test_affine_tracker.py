@@ -100,3 +100,77 @@ def test_identity_prediction_is_the_unmoved_world_point(input_folder, tmp_path):
     src, tgt = tracking_input.geometries[pair.source], tracking_input.geometries[pair.target]
     expected = tgt.world_to_index(src.index_to_world(pair.source_center_xyz))
     np.testing.assert_allclose(doc["results"][0]["predict target center"], expected, atol=1e-9)
+
+
+def _copy_input(src, dst):
+    dst.mkdir()
+    for path in src.iterdir():
+        (dst / path.name).symlink_to(path)
+    return dst
+
+
+def test_continue_after_a_killed_run_predicts_only_missing_cases(input_folder, tmp_path, monkeypatch):
+    import lesionnet.inference.predict_tracking as predict_tracking_module
+
+    real = predict_tracking_module.track_scan_pair
+    calls = []
+
+    def dies_on_second_case(tracking_input, pairs, method, settings):
+        calls.append((pairs[0].source, pairs[0].target))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is killed while predicting the second case
+        return real(tracking_input, pairs, method, settings)
+
+    monkeypatch.setattr(predict_tracking_module, "track_scan_pair", dies_on_second_case)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--no_progress"])
+    written = sorted(p.name for p in (out / "cases").iterdir())
+    assert written == ["P1_T0__P1_T1.json"]  # one complete case, no temporary or partial file
+    assert not (out / "predictions.json").exists()
+
+    calls.clear()
+    monkeypatch.setattr(predict_tracking_module, "track_scan_pair",
+                        lambda *a, **k: calls.append(a[1][0].source) or real(*a, **k))
+    assert predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--continue",
+                         "--no_progress"]) == 0
+    assert calls == ["P1_T1"]  # only the missing case was predicted
+    assert len(read_predictions(out / "predictions.json")["results"]) == 6
+
+
+def test_corrupt_case_file_is_predicted_again_with_continue(input_folder, tmp_path):
+    out = tmp_path / "out"
+    predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--no_progress"])
+    (out / "cases" / "P1_T0__P1_T1.json").write_text('{"trunc')
+    assert predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--continue",
+                         "--no_progress"]) == 0
+    assert len(read_predictions(out / "predictions.json")["results"]) == 6
+
+
+def test_unreadable_scan_is_reported_skipped_and_exit_is_nonzero(input_folder, tmp_path, caplog):
+    folder = _copy_input(input_folder, tmp_path / "in")
+    (folder / "pairs.json").unlink()
+    (folder / "P2_T0_0000.nii.gz").write_bytes(b"\x1f\x8b garbage, not a NIfTI file")
+    pairs = load_tracking_input(input_folder).pairs + [
+        TrackingPair("broken", "P2_T0", "P1_T1", (5.0, 5.0, 5.0), 5.0)]
+    save_pairs(folder / "pairs.json", pairs)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(folder), "-o", str(out), "-m", "identity", "--no_progress"]) == 1
+    assert "broken" in caplog.text and "P2_T0_0000.nii.gz" in caplog.text
+    doc = read_predictions(out / "predictions.json")
+    assert len(doc["results"]) == 6 and list(doc["failed_pairs"]) == ["broken"]
+
+
+def test_markups_and_overlays(input_folder, tmp_path):
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--save_overlays",
+                         "--no_progress"]) == 0
+    markups = json.loads((out / "markups" / "P1_T1.mrk.json").read_text())
+    points = markups["markups"][0]["controlPoints"]
+    assert markups["markups"][0]["coordinateSystem"] == "LPS" and len(points) == 3
+    doc = read_predictions(out / "predictions.json")
+    fwd = [r for r in doc["results"] if r["target"] == "P1_T1"]
+    np.testing.assert_allclose(points[0]["position"], fwd[0]["predict target center world"])
+    overlays = sorted(p.name for p in (out / "overlays").iterdir())
+    assert overlays == sorted(f"{r['pair_id']}.png" for r in doc["results"])
+    assert (out / "overlays" / overlays[0]).read_bytes()[:4] == b"\x89PNG"

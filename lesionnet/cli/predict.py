@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-m", "--method", default="affine", choices=TRACKING_BASELINES,
                         help="tracking method (default: affine)")
     parser.add_argument("--pairs", default=None, help="pairs file (raw format) if not in the default place")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="reuse the finished cases of an earlier (e.g. killed) run in OUT; predict only the rest")
+    parser.add_argument("--save_overlays", action="store_true",
+                        help="write OUT/overlays/{pair_id}.png: axial/coronal/sagittal slices through each prediction")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -32,11 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
-        out = predict_tracking(args.input, args.output, args.method, args.pairs, progress=not args.no_progress)
+        run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
+                               save_overlays=args.save_overlays, progress=not args.no_progress)
     except (TrackingInputError, ValueError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 1
-    print(f"Predictions written to {out}")
+    print(f"Predictions for {run.num_pairs} pairs written to {run.predictions_path}")
+    if not run.ok:
+        logger.error("%d pair(s) could not be predicted (listed above and under 'failed_pairs' in %s).",
+                     len(run.failed), run.predictions_path.name)
+        return 1
     return 0
 
 

@@ -32,8 +32,11 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     evaluations = {}
     for method in methods:
         start = time.perf_counter()
-        path = predict_tracking(dataset.images_dir(split), output_folder / method, method,
-                                pairs_path=dataset.pairs_path(split), progress=progress)
+        run = predict_tracking(dataset.images_dir(split), output_folder / method, method,
+                               pairs_path=dataset.pairs_path(split), progress=progress)
+        if not run.ok:
+            raise RuntimeError(f"{method}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
+        path = run.predictions_path
         wall = time.perf_counter() - start
         evaluations[method] = evaluate_tracking_file(path)
         summary = evaluations[method].summary()

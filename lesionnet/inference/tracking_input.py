@@ -8,12 +8,14 @@ Layout accepted by ``lesionnet_predict -i IN``:
 
 Everything is checked before any work starts (header-only reads): every scan a pair names exists
 and reads, and every source (and known target) center lies inside its scan. Each problem raises a
-:class:`TrackingInputError` that names the pair and the file.
+:class:`TrackingInputError` that names the pair and the file — except an existing scan that cannot
+be read, which (with ``skip_unreadable=True``) is reported in ``TrackingInput.skipped`` together with
+the pairs that need it, so that the other pairs can still be predicted.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesionnet.datasets.geometry import Geometry
@@ -36,6 +38,7 @@ class TrackingInput:
     pairs: list[TrackingPair]
     scan_paths: dict[str, Path]
     geometries: dict[str, Geometry]
+    skipped: dict[str, str] = field(default_factory=dict)  # pair_id -> why it cannot be predicted
 
     def scan_pairs(self) -> dict[tuple[str, str], list[TrackingPair]]:
         """Pairs grouped by (source, target) scan, in first-appearance order: one registration per group."""
@@ -68,8 +71,13 @@ def default_pairs_path(folder: Path) -> Path:
                              "(raw format, see documentation/dataset_format.md) or pass --pairs FILE.")
 
 
-def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike | None = None) -> TrackingInput:
-    """Read and validate a tracking input folder; raises :class:`TrackingInputError` on any problem."""
+def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike | None = None,
+                        skip_unreadable: bool = False) -> TrackingInput:
+    """Read and validate a tracking input folder; raises :class:`TrackingInputError` on any problem.
+
+    With ``skip_unreadable``, pairs whose scan exists but cannot be read are left out of
+    ``pairs`` and listed in ``skipped`` (pair id → reason) instead of raising.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise TrackingInputError(f"{folder}: input folder does not exist.")
@@ -82,9 +90,12 @@ def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike
         raise TrackingInputError(f"{pairs_path}: holds no pairs.")
     scan_paths = find_scan_files(folder)
     geometries: dict[str, Geometry] = {}
+    unreadable: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    usable: list[TrackingPair] = []
     for pair in pairs:
         for role, scan_id in (("source", pair.source), ("target", pair.target)):
-            if scan_id in geometries:
+            if scan_id in geometries or scan_id in unreadable:
                 continue
             if scan_id not in scan_paths:
                 raise TrackingInputError(
@@ -93,14 +104,21 @@ def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike
             try:
                 geometries[scan_id] = read_geometry(scan_paths[scan_id])
             except ImageReadError as e:
-                raise TrackingInputError(f"pair '{pair.pair_id}': {e}") from e
+                if not skip_unreadable:
+                    raise TrackingInputError(f"pair '{pair.pair_id}': {e}") from e
+                unreadable[scan_id] = str(e)
+        bad_scans = [s for s in (pair.source, pair.target) if s in unreadable]
+        if bad_scans:
+            skipped[pair.pair_id] = unreadable[bad_scans[0]]
+            continue
+        usable.append(pair)
         _check_center(pair, "source", pair.source_center_xyz, geometries[pair.source], scan_paths[pair.source])
         if pair.target_center_xyz is not None:
             _check_center(pair, "target", pair.target_center_xyz, geometries[pair.target], scan_paths[pair.target])
         if not pair.source_radius_mm > 0:
             raise TrackingInputError(f"{pairs_path}: pair '{pair.pair_id}' has source_radius_mm "
                                      f"{pair.source_radius_mm}; radii must be positive (mm).")
-    return TrackingInput(folder, pairs_path, pairs, {s: scan_paths[s] for s in geometries}, geometries)
+    return TrackingInput(folder, pairs_path, usable, {s: scan_paths[s] for s in geometries}, geometries, skipped)
 
 
 def _check_center(pair: TrackingPair, role: str, center_xyz, geometry: Geometry, path: Path) -> None:
