@@ -15,8 +15,12 @@ import logging
 import sys
 import time
 
-from lesionnet.datasets.synthetic import (LymphNodeConfig, TrackingConfig, generate_lymph_node_dataset,
-                                          generate_tracking_dataset)
+from lesionnet.datasets.synthetic import (
+    LymphNodeConfig,
+    TrackingConfig,
+    generate_lymph_node_dataset,
+    generate_tracking_dataset,
+)
 from lesionnet.datasets.synthetic.common import DatasetExistsError
 from lesionnet.utils.logging_setup import configure_logging
 

@@ -33,7 +33,6 @@ Radius (DLS convention): ``radius_mm = max(recist diameter) / 2 * spacing_x``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -46,7 +45,12 @@ from tqdm import tqdm
 from lesionnet import paths
 from lesionnet.datasets.dataset_id import dataset_folder_name
 from lesionnet.datasets.geometry import Geometry, xyz_to_zyx
-from lesionnet.datasets.image_io import ImageReadError, read_geometry, read_image, write_image
+from lesionnet.datasets.image_io import (
+    ImageReadError,
+    read_geometry,
+    read_image,
+    write_image,
+)
 from lesionnet.datasets.raw_format import (
     DATASET_FOLDER_PATTERN,
     SPLITS,
@@ -55,6 +59,7 @@ from lesionnet.datasets.raw_format import (
     save_pairs,
 )
 from lesionnet.utils.files import load_json, write_json
+from lesionnet.utils.validation import finite_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +196,7 @@ def _record_from_json(key: str, record, path: Path) -> DLSRecord:
                                  "is this a DLS annotation file (github.com/JimmyCai91/DLT, data/*.json)?")
 
     def numbers(name: str, count: int) -> tuple:
-        value = record[name]
-        if not isinstance(value, (list, tuple)) or len(value) != count:
-            raise DLSConversionError(f"{where}: '{name}' must be a list of {count} numbers, got {value!r}.")
-        try:
-            out = tuple(float(v) for v in value)
-        except (TypeError, ValueError):
-            raise DLSConversionError(f"{where}: '{name}' must hold numbers, got {value!r}.") from None
-        if not all(math.isfinite(v) for v in out):
-            raise DLSConversionError(f"{where}: '{name}' holds a non-finite value {value!r}.")
-        return out
+        return finite_numbers(record[name], count, name, where, DLSConversionError)
 
     rec = DLSRecord(
         key=key,

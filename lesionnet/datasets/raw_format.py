@@ -12,7 +12,6 @@ Pair centers are continuous voxel indices in ITK ``(x, y, z)`` order of the refe
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Iterable
 
 from lesionnet.datasets.image_io import SUPPORTED_FILE_ENDINGS
 from lesionnet.utils.files import load_json, write_json
+from lesionnet.utils.validation import finite_numbers
 
 TASKS = ("tracking", "detection")
 SPLITS = ("Tr", "Ts")
@@ -76,15 +76,7 @@ class TrackingPair:
 
 
 def _triple(value, what: str, where: str) -> tuple:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise DatasetFormatError(f"{where}: '{what}' must be a list of 3 numbers [x, y, z], got {value!r}.")
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise DatasetFormatError(f"{where}: '{what}' must hold numbers, got {value!r}.") from None
-    if not all(math.isfinite(v) for v in out):
-        raise DatasetFormatError(f"{where}: '{what}' holds a non-finite value {value!r}.")
-    return out
+    return finite_numbers(value, 3, what, where, DatasetFormatError)
 
 
 def pair_from_json(d: dict, where: str) -> TrackingPair:

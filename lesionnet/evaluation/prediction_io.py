@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from lesionnet.utils.files import load_json, write_json
+from lesionnet.utils.validation import finite_numbers
 
 PREDICTIONS_FORMAT = "lesionnet_tracking_predictions"
 PREDICTIONS_VERSION = 1
@@ -303,7 +304,9 @@ def _parse_file(path: Path, need_prediction: bool) -> tuple[str, list[_Entry]]:
         if need_prediction:
             raise PredictionFormatError(f"{path}: a lesionnet raw pairs file holds no predictions; give it as the "
                                         "reference (--reference) and evaluate a predictions file.")
-        from lesionnet.datasets.raw_format import load_pairs  # heavy import (SimpleITK), only when needed
+        from lesionnet.datasets.raw_format import (
+            load_pairs,  # heavy import (SimpleITK), only when needed
+        )
         entries = []
         for i, pair in enumerate(load_pairs(path)):
             entries.append(_Entry(where=f"{path}[{i}] (pair {pair.pair_id})", pair_id=pair.pair_id,
@@ -650,17 +653,7 @@ def _build(path: Path, form: str, entries: list[_Entry], truths: list, reference
 # --------------------------------------------------------------------------------------------------
 
 def _triple(value: Any, what: str, where: str, positive: bool = False) -> tuple:
-    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 3:
-        raise PredictionFormatError(f"{where}: {what!r} must be a list of 3 numbers [x, y, z], got {value!r}.")
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise PredictionFormatError(f"{where}: {what!r} must hold numbers, got {value!r}.") from None
-    if not all(math.isfinite(v) for v in out):
-        raise PredictionFormatError(f"{where}: {what!r} holds a non-finite value {value!r}.")
-    if positive and not all(v > 0 for v in out):
-        raise PredictionFormatError(f"{where}: {what!r} must be positive, got {value!r}.")
-    return out
+    return finite_numbers(value, 3, what, where, PredictionFormatError, positive=positive)
 
 
 def _nonnegative(value: Any, what: str, where: str) -> float:

@@ -15,7 +15,10 @@ import numpy as np
 
 from lesionnet.datasets.raw_format import RawDataset
 from lesionnet.evaluation.prediction_io import read_predictions
-from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_tracking_file
+from lesionnet.evaluation.tracking_metrics import (
+    compare_predictions,
+    evaluate_tracking_file,
+)
 from lesionnet.inference.predict_tracking import predict_tracking
 
 

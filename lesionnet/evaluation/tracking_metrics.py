@@ -27,9 +27,14 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionnet.evaluation.prediction_io import (DEFAULT_MATCH_TOLERANCE_VOX, PredictionFormatError,
-                                                TrackingPredictions, describe_pairs, load_tracking_predictions,
-                                                match_pairs)
+from lesionnet.evaluation.prediction_io import (
+    DEFAULT_MATCH_TOLERANCE_VOX,
+    PredictionFormatError,
+    TrackingPredictions,
+    describe_pairs,
+    load_tracking_predictions,
+    match_pairs,
+)
 
 CPM_RADIUS_EPS_MM = 1e-3
 CPM_CAP_MM = 10.0
@@ -217,7 +222,9 @@ def paired_ttest(a, b, metric: str = "value") -> PairedTest:
         return PairedTest(metric, mean_a, mean_b, mean_diff, math.copysign(math.inf, diff[0]), 0.0,
                           "the same nonzero difference on every pair (zero variance): t is infinite, "
                           "p reported as 0.0.")
-    from scipy import stats  # imported here: scipy.stats is slow to import and only needed for comparisons
+    from scipy import (
+        stats,  # imported here: scipy.stats is slow to import and only needed for comparisons
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

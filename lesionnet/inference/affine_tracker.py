@@ -18,7 +18,11 @@ from lesionnet.datasets.image_io import read_sitk
 from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.evaluation.prediction_io import prediction_record_from_pair
 from lesionnet.inference.tracking_input import TrackingInput
-from lesionnet.registration.affine import AffineRegistration, RegistrationSettings, register_affine
+from lesionnet.registration.affine import (
+    AffineRegistration,
+    RegistrationSettings,
+    register_affine,
+)
 
 TRACKING_BASELINES = ("affine", "identity")
 

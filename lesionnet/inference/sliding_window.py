@@ -32,7 +32,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lesionnet.inference.gaussian import SIGMA_SCALE, gaussian_factors, gaussian_importance_map
+from lesionnet.inference.gaussian import (
+    SIGMA_SCALE,
+    gaussian_factors,
+    gaussian_importance_map,
+)
 
 logger = logging.getLogger(__name__)
 

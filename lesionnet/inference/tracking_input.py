@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.datasets.image_io import SUPPORTED_FILE_ENDINGS, ImageReadError, read_geometry
+from lesionnet.datasets.image_io import (
+    SUPPORTED_FILE_ENDINGS,
+    ImageReadError,
+    read_geometry,
+)
 from lesionnet.datasets.raw_format import TrackingPair, load_pairs
 
 CHANNEL_SUFFIX = "_0000"

@@ -32,8 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesionnet.networks.blocks import (MLP, NORMS, CrossAttentionLayer, ResNetEncoder3d,
-                                       sine_positional_encoding_3d)
+from lesionnet.networks.blocks import (
+    MLP,
+    NORMS,
+    CrossAttentionLayer,
+    ResNetEncoder3d,
+    sine_positional_encoding_3d,
+)
 
 # Paper configuration: parameters of build_tlt() (5.98 M in the paper; see documentation/methods/tlt.md).
 PAPER_PARAMETER_COUNT = 5_980_000

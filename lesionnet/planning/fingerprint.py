@@ -37,9 +37,18 @@ from lesionnet import paths
 from lesionnet.datasets.dataset_id import find_dataset_folder
 from lesionnet.datasets.image_io import read_geometry, read_image
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.preprocessing.manifest import file_signature, read_json_or_none, stable_hash, write_json_if_changed
-from lesionnet.preprocessing.registration_priors import (DEFAULT_PLANNING_REGISTRATION, ensure_registrations,
-                                                         prior_error_mm_zyx, settings_key)
+from lesionnet.preprocessing.manifest import (
+    file_signature,
+    read_json_or_none,
+    stable_hash,
+    write_json_if_changed,
+)
+from lesionnet.preprocessing.registration_priors import (
+    DEFAULT_PLANNING_REGISTRATION,
+    ensure_registrations,
+    prior_error_mm_zyx,
+    settings_key,
+)
 from lesionnet.registration.affine import RegistrationSettings
 
 logger = logging.getLogger(__name__)

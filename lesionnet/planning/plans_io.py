@@ -27,8 +27,12 @@ import os
 from pathlib import Path
 
 from lesionnet.planning import memory_model as mm
-from lesionnet.planning.fingerprint import (FINGERPRINT_FILE, load_fingerprint, preprocessed_folder_for,
-                                            resolve_raw_dataset)
+from lesionnet.planning.fingerprint import (
+    FINGERPRINT_FILE,
+    load_fingerprint,
+    preprocessed_folder_for,
+    resolve_raw_dataset,
+)
 from lesionnet.planning.planner import decision, plan_from_fingerprint
 from lesionnet.preprocessing.manifest import read_json_or_none, write_json_if_changed
 

@@ -33,13 +33,26 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionnet.datasets.image_io import read_geometry, read_image
-from lesionnet.planning.fingerprint import (default_num_processes, instance_statistics, preprocessed_folder_for,
-                                            resolve_raw_dataset)
+from lesionnet.planning.fingerprint import (
+    default_num_processes,
+    instance_statistics,
+    preprocessed_folder_for,
+    resolve_raw_dataset,
+)
 from lesionnet.planning.plans_io import load_plans
-from lesionnet.preprocessing.manifest import file_signature, read_json_or_none, stable_hash, write_json_if_changed
+from lesionnet.preprocessing.manifest import (
+    file_signature,
+    read_json_or_none,
+    stable_hash,
+    write_json_if_changed,
+)
 from lesionnet.preprocessing.normalization import normalize
-from lesionnet.preprocessing.registration_priors import (DEFAULT_PLANNING_REGISTRATION, ensure_registrations,
-                                                         project_pair, registration_key)
+from lesionnet.preprocessing.registration_priors import (
+    DEFAULT_PLANNING_REGISTRATION,
+    ensure_registrations,
+    project_pair,
+    registration_key,
+)
 from lesionnet.preprocessing.resampling import resample_array, target_geometry
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import TEMP_PREFIX, atomic_path
@@ -53,8 +66,10 @@ PREPROCESS_VERSION = 1
 
 
 def plan_key(data_configuration: dict) -> str:
-    """Hash of what shapes a preprocessed case (the data configuration + the code version)."""
-    return stable_hash({"version": PREPROCESS_VERSION, "config": data_configuration})
+    """Hash of what shapes a preprocessed case: the data configuration (without the registration
+    settings, which only affect ``pairs.json``) and the code version."""
+    config = {k: v for k, v in data_configuration.items() if k != "registration"}
+    return stable_hash({"version": PREPROCESS_VERSION, "config": config})
 
 
 def _chunks(shape_zyx) -> tuple:

@@ -25,9 +25,17 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.registration.affine import AffineRegistration, RegistrationSettings, register_affine
+from lesionnet.preprocessing.manifest import (
+    file_signature,
+    read_json_or_none,
+    stable_hash,
+)
+from lesionnet.registration.affine import (
+    AffineRegistration,
+    RegistrationSettings,
+    register_affine,
+)
 from lesionnet.registration.anatomy_maps import project_lesion
-from lesionnet.preprocessing.manifest import file_signature, read_json_or_none, stable_hash
 from lesionnet.utils.files import write_json
 
 logger = logging.getLogger(__name__)

@@ -8,11 +8,24 @@
 
 Command line: ``lesionnet_make_synthetic -d 501|502``. See ``documentation/synthetic_data.md``.
 """
-from lesionnet.datasets.synthetic.common import DatasetExistsError, patient_seed_sequence
-from lesionnet.datasets.synthetic.lymph_nodes import (LymphNodeCase, LymphNodeConfig, generate_lymph_node_dataset,
-                                                      make_lymph_node_case)
-from lesionnet.datasets.synthetic.tracking import (SyntheticPair, SyntheticPatient, TrackingConfig,
-                                                   generate_tracking_dataset, make_patient, make_tracking_pair)
+from lesionnet.datasets.synthetic.common import (
+                                                      DatasetExistsError,
+                                                      patient_seed_sequence,
+)
+from lesionnet.datasets.synthetic.lymph_nodes import (
+                                                      LymphNodeCase,
+                                                      LymphNodeConfig,
+                                                      generate_lymph_node_dataset,
+                                                      make_lymph_node_case,
+)
+from lesionnet.datasets.synthetic.tracking import (
+                                                      SyntheticPair,
+                                                      SyntheticPatient,
+                                                      TrackingConfig,
+                                                      generate_tracking_dataset,
+                                                      make_patient,
+                                                      make_tracking_pair,
+)
 
 __all__ = [
     "TrackingConfig", "SyntheticPatient", "SyntheticPair", "make_patient", "make_tracking_pair",

@@ -6,9 +6,9 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from math import comb
 from pathlib import Path
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Iterator
 
 import numpy as np

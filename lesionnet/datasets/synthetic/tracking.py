@@ -30,11 +30,22 @@ from scipy import ndimage
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import write_image
-from lesionnet.datasets.raw_format import TrackingPair, make_dataset_json, pair_from_json, save_pairs
-from lesionnet.datasets.synthetic import common, phantom as phantom_module, shapes
+from lesionnet.datasets.raw_format import (
+    TrackingPair,
+    make_dataset_json,
+    pair_from_json,
+    save_pairs,
+)
+from lesionnet.datasets.synthetic import common, shapes
+from lesionnet.datasets.synthetic import phantom as phantom_module
 from lesionnet.datasets.synthetic.phantom import TorsoPhantom
-from lesionnet.datasets.synthetic.transforms import (AffinePose, FourierDisplacement, WorldToCanonical,
-                                                     random_rotation, random_unit_vector)
+from lesionnet.datasets.synthetic.transforms import (
+    AffinePose,
+    FourierDisplacement,
+    WorldToCanonical,
+    random_rotation,
+    random_unit_vector,
+)
 from lesionnet.utils.files import write_json
 
 logger = logging.getLogger(__name__)
