@@ -11,6 +11,7 @@ CONSOLE_SCRIPTS = [
     "lesionnet_verify_dataset = lesionnet.cli.verify_dataset:main",
     "lesionnet_convert_dls = lesionnet.cli.convert_dls:main",
     "lesionnet_evaluate_tracking = lesionnet.cli.evaluate_tracking:main",
+    "lesionnet_plan_and_preprocess = lesionnet.cli.plan_and_preprocess:main",
     "lesionnet_predict = lesionnet.cli.predict:main",
     "lesionnet_demo = lesionnet.cli.demo:main",
 ]
@@ -30,6 +31,7 @@ setup(
         "torch>=2.1",
         "batchgenerators>=0.25",
         "acvl-utils>=0.2",
+        "blosc2>=2.0",
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],

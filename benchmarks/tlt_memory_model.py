@@ -74,7 +74,8 @@ def main(argv=None) -> int:
             "template_zyx": list(template), "search_zyx": list(search), "batch": batch,
             "width_heads_depth": [width, heads, depth], "parameters": measured["parameters"],
             "parameters_model": est.parameters, "template_tokens_kept": measured["template_tokens_kept"],
-            "measured_saved_mib": measured["saved_tensors_mib"], "model_saved_mib": round(est.activation_bytes / mm.MIB, 1),
+            "measured_saved_mib": measured["saved_tensors_mib"],
+            "model_saved_mib": round(est.activation_bytes / mm.MIB, 1),
             "measured_step_mib": measured["step_peak_mib"], "model_step_mib": round(est.step_peak_bytes / mm.MIB, 1),
             "model_total_training_mib": round(est.total_bytes / mm.MIB, 1),
             "baseline_rss_mib": measured["baseline_rss_mib"], "wall_s": measured["wall_s"],
@@ -86,11 +87,13 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "tlt_memory_model.json", {"cases": rows, "torch": measured.get("torch")})
     lines = ["# TLT memory model vs measured CPU peak (forward + loss + backward)", "",
-             "| template | search | batch | width/heads/depth | saved: measured / model (MiB) | step peak: measured / model (MiB) | model / measured |",
+             "| template | search | batch | width/heads/depth | saved: measured / model (MiB) "
+             "| step peak: measured / model (MiB) | model / measured |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {'x'.join(map(str, r['template_zyx']))} | {'x'.join(map(str, r['search_zyx']))} | {r['batch']} | "
-                     f"{'/'.join(map(str, r['width_heads_depth']))} | {r['measured_saved_mib']} / {r['model_saved_mib']} | "
+        lines.append(f"| {'x'.join(map(str, r['template_zyx']))} | {'x'.join(map(str, r['search_zyx']))} "
+                     f"| {r['batch']} | {'/'.join(map(str, r['width_heads_depth']))} "
+                     f"| {r['measured_saved_mib']} / {r['model_saved_mib']} | "
                      f"{r['measured_step_mib']} / {r['model_step_mib']} | {r['step_ratio']} |")
     lines += ["", "Reproduce: `python benchmarks/tlt_memory_model.py`"]
     write_text(RESULTS / "tlt_memory_model.md", "\n".join(lines) + "\n")

@@ -7,14 +7,24 @@ import numpy as np
 import pytest
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.datasets.synthetic import (LymphNodeConfig, TrackingConfig, generate_lymph_node_dataset,
-                                          generate_tracking_dataset)
+from lesionnet.datasets.raw_format import TrackingPair
+from lesionnet.datasets.synthetic import (
+    LymphNodeConfig,
+    TrackingConfig,
+    generate_lymph_node_dataset,
+    generate_tracking_dataset,
+)
 from lesionnet.planning import fingerprint as fp_module
-from lesionnet.planning.fingerprint import (FINGERPRINT_FILE, body_mask, extract_fingerprint, instance_statistics,
-                                            quantile_summary, unique_lesions)
+from lesionnet.planning.fingerprint import (
+    FINGERPRINT_FILE,
+    body_mask,
+    extract_fingerprint,
+    instance_statistics,
+    quantile_summary,
+    unique_lesions,
+)
 from lesionnet.preprocessing import registration_priors
 from lesionnet.preprocessing.registration_priors import REGISTRATION_FOLDER, invert_registration, registration_jobs
-from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.registration.affine import AffineRegistration, RegistrationSettings
 
 FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),

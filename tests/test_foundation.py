@@ -122,6 +122,16 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_raw_dataset_paths_and_pairs(tmp_path, write_volume):
     folder = tmp_path / "Dataset510_Tiny"
     write_json(folder / "dataset.json", make_dataset_json("Tiny", "tracking", 2))

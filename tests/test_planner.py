@@ -9,11 +9,26 @@ import pytest
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.planning import memory_model as mm
 from lesionnet.planning.fingerprint import extract_fingerprint
-from lesionnet.planning.planner import (MEMORY_DRIVEN_KEYS, build_chain, count_kept_tokens, decision,
-                                        patch_reduction_levels, plan_from_fingerprint, template_search_reduction_levels, round_up, rule_max_batch,
-                                        rule_lntracker_queries, rule_lntracker_slice_context, rule_native_z_spacing,
-                                        rule_search_patch, rule_sss_threshold, rule_target_spacing, rule_template_patch,
-                                        search_coverage, select_from_chain)
+from lesionnet.planning.planner import (
+    MEMORY_DRIVEN_KEYS,
+    build_chain,
+    count_kept_tokens,
+    decision,
+    patch_reduction_levels,
+    plan_from_fingerprint,
+    round_up,
+    rule_lntracker_queries,
+    rule_lntracker_slice_context,
+    rule_max_batch,
+    rule_native_z_spacing,
+    rule_search_patch,
+    rule_sss_threshold,
+    rule_target_spacing,
+    rule_template_patch,
+    search_coverage,
+    select_from_chain,
+    template_search_reduction_levels,
+)
 from lesionnet.planning.plans_io import cpu_budget_bytes, detect_memory_budget, get_configuration, plan_experiment
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.registration.anatomy_maps import tlt_keep_radius
@@ -35,11 +50,13 @@ def tracking_fingerprint(radii, errors_zyx=None, spacings_zyx=None, shapes_zyx=N
     shapes_zyx = shapes_zyx or [[120, 400, 400]] * len(spacings_zyx)
     if errors_zyx is None:
         errors_zyx = np.abs(rng.normal(0, [4.0, 3.0, 3.0], size=(len(radii), 3)))
-    pairs = [{"pair_id": f"p{i}", "abs_error_mm_zyx": list(map(float, e)), "target_radius_mm": float(radii[i % len(radii)]),
+    pairs = [{"pair_id": f"p{i}", "abs_error_mm_zyx": list(map(float, e)),
+              "target_radius_mm": float(radii[i % len(radii)]),
               "source_radius_mm": float(radii[i % len(radii)])} for i, e in enumerate(errors_zyx)]
     return {
         "dataset": "Dataset900_Test", "task": "tracking", "inputs_signature": "x",
-        "scans": {f"S{i}": {"spacing_zyx": list(s), "shape_zyx": list(n)} for i, (s, n) in enumerate(zip(spacings_zyx, shapes_zyx))},
+        "scans": {f"S{i}": {"spacing_zyx": list(s), "shape_zyx": list(n)}
+                  for i, (s, n) in enumerate(zip(spacings_zyx, shapes_zyx))},
         "spacing_zyx": {"all": [list(s) for s in spacings_zyx]},
         "slice_thickness_mm": {"p50": float(np.median([s[0] for s in spacings_zyx]))},
         "intensity": {"num_samples": 100, "p0.5": -900.0, "p50": 20.0, "p99.5": 800.0, "mean": -100.0, "std": 300.0},
@@ -259,7 +276,8 @@ def test_memory_driven_sizes_are_monotone_in_the_budget(fingerprint):
     # the largest budget reaches the paper configuration
     top = plans[-1]["configurations"]
     if "tlt" in top:
-        assert (top["tlt"]["attention_depth"], top["tlt"]["attention_heads"], top["tlt"]["attention_width"]) == (3, 8, 192)
+        tlt = top["tlt"]
+        assert (tlt["attention_depth"], tlt["attention_heads"], tlt["attention_width"]) == (3, 8, 192)
     if "lntracker" in top:
         assert top["lntracker"]["decoder_layers"] == 9 and top["lntracker"]["hidden_dim"] == 256
 
@@ -272,6 +290,17 @@ def test_large_lesions_get_larger_template_and_tr_within_budget():
     rec = tl["decisions"]["sss_threshold"]
     assert rec["inputs"]["tokens_large_lesion"] <= tl["max_template_tokens"]
     assert tl["sss_threshold"] >= ts["sss_threshold"]
+
+
+def test_plan_with_one_scan_one_lesion_and_no_pairs():
+    fp = tracking_fingerprint([7.0], errors_zyx=np.zeros((0, 3)), spacings_zyx=[[5.0, 0.7, 0.7]],
+                              shapes_zyx=[[40, 512, 512]])
+    plans = plan_from_fingerprint(fp, budget(8))
+    tlt = plans["configurations"]["tlt"]
+    assert "no training pairs" in tlt["decisions"]["search_patch_size"]["rule"]
+    assert tlt["target_spacing_zyx"] == pytest.approx([5.0, 0.7, 0.7])
+    assert all(v % 8 == 0 for v in tlt["template_patch_size_zyx"] + tlt["search_patch_size_zyx"])
+    assert 0 < tlt["sss_threshold"] < 1 and tlt["batch_size"] >= 1
 
 
 def test_plan_structure_for_the_trainer():

@@ -11,13 +11,16 @@ import pytest
 from lesionnet.cli import plan_and_preprocess as cli
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import read_geometry, read_image
-from lesionnet.datasets.synthetic import (LymphNodeConfig, TrackingConfig, generate_lymph_node_dataset,
-                                          generate_tracking_dataset)
+from lesionnet.datasets.synthetic import (
+    LymphNodeConfig,
+    TrackingConfig,
+    generate_lymph_node_dataset,
+    generate_tracking_dataset,
+)
 from lesionnet.planning import fingerprint as fp_module
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing import registration_priors
-from lesionnet.preprocessing.loading import (PreprocessedDataset, centered_start_zyx, crop_zyx, load_case,
-                                             pair_prior_map)
+from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx, load_case, pair_prior_map
 from lesionnet.preprocessing.normalization import ct_zscore, normalize, tlt_linear
 from lesionnet.preprocessing.resampling import map_index, resample_array, target_geometry
 from lesionnet.registration.affine import RegistrationSettings
@@ -126,7 +129,8 @@ def _make_501(raw: Path, num_patients=2):
 
 def _make_502(raw: Path, num_patients=3):
     generate_lymph_node_dataset(raw / "Dataset502_SynthLymphNodes",
-                                LymphNodeConfig(num_patients=num_patients, shape_zyx=(12, 48, 48)), seed=0, progress=False)
+                                LymphNodeConfig(num_patients=num_patients, shape_zyx=(12, 48, 48)), seed=0,
+                                progress=False)
 
 
 def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, count_registrations, capsys):
@@ -140,7 +144,8 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
     assert registrations_done == len(list((out / "registrations").glob("*.json"))) > 0
 
     data = PreprocessedDataset(501, "tlt")
-    raw_scans = sorted(p.name[:-12] for p in (lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr").iterdir())
+    raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"
+    raw_scans = sorted(p.name[:-12] for p in raw_images.iterdir())
     assert data.scan_ids == raw_scans
     case = data.case(raw_scans[0], as_numpy=True)
     spacing = data.configuration["target_spacing_zyx"]
@@ -151,7 +156,6 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
     pairs = data.pairs()
     raw_pairs = json.loads((lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "pairsTr.json").read_text())
     assert len(pairs) == len(raw_pairs)
-    raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"
     for pair in pairs[:5]:
         src_raw = read_geometry(raw_images / f"{pair.source}_0000.nii.gz")
         tgt_raw = read_geometry(raw_images / f"{pair.target}_0000.nii.gz")
@@ -160,7 +164,8 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
                                    src_raw.index_to_world(pair.extra["source_center_xyz_raw"]), atol=1e-6)
         prior_raw, r_raw = project_lesion(pair.registration, pair.extra["source_center_xyz_raw"], pair.source_radius_mm,
                                           src_raw, tgt_raw)
-        np.testing.assert_allclose(tgt.index_to_world(pair.prior_center_xyz), tgt_raw.index_to_world(prior_raw), atol=1e-6)
+        np.testing.assert_allclose(tgt.index_to_world(pair.prior_center_xyz), tgt_raw.index_to_world(prior_raw),
+                                   atol=1e-6)
         assert pair.prior_radius_mm == pytest.approx(r_raw)
         size = data.configuration["search_patch_size_zyx"]
         start = centered_start_zyx(pair.prior_center_xyz, size)
@@ -215,7 +220,8 @@ def test_detection_end_to_end(lesionnet_dirs):
     out = lesionnet_dirs["preprocessed"] / "Dataset502_SynthLymphNodes"
     plans = json.loads((out / "lesionnet_plans.json").read_text())
     config = plans["configurations"]["lntracker"]
-    assert set(plans["configurations"]) == {"lntracker"} and config["native_z"] and config["target_spacing_zyx"][0] is None
+    assert set(plans["configurations"]) == {"lntracker"}
+    assert config["native_z"] and config["target_spacing_zyx"][0] is None
     folder = out / config["data_identifier"]
     raw = lesionnet_dirs["raw"] / "Dataset502_SynthLymphNodes"
     for label_path in sorted((raw / "labelsTr").iterdir()):

@@ -216,7 +216,8 @@ def fingerprint_inputs(raw: RawDataset, settings: RegistrationSettings, samples_
     return inputs
 
 
-def extract_fingerprint(dataset, num_processes: int | None = None, registration_settings: RegistrationSettings | None = None,
+def extract_fingerprint(dataset, num_processes: int | None = None,
+                        registration_settings: RegistrationSettings | None = None,
                         samples_per_scan: int = SAMPLES_PER_SCAN, seed: int = 0, symmetric_registration: bool = True,
                         output_folder: str | os.PathLike | None = None, force: bool = False,
                         progress: bool = True) -> dict:

@@ -6,7 +6,7 @@ Each model counts, in float32 values, what a training step holds at its peak:
 * **saved activations**: the tensors autograd keeps for the backward pass, counted layer by layer
   from the network's structure (which tensors each operation saves);
 * **backward transient**: the gradient buffers alive together while the largest layers are
-  differentiated (about three full-resolution stem-sized tensors);
+  differentiated (about four full-resolution stem-sized tensors for TLT, a fitted constant);
 * **runtime overhead**: allocator/oneDNN/threadpool memory that a CPU step needs beyond its tensors
   (measured ≈ 130 MiB with torch 2.x on CPU), or on a GPU the CUDA context and cuDNN workspace
   (``GPU_RESERVE_BYTES``, accounted for in :func:`usable_memory_bytes`).
@@ -34,6 +34,10 @@ GPU_RESERVE_BYTES = int(0.75 * GIB)
 CPU_RESERVE_BYTES = int(0.5 * GIB)
 #: Adam keeps two moments per parameter
 OPTIMIZER_STATES = 2
+#: TLT backward transient, in full-resolution stem-sized (c0 × voxels) buffers alive at the peak of the
+#: backward pass (gradient in/out of the stem convs and norm temporaries). Fitted on the CPU
+#: measurements of benchmarks/tlt_memory_model.py (3.1 – 4.6 observed; 4 keeps every case within 10 %).
+TLT_TRANSIENT_STEM_BUFFERS = 4.0
 
 
 @dataclass
@@ -182,7 +186,7 @@ def tlt_memory(template_patch_zyx, search_patch_zyx, batch_size: int = 1, channe
     attention += _ca_layer_saved(n_s, n_t, dim, ffn_dim, num_heads, attention_dropout)
     heads = 2 * head_layers * n_s * head_hidden
     activations = batch_size * (extractor + attention + heads)
-    transient = batch_size * 3.0 * channels[0] * max(v_t, v_s)
+    transient = batch_size * TLT_TRANSIENT_STEM_BUFFERS * channels[0] * max(v_t, v_s)
     return MemoryEstimate(
         parameters=params,
         parameter_bytes=params * BYTES_PER_FLOAT,

@@ -140,7 +140,8 @@ def rule_template_patch(radii_mm, spacing_zyx, radius_quantile: float = 95.0, co
         capped = any(a > b for a, b in zip(sizes, limit))
         sizes = [min(a, b) for a, b in zip(sizes, limit)]
     return decision(sizes, f"2 × p{radius_quantile:g}(radius) × {context_factor:g} mm per axis, / spacing, "
-                    f"rounded up to a multiple of {stride}, >= {min_size}" + (", capped at the median image" if capped else ""),
+                    f"rounded up to a multiple of {stride}, >= {min_size}"
+                    + (", capped at the median image" if capped else ""),
                     radius_quantile_mm=r, num_radii=len(np.ravel(radii_mm)), context_factor=context_factor,
                     size_mm=size_mm, spacing_zyx=spacing_zyx, max_size_zyx=max_size_zyx,
                     used_default_radius=len(np.ravel(radii_mm)) == 0)
@@ -273,7 +274,8 @@ def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx
                     token_budget=token_budget, template_feature_shape_zyx=template_feature_shape_zyx,
                     min_tokens_small_lesion=count_kept_tokens(r_lo, value, fs, offset_zyx=(0.5, 0.5, 0.5)),
                     tokens_large_lesion=count_kept_tokens(r_hi, value, fs, grid_shape_zyx=template_feature_shape_zyx),
-                    keep_radius_small_mm=tlt_keep_radius(r_lo, value), keep_radius_large_mm=tlt_keep_radius(r_hi, value),
+                    keep_radius_small_mm=tlt_keep_radius(r_lo, value),
+                    keep_radius_large_mm=tlt_keep_radius(r_hi, value),
                     conflict=conflict)
 
 
@@ -672,7 +674,8 @@ def _plan_detection(plans, fingerprint, spacings, shapes, scan_spacings, usable,
 
 #: the memory-driven sizes of each configuration (for monotonicity checks and documentation)
 MEMORY_DRIVEN_KEYS = {
-    "tlt": ("template_patch_size_zyx", "search_patch_size_zyx", "attention_depth", "attention_heads", "attention_width", "batch_size"),
+    "tlt": ("template_patch_size_zyx", "search_patch_size_zyx", "attention_depth", "attention_heads",
+            "attention_width", "batch_size"),
     "dlt": ("search_patch_size_zyx", "template_patch_size_zyx", "growth_rate", "fpn_width", "batch_size"),
     "lntracker": ("patch_size_yx", "num_queries", "slices_per_side", "hidden_dim", "encoder_layers",
                   "decoder_layers", "batch_size"),
@@ -681,7 +684,8 @@ MEMORY_DRIVEN_KEYS = {
 
 __all__ = ["decision", "round_up", "rule_target_spacing", "rule_native_z_spacing", "rule_template_patch",
            "rule_search_patch", "search_coverage", "count_kept_tokens", "rule_sss_threshold", "build_chain",
-           "select_from_chain", "patch_reduction_levels", "template_search_reduction_levels", "rule_max_batch", "rule_tlt_capacity",
+           "select_from_chain", "patch_reduction_levels", "template_search_reduction_levels", "rule_max_batch",
+           "rule_tlt_capacity",
            "rule_dlt_capacity", "rule_lntracker_queries", "rule_lntracker_slice_context",
            "rule_lntracker_capacity", "rule_ct_normalization", "plan_from_fingerprint", "MEMORY_DRIVEN_KEYS",
            "resampled_shape", "median_resampled_shape", "PLANS_VERSION", "FEATURE_STRIDE"]

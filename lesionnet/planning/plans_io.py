@@ -137,7 +137,8 @@ def load_plans(dataset) -> dict:
     path = plans_path_for(dataset)
     plans = read_json_or_none(path)
     if plans is None:
-        raise FileNotFoundError(f"{path}: no plans. Run lesionnet_plan_and_preprocess -d {Path(path).parent.name} first.")
+        raise FileNotFoundError(f"{path}: no plans. Run lesionnet_plan_and_preprocess -d {Path(path).parent.name} "
+                                "first.")
     return plans
 
 

@@ -277,7 +277,8 @@ def _write_tracking_pairs(raw, folder: Path, out_folder: Path, data_config: dict
         })
     content = {
         "plan_key": key,
-        "coordinates": "centers are continuous voxel indices (x, y, z) of the preprocessed arrays; *_raw of the raw scans",
+        "coordinates": ("centers are continuous voxel indices (x, y, z) of the preprocessed arrays; "
+                        "*_raw of the raw scans"),
         "pairs": records,
         "scan_pairs": {registration_key(s, t): {"source": s, "target": t, "inverted": bool(v["inverted"]),
                                                 "registered_as": v["key"], "registration": v["registration"].to_dict()}
