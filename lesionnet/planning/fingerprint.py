@@ -26,12 +26,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from lesionnet import paths
 from lesionnet.datasets.dataset_id import find_dataset_folder
@@ -50,6 +48,7 @@ from lesionnet.preprocessing.registration_priors import (
     settings_key,
 )
 from lesionnet.registration.affine import RegistrationSettings
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +259,7 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
         label_path = str(raw.label_path(scan_id)) if raw.task == "detection" else None
         jobs.append((scan_id, str(raw.image_path(scan_id)), label_path, [int(seed), index], int(samples_per_scan),
                      BODY_THRESHOLD_HU))
-    results = _run_pool(_scan_worker, jobs, num_processes, progress, f"fingerprint {raw.name}")
+    results = run_jobs(_scan_worker, jobs, num_processes, progress, f"fingerprint {raw.name}", unit="scan")
     results.sort(key=lambda r: r["scan_id"])
 
     fingerprint = _aggregate_scans(raw, results)
@@ -274,21 +273,6 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
     write_json_if_changed(path, fingerprint)
     logger.info("Fingerprint of %s: %d scans in %.1f s -> %s", raw.name, len(scans), time.perf_counter() - start, path)
     return fingerprint
-
-
-def _run_pool(function, jobs: list, num_processes: int, progress: bool, description: str) -> list:
-    results = []
-    with tqdm(total=len(jobs), desc=description, unit="scan", disable=not progress) as bar:
-        if num_processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(function(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs))) as pool:
-                for future in as_completed([pool.submit(function, job) for job in jobs]):
-                    results.append(future.result())
-                    bar.update()
-    return results
 
 
 def _aggregate_scans(raw: RawDataset, results: list) -> dict:

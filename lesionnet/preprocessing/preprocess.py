@@ -26,11 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lesionnet.datasets.image_io import read_geometry, read_image
 from lesionnet.planning.fingerprint import (
@@ -56,6 +54,7 @@ from lesionnet.preprocessing.registration_priors import (
 from lesionnet.preprocessing.resampling import resample_array, target_geometry
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import TEMP_PREFIX, atomic_path
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +200,7 @@ def preprocess_dataset(dataset, plans: dict | None = None, num_processes: int | 
                 up_to_date += 1
                 continue
             jobs.append((scan_id, str(raw.image_path(scan_id)), label_path, str(folder), data_config, key, inputs))
-        processed = _run(jobs, num_processes, progress, f"preprocess {data_id}")
+        processed = run_jobs(_preprocess_case, jobs, num_processes, progress, f"preprocess {data_id}", unit="scan")
         removed = _remove_stale_cases(folder, set(scans))
         pairs_written = False
         if raw.task == "tracking":
@@ -212,21 +211,6 @@ def preprocess_dataset(dataset, plans: dict | None = None, num_processes: int | 
         logger.info("%s/%s: %d scan(s) preprocessed, %d up to date%s", raw.name, data_id, len(processed), up_to_date,
                     ", pairs.json updated" if pairs_written else "")
     return summary
-
-
-def _run(jobs: list, num_processes: int, progress: bool, description: str) -> list:
-    results = []
-    with tqdm(total=len(jobs), desc=description, unit="scan", disable=not progress or not jobs) as bar:
-        if num_processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(_preprocess_case(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs))) as pool:
-                for future in as_completed([pool.submit(_preprocess_case, job) for job in jobs]):
-                    results.append(future.result())
-                    bar.update()
-    return results
 
 
 def _remove_stale_cases(folder: Path, scans: set) -> list:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm import tqdm
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.preprocessing.manifest import (
@@ -37,6 +35,7 @@ from lesionnet.registration.affine import (
 )
 from lesionnet.registration.anatomy_maps import project_lesion
 from lesionnet.utils.files import write_json
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -146,17 +145,8 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
         write_json(folder / f"{key}.json", record)
         cached[(template, search)] = record
 
-    with tqdm(total=len(work), desc="affine registration", unit="scan pair", disable=not progress or not work) as bar:
-        if num_processes <= 1 or len(work) <= 1:
-            for job in work:
-                _store(*_register_worker(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(num_processes, len(work))) as pool:
-                futures = [pool.submit(_register_worker, job) for job in work]
-                for future in as_completed(futures):
-                    _store(*future.result())
-                    bar.update()
+    run_jobs(_register_worker, work, num_processes, progress, "affine registration", unit="scan pair",
+             on_result=lambda result: _store(*result))
 
     out = {}
     for source, target in directed:

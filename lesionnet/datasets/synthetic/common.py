@@ -6,14 +6,12 @@ import logging
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from math import comb
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
 from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN
@@ -153,20 +151,3 @@ def staged_output_folder(output_folder: str | os.PathLike, overwrite: bool) -> I
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-# ---------------------------------------------------------------------------------------- workers
-def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool, description: str) -> list:
-    """Run ``function`` over ``jobs`` in this process or a process pool, with a progress bar."""
-    results = []
-    with tqdm(total=len(jobs), desc=description, unit="case", disable=not progress) as bar:
-        if num_processes <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(function(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=num_processes) as pool:
-                for future in as_completed([pool.submit(function, job) for job in jobs]):
-                    results.append(future.result())
-                    bar.update()
-    return results

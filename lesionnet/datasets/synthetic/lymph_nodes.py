@@ -30,6 +30,7 @@ from lesionnet.datasets.raw_format import make_dataset_json
 from lesionnet.datasets.synthetic import common, shapes
 from lesionnet.datasets.synthetic.transforms import random_unit_vector, rotation_matrix
 from lesionnet.utils.files import write_json
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -466,7 +467,7 @@ def generate_lymph_node_dataset(output_folder=None, config: LymphNodeConfig | No
                 config.num_patients, num_test, seed, tuple(config.shape_zyx), output_folder)
     with common.staged_output_folder(output_folder, overwrite) as staging:
         jobs = [(config, seed, i, splits[i], str(staging)) for i in range(config.num_patients)]
-        results = common.run_jobs(_generate_case, jobs, num_processes, progress, f"Dataset{DATASET_ID} cases")
+        results = run_jobs(_generate_case, jobs, num_processes, progress, f"Dataset{DATASET_ID} cases")
         results.sort(key=lambda r: r["case_id"])
         summary = {}
         for split in ("Tr", "Ts"):

@@ -47,6 +47,7 @@ from lesionnet.datasets.synthetic.transforms import (
     random_unit_vector,
 )
 from lesionnet.utils.files import write_json
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -732,7 +733,7 @@ def generate_tracking_dataset(output_folder=None, config: TrackingConfig | None 
                 DATASET_NAME, config.num_patients, num_test, seed, tuple(config.nominal_shape_zyx), output_folder)
     with common.staged_output_folder(output_folder, overwrite) as staging:
         jobs = [(config, seed, i, splits[i], str(staging)) for i in range(config.num_patients)]
-        results = common.run_jobs(_generate_patient, jobs, num_processes, progress, f"Dataset{DATASET_ID} patients")
+        results = run_jobs(_generate_patient, jobs, num_processes, progress, f"Dataset{DATASET_ID} patients")
         results.sort(key=lambda r: r["patient_id"])
         summary = _write_tracking_metadata(staging, results, config, seed)
     summary["folder"] = str(output_folder)
