@@ -62,14 +62,20 @@ def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def _check_patch(patch_size) -> tuple[int, int, int]:
+def _positive_int_triple(value, name: str) -> tuple[int, int, int]:
+    """``value`` as 3 positive ints (z, y, x), else ValueError naming ``name``."""
+    message = f"{name} must be a sequence of 3 positive ints (z, y, x), got {value!r}."
     try:
-        patch = tuple(patch_size)
+        triple = tuple(value)
     except TypeError:
-        raise ValueError(f"patch_size must be a sequence of 3 positive ints (z, y, x), got {patch_size!r}.") from None
-    if len(patch) != 3 or not all(_is_int(p) and p > 0 for p in patch):
-        raise ValueError(f"patch_size must be a sequence of 3 positive ints (z, y, x), got {patch_size!r}.")
-    return tuple(int(p) for p in patch)  # type: ignore[return-value]
+        raise ValueError(message) from None
+    if len(triple) != 3 or not all(_is_int(v) and v > 0 for v in triple):
+        raise ValueError(message)
+    return tuple(int(v) for v in triple)  # type: ignore[return-value]
+
+
+def _check_patch(patch_size) -> tuple[int, int, int]:
+    return _positive_int_triple(patch_size, "patch_size")
 
 
 def _check_step(step_size) -> float:
@@ -79,13 +85,7 @@ def _check_step(step_size) -> float:
 
 
 def _check_shape(shape_zyx) -> tuple[int, int, int]:
-    try:
-        shape = tuple(shape_zyx)
-    except TypeError:
-        raise ValueError(f"shape_zyx must be 3 positive ints, got {shape_zyx!r}.") from None
-    if len(shape) != 3 or not all(_is_int(s) and s > 0 for s in shape):
-        raise ValueError(f"shape_zyx must be 3 positive ints, got {shape_zyx!r}.")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    return _positive_int_triple(shape_zyx, "shape_zyx")
 
 
 def _check_volume(name: str, volume) -> torch.Tensor:
