@@ -12,6 +12,7 @@ CONSOLE_SCRIPTS = [
     "lesionnet_convert_dls = lesionnet.cli.convert_dls:main",
     "lesionnet_evaluate_tracking = lesionnet.cli.evaluate_tracking:main",
     "lesionnet_plan_and_preprocess = lesionnet.cli.plan_and_preprocess:main",
+    "lesionnet_train = lesionnet.cli.train:main",
     "lesionnet_predict = lesionnet.cli.predict:main",
     "lesionnet_demo = lesionnet.cli.demo:main",
 ]

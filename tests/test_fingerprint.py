@@ -17,10 +17,12 @@ from lesionnet.datasets.synthetic import (
 from lesionnet.planning import fingerprint as fp_module
 from lesionnet.planning.fingerprint import (
     FINGERPRINT_FILE,
+    PLANNING_CACHE,
     body_mask,
     extract_fingerprint,
     instance_statistics,
     quantile_summary,
+    sample_scan_pairs,
     unique_lesions,
 )
 from lesionnet.preprocessing import registration_priors
@@ -110,6 +112,17 @@ def test_invert_registration_round_trip():
     np.testing.assert_allclose(back, (3.0, 4.0, 5.0), atol=1e-9)
 
 
+def test_sample_scan_pairs_is_a_seeded_capped_subset():
+    directed = [(f"P{p}_T{a}", f"P{p}_T{b}") for p in range(10) for a in range(3) for b in range(3) if a != b]
+    every = registration_jobs(directed)
+    assert len(every) == 30
+    assert sample_scan_pairs(directed, 30, seed=0) == every
+    sample = sample_scan_pairs(directed, 8, seed=0)
+    assert len(sample) == 8 and set(sample) <= set(every) and sample == sorted(sample)
+    assert sample == sample_scan_pairs(directed, 8, seed=0)
+    assert sample != sample_scan_pairs(directed, 8, seed=1)
+
+
 def test_registration_jobs_symmetric_and_directed():
     pairs = [("A", "B"), ("B", "A"), ("A", "C"), ("A", "A")]
     assert registration_jobs(pairs, symmetric=True) == [("A", "B"), ("A", "C")]
@@ -133,7 +146,12 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
     # each unordered scan pair registered exactly once, cached on disk
     unordered = {tuple(sorted((p["source"], p["target"]))) for p in pairs}
     assert len(calls) == len(unordered) == fp["tracking"]["num_registrations"]
-    assert len(list((out / REGISTRATION_FOLDER).glob("*.json"))) == len(unordered)
+    assert len(list((out / REGISTRATION_FOLDER / PLANNING_CACHE).glob("*.json"))) == len(unordered)
+    assert fp["tracking"]["num_pairs_measured"] == len(pairs)
+    assert not fp["tracking"]["prior_error_registration"]["sampled"]
+    # the preprocessing registrations are recorded for the planner, not computed here
+    assert fp["tracking"]["registration"]["settings"]["working_spacing_mm"] == 2.0
+    assert not list((out / REGISTRATION_FOLDER).glob("*.json"))
     # figures
     for scan in fp["scans"].values():
         assert len(scan["spacing_zyx"]) == 3 and scan["num_lesions"] >= 1
@@ -168,6 +186,26 @@ def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                              progress=False)
     assert calls == [] and fp["tracking"]["num_pairs"] > 0
+
+
+def test_prior_error_from_a_capped_sample_of_scan_pairs(tmp_path, monkeypatch):
+    raw = make_501(tmp_path / "raw", num_patients=3)
+    calls = []
+    real = registration_priors.register_affine
+    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION,
+                             output_folder=tmp_path / "pre", progress=False, max_registrations=1)
+    tracking = fp["tracking"]
+    assert len(calls) == 1 and tracking["num_scan_pairs_to_register"] > 1
+    assert tracking["prior_error_registration"]["sampled"]
+    (only,) = tracking["prior_error_registration"]["scan_pairs"]
+    assert 0 < tracking["num_pairs_measured"] == len(tracking["pairs"]) < tracking["num_pairs"]
+    pairs = {p["pair_id"]: p for p in json.loads((raw / "pairsTr.json").read_text())}
+    assert all("__".join(sorted((pairs[e["pair_id"]]["source"], pairs[e["pair_id"]]["target"]))) == only
+               for e in tracking["pairs"])
+    assert tracking["prior_error_mm"]["distance"]["count"] == tracking["num_pairs_measured"]
+    with pytest.raises(ValueError, match="max_registrations"):
+        extract_fingerprint(raw, num_processes=1, output_folder=tmp_path / "pre2", progress=False, max_registrations=0)
 
 
 def test_tracking_fingerprint_in_a_process_pool(tmp_path):

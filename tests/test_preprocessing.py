@@ -34,8 +34,9 @@ FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=
 @pytest.fixture
 def fast_registration(monkeypatch):
     """The command's default registration, made fast for tests (same code path)."""
-    monkeypatch.setattr(fp_module, "DEFAULT_PLANNING_REGISTRATION", FAST_REGISTRATION)
-    monkeypatch.setattr(pre_module, "DEFAULT_PLANNING_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
 
 
 @pytest.fixture
@@ -141,7 +142,9 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
     for name in ("dataset_fingerprint.json", "lesionnet_plans.json", "lesionnetPlans_3d/pairs.json"):
         assert (out / name).is_file(), name
     registrations_done = len(count_registrations)
-    assert registrations_done == len(list((out / "registrations").glob("*.json"))) > 0
+    priors = len(list((out / "registrations").glob("*.json")))
+    planning = len(list((out / "registrations" / "planning").glob("*.json")))
+    assert registrations_done == priors + planning and priors > 0 and planning > 0
 
     data = PreprocessedDataset(501, "tlt")
     raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"

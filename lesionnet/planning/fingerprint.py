@@ -12,10 +12,15 @@
   sides; a lesion = scan + center); detection — the equivalent-sphere radius of each instance of the
   masks, with its extents (mm, voxels, slices);
 * lesions per scan;
-* tracking: the affine-prior error of every training pair, per axis, ``|T_aff(source_center) −
-  target_center| × target spacing`` (mm). Each scan pair is registered once, in the pool, and the
-  result is cached in ``registrations/`` for preprocessing (see
-  :mod:`lesionnet.preprocessing.registration_priors`);
+* tracking: the affine-prior error of the training pairs, per axis, ``|T_aff(source_center) −
+  target_center| × target spacing`` (mm), measured on a seeded random sample of at most
+  ``max_registrations`` scan pairs (default :data:`MAX_PRIOR_ERROR_SCAN_PAIRS`), registered at a
+  coarse working spacing (:data:`PRIOR_ERROR_REGISTRATION`, 6 mm) in the pool and cached in
+  ``registrations/planning/``. The error of such a registration is dominated by the non-rigid part
+  of the anatomy change, not by the working spacing, so the estimate is close to (and if anything a
+  little above) the error of the 2 mm registrations that preprocessing later computes for every pair
+  (see :mod:`lesionnet.preprocessing.registration_priors`); registering every pair here would make
+  planning cost seconds per scan pair;
 * detection: per-slice instance counts and lesion extents in slices.
 
 A re-run whose inputs (file sizes and mtimes, settings) are unchanged returns the stored fingerprint
@@ -42,9 +47,10 @@ from lesionnet.preprocessing.manifest import (
     write_json_if_changed,
 )
 from lesionnet.preprocessing.registration_priors import (
-    DEFAULT_PLANNING_REGISTRATION,
+    DEFAULT_PRIOR_REGISTRATION,
     ensure_registrations,
     prior_error_mm_zyx,
+    registration_jobs,
     settings_key,
 )
 from lesionnet.registration.affine import RegistrationSettings
@@ -57,6 +63,12 @@ FINGERPRINT_VERSION = 1
 BODY_THRESHOLD_HU = -500.0
 SAMPLES_PER_SCAN = 10_000
 QUANTILES = (0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5)
+#: registration settings of the prior-error estimate: 6 mm working spacing, two levels, single thread
+PRIOR_ERROR_REGISTRATION = RegistrationSettings(threads=1, working_spacing_mm=6.0, shrink_factors=(2, 1),
+                                                smoothing_sigmas_mm=(6.0, 0.0))
+#: scan pairs registered for the prior-error estimate (a seeded random sample when there are more)
+MAX_PRIOR_ERROR_SCAN_PAIRS = 16
+PLANNING_CACHE = "planning"
 
 
 def default_num_processes() -> int:
@@ -195,7 +207,8 @@ def _intensity_stats(samples: np.ndarray) -> dict:
 
 
 def fingerprint_inputs(raw: RawDataset, settings: RegistrationSettings, samples_per_scan: int,
-                       seed: int, symmetric: bool) -> dict:
+                       seed: int, symmetric: bool, prior_settings: RegistrationSettings | None = None,
+                       max_registrations: int = MAX_PRIOR_ERROR_SCAN_PAIRS) -> dict:
     """What the fingerprint depends on (file signatures and settings); its hash decides re-runs."""
     scans = raw.scan_ids("Tr")
     inputs = {
@@ -210,6 +223,8 @@ def fingerprint_inputs(raw: RawDataset, settings: RegistrationSettings, samples_
         inputs["pairs"] = file_signature(raw.pairs_path("Tr"))
         inputs["registration_settings_key"] = settings_key(settings)
         inputs["registration_symmetric"] = bool(symmetric)
+        inputs["prior_registration_settings_key"] = settings_key(prior_settings or DEFAULT_PRIOR_REGISTRATION)
+        inputs["max_registrations"] = int(max_registrations)
     else:
         inputs["labels"] = {s: file_signature(raw.label_path(s)) for s in scans}
     return inputs
@@ -219,25 +234,33 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
                         registration_settings: RegistrationSettings | None = None,
                         samples_per_scan: int = SAMPLES_PER_SCAN, seed: int = 0, symmetric_registration: bool = True,
                         output_folder: str | os.PathLike | None = None, force: bool = False,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, max_registrations: int = MAX_PRIOR_ERROR_SCAN_PAIRS,
+                        prior_registration_settings: RegistrationSettings | None = None) -> dict:
     """Compute (or reuse) the fingerprint of a raw dataset and write ``dataset_fingerprint.json``.
 
     Args:
         dataset: dataset id (``501``), folder name, folder path or :class:`RawDataset`.
         num_processes: worker processes (default: usable CPU cores).
-        registration_settings: affine registration settings for the prior error (tracking).
+        registration_settings: registration settings of the prior-error estimate (tracking; default
+            :data:`PRIOR_ERROR_REGISTRATION`).
         samples_per_scan: body voxels sampled per scan for the intensity statistics.
         seed: seed of the voxel subsampling.
         symmetric_registration: register each unordered scan pair once (see ``registration_priors``).
         output_folder: preprocessed dataset folder (default ``$lesionnet_preprocessed/<name>``).
         force: recompute even when the inputs are unchanged (cached registrations are still reused).
         progress: tqdm progress bars.
+        max_registrations: scan pairs registered for the prior-error estimate (a seeded sample).
+        prior_registration_settings: the registration settings that preprocessing will use for the
+            training priors, recorded for the planner (default :data:`DEFAULT_PRIOR_REGISTRATION`).
 
     Returns:
         The fingerprint dict (also written to ``output_folder/dataset_fingerprint.json``).
     """
     raw = resolve_raw_dataset(dataset)
-    settings = registration_settings or DEFAULT_PLANNING_REGISTRATION
+    settings = registration_settings or PRIOR_ERROR_REGISTRATION
+    prior_settings = prior_registration_settings or DEFAULT_PRIOR_REGISTRATION
+    if int(max_registrations) < 1:
+        raise ValueError(f"max_registrations must be >= 1, got {max_registrations}")
     num_processes = num_processes or default_num_processes()
     out_folder = Path(output_folder) if output_folder is not None else preprocessed_folder_for(raw.folder)
     path = out_folder / FINGERPRINT_FILE
@@ -245,7 +268,8 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
     if not scans:
         raise ValueError(f"{raw.images_dir('Tr')}: no training scans ({{scan_id}}_0000{raw.file_ending}) found. "
                          "Check the dataset with lesionnet_verify_dataset.")
-    inputs = fingerprint_inputs(raw, settings, samples_per_scan, seed, symmetric_registration)
+    inputs = fingerprint_inputs(raw, settings, samples_per_scan, seed, symmetric_registration, prior_settings,
+                                max_registrations)
     signature = stable_hash(inputs)
     existing = read_json_or_none(path)
     if not force and isinstance(existing, dict) and existing.get("inputs_signature") == signature:
@@ -264,8 +288,9 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
 
     fingerprint = _aggregate_scans(raw, results)
     if raw.task == "tracking":
-        fingerprint["tracking"] = _tracking_figures(raw, pairs, fingerprint, out_folder, settings, num_processes,
-                                                    symmetric_registration, progress)
+        fingerprint["tracking"] = _tracking_figures(raw, pairs, fingerprint, out_folder, settings, prior_settings,
+                                                    num_processes, symmetric_registration, progress,
+                                                    int(max_registrations), int(seed))
     else:
         fingerprint["detection"] = _detection_figures(results, fingerprint)
     fingerprint["inputs_signature"] = signature
@@ -332,8 +357,19 @@ def unique_lesions(pairs) -> dict:
     return {scan: [(list(k), r) for k, r in d.items()] for scan, d in lesions.items()}
 
 
+def sample_scan_pairs(directed_scan_pairs, max_registrations: int, seed: int, symmetric: bool = True) -> list:
+    """The registration jobs (see :func:`registration_jobs`) of ``directed_scan_pairs``, or a seeded random
+    sample of ``max_registrations`` of them when there are more; sorted."""
+    jobs = registration_jobs(directed_scan_pairs, symmetric)
+    if len(jobs) <= max_registrations:
+        return jobs
+    order = np.random.default_rng([int(seed), 2]).permutation(len(jobs))[:max_registrations]
+    return sorted(jobs[i] for i in order)
+
+
 def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folder: Path,
-                      settings: RegistrationSettings, num_processes: int, symmetric: bool, progress: bool) -> dict:
+                      settings: RegistrationSettings, prior_settings: RegistrationSettings, num_processes: int,
+                      symmetric: bool, progress: bool, max_registrations: int, seed: int) -> dict:
     scans = set(fingerprint["scans"])
     usable = [p for p in pairs if p.source in scans and p.target in scans and p.has_target]
     if len(usable) < len(pairs):
@@ -351,10 +387,14 @@ def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folde
     }
     scan_paths = {s: raw.image_path(s) for s in scans}
     geometries = {s: read_geometry(scan_paths[s]) for s in scans}
-    registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in usable], settings,
-                                         num_processes, symmetric, progress)
+    all_jobs = registration_jobs([(p.source, p.target) for p in usable], symmetric)
+    sampled = set(sample_scan_pairs([(p.source, p.target) for p in usable], max_registrations, seed, symmetric))
+    measured = [p for p in usable if (tuple(sorted((p.source, p.target))) if symmetric else (p.source, p.target))
+                in sampled]
+    registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in measured], settings,
+                                         num_processes, symmetric, progress, cache_subfolder=PLANNING_CACHE)
     per_pair = []
-    for p in usable:
+    for p in measured:
         reg = registrations[(p.source, p.target)]
         prior_xyz = reg["registration"].map_index(p.source_center_xyz, geometries[p.source], geometries[p.target])
         err = prior_error_mm_zyx(prior_xyz, p.target_center_xyz, geometries[p.target].spacing_xyz)
@@ -365,7 +405,13 @@ def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folde
         "num_pairs": len(usable),
         "num_directed_scan_pairs": len({(p.source, p.target) for p in usable}),
         "num_registrations": len({r["key"] for r in registrations.values()}),
-        "registration": {"settings": {k: v for k, v in settings.to_dict().items() if k != "threads"},
+        "num_scan_pairs_to_register": len(all_jobs),
+        "num_pairs_measured": len(measured),
+        "prior_error_registration": {
+            "settings": {k: v for k, v in settings.to_dict().items() if k != "threads"},
+            "max_registrations": int(max_registrations), "sampled": len(sampled) < len(all_jobs),
+            "scan_pairs": [f"{a}__{b}" for a, b in sorted(sampled)]},
+        "registration": {"settings": {k: v for k, v in prior_settings.to_dict().items() if k != "threads"},
                          "symmetric": bool(symmetric)},
         "prior_error_mm": {
             "z": quantile_summary(errors[:, 0]), "y": quantile_summary(errors[:, 1]),

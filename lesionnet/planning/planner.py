@@ -625,6 +625,7 @@ def _plan_tracking(plans, fingerprint, spacings, shapes, scan_spacings, radii, u
         "uses_raw_data": True,
         "registration": registration,
         "prior_error_mm": tracking.get("prior_error_mm", {}),
+        "prior_error_registration": tracking.get("prior_error_registration", {}),
         "decisions": {"registration": decision(registration, "affine registration as planned for the priors "
                                                "(lesionnet.registration.affine defaults, single-threaded)")},
     }

@@ -91,9 +91,13 @@ def detect_memory_budget(gpu_memory_gb: float | None = None) -> dict:
                     device="cpu", physical_memory_bytes=physical, source="os.sysconf")
 
 
-def plans_path_for(dataset) -> Path:
+DEFAULT_PLANS_NAME = PLANS_FILE[: -len(".json")]
+
+
+def plans_path_for(dataset, plans_name: str = DEFAULT_PLANS_NAME) -> Path:
+    """``$lesionnet_preprocessed/<dataset>/<plans_name>.json``."""
     raw = resolve_raw_dataset(dataset)
-    return preprocessed_folder_for(raw.folder) / PLANS_FILE
+    return preprocessed_folder_for(raw.folder) / f"{plans_name}.json"
 
 
 def plan_experiment(dataset, gpu_memory_gb: float | None = None, fingerprint: dict | None = None,
@@ -132,9 +136,9 @@ def plan_experiment(dataset, gpu_memory_gb: float | None = None, fingerprint: di
     return plans
 
 
-def load_plans(dataset) -> dict:
-    """Read ``lesionnet_plans.json`` of a dataset (id, name, path or RawDataset)."""
-    path = plans_path_for(dataset)
+def load_plans(dataset, plans_name: str = DEFAULT_PLANS_NAME) -> dict:
+    """Read ``<plans_name>.json`` (default ``lesionnet_plans.json``) of a dataset (id, name, path or RawDataset)."""
+    path = plans_path_for(dataset, plans_name)
     plans = read_json_or_none(path)
     if plans is None:
         raise FileNotFoundError(f"{path}: no plans. Run lesionnet_plan_and_preprocess -d {Path(path).parent.name} "
@@ -153,5 +157,5 @@ def get_configuration(plans: dict, method: str) -> dict:
                    + (f": {reason}" if reason else "") + f". Planned: {known}.")
 
 
-__all__ = ["PLANS_FILE", "detect_memory_budget", "cpu_budget_bytes", "physical_memory_bytes", "plan_experiment",
+__all__ = ["PLANS_FILE", "DEFAULT_PLANS_NAME", "detect_memory_budget", "cpu_budget_bytes", "physical_memory_bytes", "plan_experiment",
            "load_plans", "get_configuration", "plans_path_for"]

@@ -46,7 +46,7 @@ from lesionnet.preprocessing.manifest import (
 )
 from lesionnet.preprocessing.normalization import normalize
 from lesionnet.preprocessing.registration_priors import (
-    DEFAULT_PLANNING_REGISTRATION,
+    DEFAULT_PRIOR_REGISTRATION,
     ensure_registrations,
     project_pair,
     registration_key,
@@ -92,7 +92,7 @@ def _registration_settings(data_configuration: dict) -> tuple[RegistrationSettin
     settings = reg.get("settings")
     symmetric = bool(reg.get("symmetric", True))
     if not settings:
-        return DEFAULT_PLANNING_REGISTRATION, symmetric
+        return DEFAULT_PRIOR_REGISTRATION, symmetric
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
     kwargs["threads"] = 1
     return RegistrationSettings(**kwargs), symmetric

@@ -40,9 +40,10 @@ from lesionnet.utils.parallel import run_jobs
 logger = logging.getLogger(__name__)
 
 REGISTRATION_FOLDER = "registrations"
-#: settings used when planning registers training pairs: single-threaded ITK per worker (the pool gives
-#: the parallelism, and one thread makes the result bit-for-bit repeatable)
-DEFAULT_PLANNING_REGISTRATION = RegistrationSettings(threads=1)
+#: settings of the registrations behind the training priors (preprocessing): lesionnet's registration
+#: defaults, single-threaded ITK per worker (the pool gives the parallelism, and one thread makes the
+#: result bit-for-bit repeatable)
+DEFAULT_PRIOR_REGISTRATION = RegistrationSettings(threads=1)
 
 
 def registration_key(template: str, search: str) -> str:
@@ -98,26 +99,31 @@ def _cache_record_valid(record, template_sig: dict, search_sig: dict, skey: str)
 
 def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, directed_scan_pairs: Iterable[tuple],
                          settings: RegistrationSettings | None = None, num_processes: int = 1,
-                         symmetric: bool = True, progress: bool = True) -> dict:
+                         symmetric: bool = True, progress: bool = True,
+                         cache_subfolder: str | None = None) -> dict:
     """Make sure every scan pair has a valid cached registration; return them for every directed pair.
 
     Args:
         scan_paths: ``{scan_id: image path}`` of the raw scans.
         output_folder: the dataset's preprocessed folder (the cache is ``output_folder/registrations/``).
         directed_scan_pairs: ``(source, target)`` scan ids, as the pairs use them.
-        settings: registration settings (default :data:`DEFAULT_PLANNING_REGISTRATION`).
+        settings: registration settings (default :data:`DEFAULT_PRIOR_REGISTRATION`).
         num_processes: worker processes for the registrations that are missing.
         symmetric: register each unordered pair once and invert for the other direction.
         progress: tqdm bar over the registrations that are computed.
+        cache_subfolder: keep this cache apart, in ``registrations/<cache_subfolder>/`` (the
+            fingerprint's coarse registrations use ``planning``, so they never replace the priors').
 
     Returns:
         ``{(source, target): {"registration": AffineRegistration, "key": cache key, "inverted": bool}}``.
         Each newly computed registration is written (atomically) as soon as it finishes, so an
         interrupted run keeps what it finished.
     """
-    settings = settings or DEFAULT_PLANNING_REGISTRATION
+    settings = settings or DEFAULT_PRIOR_REGISTRATION
     skey = settings_key(settings)
     folder = Path(output_folder) / REGISTRATION_FOLDER
+    if cache_subfolder:
+        folder = folder / cache_subfolder
     directed = sorted({(s, t) for s, t in directed_scan_pairs if s != t})
     jobs = registration_jobs(directed, symmetric)
     cached: dict = {}
@@ -179,6 +185,6 @@ def prior_error_mm_zyx(prior_center_xyz, target_center_xyz, target_spacing_xyz) 
     return [float(err_xyz[2]), float(err_xyz[1]), float(err_xyz[0])]
 
 
-__all__ = ["REGISTRATION_FOLDER", "DEFAULT_PLANNING_REGISTRATION", "registration_key", "settings_key",
+__all__ = ["REGISTRATION_FOLDER", "DEFAULT_PRIOR_REGISTRATION", "registration_key", "settings_key",
            "invert_registration", "registration_jobs", "ensure_registrations", "project_pair",
            "prior_error_mm_zyx"]

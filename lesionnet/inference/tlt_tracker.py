@@ -1,0 +1,103 @@
+"""TLT inference on volumes of one grid spacing: template crop → sliding window over the search region →
+refined center.
+
+Given a normalised source volume with the lesion (center, radius) and a normalised target volume with
+the affine prior (center, radius), both on the network's grid (the plan's target spacing):
+
+1. the template patch is cut around the source center, with its Gaussian ``G_t``;
+2. the *search region* (by default the planned search patch; larger regions are allowed) is cut
+   around the prior, with the prior Gaussian ``T_aff(G_t)``;
+3. :func:`lesionnet.inference.sliding_window.predict_sliding_window_paired` runs TLT over the region
+   with the network's heatmap (sigmoid of the classification logits, upsampled to the patch) and
+   Gaussian blending;
+4. the arg-max of the blended heatmap seeds one more window centred on it, whose global regression
+   (``Σ softmax(Ŷ) Ĉ``, or the arg-max voxel for the ablation without it) is the prediction.
+
+Coordinates: centers are ``center_xyz`` continuous voxel indices (x, y, z) of the respective volume
+(ITK order, as the pairs files); arrays are ``[z, y, x]``; radii in mm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lesionnet.inference.sliding_window import predict_sliding_window_paired
+from lesionnet.networks.tlt import TLT, heatmap_to_patch
+from lesionnet.preprocessing.loading import centered_start_zyx, crop_zyx, gaussian_on_crop
+
+
+@dataclass
+class TLTPrediction:
+    """Result of :func:`track_lesion`: ``center_xyz`` in the target volume's voxels; ``heatmap_zyx`` the
+    blended heatmap of the search region (``[z, y, x]``, float32 in [0, 1]) starting at
+    ``region_start_zyx`` of the target volume."""
+
+    center_xyz: np.ndarray
+    heatmap_zyx: np.ndarray
+    region_start_zyx: np.ndarray
+    peak: float
+
+
+class HeatmapNetwork(torch.nn.Module):
+    """Adapter for the sliding-window engine: ``(template+G_t, search, prior) -> heatmap`` on the patch."""
+
+    def __init__(self, tlt: TLT):
+        super().__init__()
+        self.tlt = tlt
+
+    def forward(self, template: torch.Tensor, search: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        out = self.tlt(template[:, :1], template[:, 1:2], search, prior)
+        return heatmap_to_patch(out["heatmap"], search.shape[2:])
+
+
+def _to_tensor(array: np.ndarray, device) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=device)
+
+
+@torch.inference_mode()
+def track_lesion(tlt: TLT, source_image_zyx, source_center_xyz, source_radius_mm: float, source_spacing_xyz,
+                 target_image_zyx, prior_center_xyz, prior_radius_mm: float, target_spacing_xyz,
+                 template_size_zyx, search_size_zyx, search_region_zyx=None, step_size: float = 0.5,
+                 device=None) -> TLTPrediction:
+    """Track one lesion with TLT (see the module docstring). The network must be in eval mode.
+
+    Args:
+        source_image_zyx, target_image_zyx: normalised volumes ``[z, y, x]`` (numpy or blosc2) on the
+            network's grid.
+        source_center_xyz, prior_center_xyz: voxel indices (x, y, z) in the source / target volume.
+        source_radius_mm, prior_radius_mm: radii (mm) of the template Gaussian and the prior.
+        source_spacing_xyz, target_spacing_xyz: voxel spacings (mm).
+        template_size_zyx, search_size_zyx: the planned patch sizes.
+        search_region_zyx: region scanned by the sliding window (default: the search patch).
+        step_size: window step as a fraction of the patch.
+        device: compute device (default: the network's).
+    """
+    device = device or next(tlt.parameters()).device
+    template_size = [int(v) for v in template_size_zyx]
+    search_size = [int(v) for v in search_size_zyx]
+    region = [max(int(r), s) for r, s in zip(search_region_zyx or search_size, search_size)]
+    t_start = centered_start_zyx(source_center_xyz, template_size)
+    template = np.stack([crop_zyx(source_image_zyx, t_start, template_size),
+                         gaussian_on_crop(source_center_xyz, source_radius_mm, t_start, template_size,
+                                          source_spacing_xyz, "tlt")])
+    template_t = _to_tensor(template, device)
+    r_start = np.asarray(centered_start_zyx(prior_center_xyz, region))
+    search = crop_zyx(target_image_zyx, r_start, region)[None]
+    prior = gaussian_on_crop(prior_center_xyz, prior_radius_mm, r_start, region, target_spacing_xyz, "tlt")[None]
+    heatmap = predict_sliding_window_paired(HeatmapNetwork(tlt).train(tlt.training), template_t, _to_tensor(search, device),
+                                            search_size, prior=_to_tensor(prior, device), step_size=step_size,
+                                            device=device)[0].numpy()
+    peak_zyx = np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape), dtype=np.float64)
+    peak_xyz = (r_start + peak_zyx)[::-1]
+    # refine: one window centred on the peak; its global regression is the prediction
+    w_start = np.asarray(centered_start_zyx(peak_xyz, search_size))
+    window = crop_zyx(target_image_zyx, w_start, search_size)[None, None]
+    window_prior = gaussian_on_crop(prior_center_xyz, prior_radius_mm, w_start, search_size, target_spacing_xyz,
+                                    "tlt")[None, None]
+    out = tlt(template_t[None, :1], template_t[None, 1:2], _to_tensor(window, device),
+              _to_tensor(window_prior, device))
+    center_zyx = tlt.predict_center(out)[0].double().cpu().numpy()
+    return TLTPrediction((w_start + center_zyx)[::-1].copy(), heatmap.astype(np.float32), r_start,
+                         float(heatmap.max()))

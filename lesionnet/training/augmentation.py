@@ -1,0 +1,91 @@
+"""Augmentation of tracking samples (template + search patches with their Gaussian maps).
+
+* Spatial, applied *consistently*: a random flip per axis flips the template image, the template
+  Gaussian, the search image, the search prior and the target center together, so the pair still
+  shows the same lesion in the same anatomy. (The random crop offsets of the sampler are the
+  translation part.)
+* Intensity, with batchgenerators: multiplicative brightness, contrast and Gaussian noise, drawn
+  independently for the template and the search patch (two scans differ in exactly these ways).
+  The Gaussian maps are never changed by intensity transforms.
+
+Every draw comes from numpy's global RNG, which the data loader seeds per batch (see
+:mod:`lesionnet.training.tlt_data`), so a batch is a pure function of (seed, batch index).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from batchgenerators.transforms.abstract_transforms import Compose
+from batchgenerators.transforms.color_transforms import (
+    BrightnessMultiplicativeTransform,
+    ContrastAugmentationTransform,
+)
+from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
+
+
+@dataclass
+class AugmentationConfig:
+    """Probabilities and ranges of the augmentation (``enabled=False`` turns all of it off)."""
+
+    enabled: bool = True
+    flip_probability: float = 0.5            # per axis (z, y, x)
+    brightness_range: tuple = (0.85, 1.15)
+    brightness_probability: float = 0.3
+    contrast_range: tuple = (0.8, 1.2)
+    contrast_probability: float = 0.3
+    noise_variance: tuple = (0.0, 0.05)
+    noise_probability: float = 0.3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugmentationConfig":
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def intensity_transforms(config: AugmentationConfig) -> Compose:
+    """batchgenerators intensity transforms for the ``template`` and ``search`` keys of a batch dict."""
+    transforms = []
+    for key in ("template", "search"):
+        transforms += [
+            BrightnessMultiplicativeTransform(tuple(config.brightness_range), per_channel=False, data_key=key,
+                                              p_per_sample=config.brightness_probability),
+            ContrastAugmentationTransform(tuple(config.contrast_range), preserve_range=True, per_channel=False,
+                                          data_key=key, p_per_sample=config.contrast_probability),
+            GaussianNoiseTransform(tuple(config.noise_variance), p_per_sample=config.noise_probability, data_key=key),
+        ]
+    return Compose(transforms)
+
+
+def flip_sample(sample: dict, axes_zyx) -> dict:
+    """Flip the spatial axes ``axes_zyx`` (0 = z, 1 = y, 2 = x) of one sample, in place of a copy.
+
+    ``sample`` holds ``template``, ``template_gaussian``, ``search``, ``search_prior`` ``(C, Z, Y, X)``
+    arrays and ``target_center_zyx`` (search-patch voxels). A center ``c`` on an axis of ``n`` voxels
+    maps to ``n - 1 - c``.
+    """
+    axes = tuple(int(a) for a in axes_zyx)
+    if not axes:
+        return sample
+    out = dict(sample)
+    for key in ("template", "template_gaussian", "search", "search_prior"):
+        out[key] = np.ascontiguousarray(np.flip(sample[key], axis=tuple(a + 1 for a in axes)))
+    center = np.array(sample["target_center_zyx"], dtype=np.float64)
+    for a in axes:
+        center[a] = sample["search"].shape[a + 1] - 1 - center[a]
+    out["target_center_zyx"] = center
+    return out
+
+
+def augment_batch(samples: list[dict], config: AugmentationConfig) -> list[dict]:
+    """Consistent random flips per sample (numpy's global RNG); intensity transforms are applied to the
+    stacked batch by the loader (see :func:`intensity_transforms`)."""
+    if not config.enabled:
+        return samples
+    out = []
+    for sample in samples:
+        axes = [a for a in range(3) if np.random.uniform() < config.flip_probability]
+        out.append(flip_sample(sample, axes))
+    return out

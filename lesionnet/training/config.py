@@ -1,0 +1,74 @@
+"""Training hyper-parameters: one dataclass, read from the plan and the command line, stored in every
+checkpoint (so ``--c`` resumes with exactly the settings the run started with)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from lesionnet.training.augmentation import AugmentationConfig
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("poly", "constant")
+
+
+@dataclass
+class TrainingConfig:
+    """What the shared trainer needs to know (units in the names).
+
+    Attributes:
+        num_epochs: epochs of ``iterations_per_epoch`` optimiser steps each.
+        batch_size: samples per step (default: the plan's).
+        optimizer: ``adam`` (TLT/DLT papers), ``adamw`` or ``sgd`` (momentum 0.99, nesterov).
+        learning_rate: initial learning rate (TLT paper: 1e-4 with Adam).
+        lr_schedule: ``poly`` (``lr · (1 - epoch / num_epochs) ** 0.9``, nnU-Net) or ``constant``.
+        grad_clip_norm: gradient-norm clipping (0: off).
+        num_workers: batchgenerators worker processes for the batches (0: build them in this process).
+        seed: seeds the network initialisation, the batch stream and dropout; with ``num_workers`` and
+            the thread count fixed a CPU run is bit-for-bit repeatable.
+        max_val_pairs: validate on at most this many pairs of the fold (a fixed subset; None: all).
+        augmentation: see :class:`lesionnet.training.augmentation.AugmentationConfig`.
+    """
+
+    num_epochs: int = 100
+    iterations_per_epoch: int = 250
+    batch_size: int = 2
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "poly"
+    grad_clip_norm: float = 12.0
+    num_workers: int = 0
+    seed: int = 0
+    max_val_pairs: int | None = None
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def __post_init__(self):
+        if isinstance(self.augmentation, dict):
+            self.augmentation = AugmentationConfig.from_dict(self.augmentation)
+        for name in ("num_epochs", "iterations_per_epoch", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augmentation"] = self.augmentation.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` (0-based)."""
+        if self.lr_schedule == "constant":
+            return float(self.learning_rate)
+        return float(self.learning_rate * (1.0 - min(epoch, self.num_epochs) / self.num_epochs) ** 0.9)

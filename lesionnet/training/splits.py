@@ -1,0 +1,83 @@
+"""Cross-validation splits by patient: ``splits_final.json`` in the preprocessed dataset folder.
+
+All pairs of a patient fall into one fold, so no anatomy is seen in training and validation at once.
+The file is a list of ``n_folds`` dicts ``{"train": [pair_id, ...], "val": [pair_id, ...]}`` (the
+nnU-Net layout, with pair ids instead of case ids) plus nothing else; it is written once and then
+read, so a user can edit it to define custom folds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lesionnet.utils.files import load_json, write_json
+
+logger = logging.getLogger(__name__)
+
+SPLITS_FILE = "splits_final.json"
+NUM_FOLDS = 5
+
+
+def make_patient_splits(pair_patients: dict, num_folds: int = NUM_FOLDS, seed: int = 12345) -> list[dict]:
+    """Split pairs into ``num_folds`` folds by patient.
+
+    Args:
+        pair_patients: ``{pair_id: patient_id}``.
+        num_folds: number of folds; capped at the number of patients (at least 2 patients are needed).
+        seed: seed of the patient shuffle.
+
+    Returns:
+        ``[{"train": sorted pair ids, "val": sorted pair ids}, ...]``; each patient's pairs are in the
+        validation set of exactly one fold.
+    """
+    patients = sorted(set(pair_patients.values()))
+    if len(patients) < 2:
+        raise ValueError(f"cross-validation needs at least 2 patients, the training pairs have {len(patients)}.")
+    folds = min(int(num_folds), len(patients))
+    order = np.random.default_rng(seed).permutation(len(patients))
+    val_patients = [set() for _ in range(folds)]
+    for rank, index in enumerate(order):
+        val_patients[rank % folds].add(patients[index])
+    splits = []
+    for fold_patients in val_patients:
+        val = sorted(p for p, patient in pair_patients.items() if patient in fold_patients)
+        train = sorted(p for p, patient in pair_patients.items() if patient not in fold_patients)
+        splits.append({"train": train, "val": val})
+    return splits
+
+
+def load_or_create_splits(folder: str | os.PathLike, pair_patients: dict, num_folds: int = NUM_FOLDS) -> list[dict]:
+    """Read ``folder/splits_final.json``, or create it with :func:`make_patient_splits` (atomically).
+
+    An existing file must name only known pair ids; otherwise the error names the file.
+    """
+    path = Path(folder) / SPLITS_FILE
+    if path.is_file():
+        splits = load_json(path)
+        known = set(pair_patients)
+        if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s)
+                                                   for s in splits):
+            raise ValueError(f"{path}: expected a list of {{'train': [...], 'val': [...]}} folds.")
+        unknown = {p for s in splits for key in ("train", "val") for p in s[key]} - known
+        if unknown:
+            raise ValueError(f"{path}: names pairs that are not in the training data: {sorted(unknown)[:5]}. "
+                             "Delete the file to recreate the splits.")
+        return splits
+    splits = make_patient_splits(pair_patients, num_folds)
+    write_json(path, splits)
+    logger.info("Created %d-fold patient splits in %s", len(splits), path)
+    return splits
+
+
+def fold_pair_ids(splits: list[dict], fold: int | str) -> tuple[list[str], list[str]]:
+    """``(train ids, val ids)`` of ``fold``; ``"all"`` trains on every pair and validates on none."""
+    if fold == "all":
+        every = sorted({p for s in splits for key in ("train", "val") for p in s[key]})
+        return every, []
+    fold = int(fold)
+    if not 0 <= fold < len(splits):
+        raise ValueError(f"fold {fold} does not exist; the splits have folds 0..{len(splits) - 1} (or 'all').")
+    return list(splits[fold]["train"]), list(splits[fold]["val"])

@@ -1,0 +1,267 @@
+"""The shared training loop: one loop for every method (TLT, DLT, LN-Tracker).
+
+A *method* supplies the parts that differ (see :class:`TrainingMethod`): its network, its batches,
+its loss and its validation. The loop owns everything else:
+
+* Adam/AdamW/SGD and the learning-rate schedule of :class:`~lesionnet.training.config.TrainingConfig`;
+* epochs of a fixed number of iterations, a tqdm bar per epoch;
+* validation after every epoch (tracking metrics of the fold's validation pairs);
+* ``checkpoint_latest.pth`` after every epoch, ``checkpoint_best.pth`` at the lowest validation MED,
+  ``checkpoint_final.pth`` at the end (all written atomically; see
+  :mod:`lesionnet.training.checkpoints`);
+* ``resume=True`` (``--c``) continues from ``checkpoint_latest.pth`` with its model, optimiser,
+  epoch, history and RNG states; the batch stream and dropout are seeded per epoch from the seed,
+  so a resumed run ends with the same weights as an uninterrupted one;
+* ``training_log.txt`` (the ``lesionnet`` logger, via ``logging``) and ``progress.png``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lesionnet.training.checkpoints import (
+    BEST,
+    CHECKPOINT_FORMAT,
+    FINAL,
+    LATEST,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from lesionnet.training.config import TrainingConfig
+from lesionnet.training.progress_plot import plot_progress
+from lesionnet.utils.files import write_json
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "training_log.txt"
+PROGRESS_FILE = "progress.png"
+SUMMARY_FILE = "training_summary.json"
+
+
+class TrainingMethod(Protocol):
+    """What a method gives the shared trainer."""
+
+    name: str
+    network_config: dict
+
+    def build_network(self) -> torch.nn.Module:
+        """A freshly initialised network (the global torch seed is set before this is called)."""
+
+    def batches(self, config: TrainingConfig, first_batch: int) -> Iterator[dict]:
+        """The infinite training batch stream starting at batch number ``first_batch``."""
+
+    def compute_loss(self, network: torch.nn.Module, batch: dict, device: torch.device) -> dict:
+        """``{"loss": scalar tensor to minimise, other name: scalar tensor, ...}`` for one batch."""
+
+    def validate(self, network: torch.nn.Module, device: torch.device) -> dict:
+        """Validation metrics (``med_mm``, ``cpm_10mm``, ``cpm_radius``, ...); ``{}`` when there are no
+        validation pairs. Called with the network in eval mode."""
+
+
+@dataclass
+class TrainingResult:
+    output_folder: Path
+    epochs_run: int
+    best_val_med_mm: float | None
+    final_metrics: dict
+    seconds: float
+
+
+def _seed_everything(seed: int, epoch: int) -> None:
+    """Seed torch and numpy for ``epoch`` (a pure function of the run seed and the epoch; ``epoch = -1``
+    seeds the network initialisation)."""
+    sequence = np.random.SeedSequence([int(seed), int(epoch) + 1, 7])
+    state = sequence.generate_state(2)
+    torch.manual_seed(int(state[0]))
+    np.random.seed(int(state[1]))
+
+
+def make_optimizer(network: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    params = [p for p in network.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.learning_rate, momentum=0.99, nesterov=True,
+                           weight_decay=config.weight_decay)
+
+
+class _LogFile:
+    """Attach ``training_log.txt`` to the ``lesionnet`` logger for the duration of a run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.logger = logging.getLogger("lesionnet")
+        self.logger.addHandler(self.handler)
+        self.old_level = self.logger.level
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.old_level)
+        self.handler.close()
+
+
+class Trainer:
+    """Train ``method`` with ``config`` into ``output_folder`` (see the module docstring).
+
+    Args:
+        method: a :class:`TrainingMethod`.
+        config: the training settings (ignored on resume: the checkpoint's settings are used, except
+            ``num_workers``).
+        output_folder: ``$lesionnet_results/<dataset>/<method>__<plans>/fold_<k>``.
+        device: ``"cpu"``, ``"cuda"`` or a torch device.
+        resume: continue from ``checkpoint_latest.pth`` (an unreadable one is an error, never a restart).
+        metadata: extra JSON-able values stored in the checkpoints (dataset, plans name, fold, ...).
+        progress: tqdm bars.
+    """
+
+    def __init__(self, method: TrainingMethod, config: TrainingConfig, output_folder: str | os.PathLike,
+                 device="cpu", resume: bool = False, metadata: dict | None = None, progress: bool = True):
+        self.method = method
+        self.config = config
+        self.output_folder = Path(output_folder)
+        self.device = torch.device(device)
+        self.resume = resume
+        self.metadata = dict(metadata or {})
+        self.progress = progress
+
+    # ------------------------------------------------------------------------------------ state
+    def _checkpoint(self, epoch: int, network, optimizer, history, best_med) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "method": self.method.name, "epoch": int(epoch),
+            "network_config": self.method.network_config, "training_config": self.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "rng": capture_rng_state(), "history": history,
+            "best_val_med_mm": best_med, "metadata": self.metadata,
+        }
+
+    def _start(self):
+        latest = self.output_folder / LATEST
+        if self.resume and (latest.exists() or (self.output_folder / FINAL).exists()):
+            if not latest.exists():
+                latest = self.output_folder / FINAL
+            checkpoint = load_checkpoint(latest)
+            if checkpoint["method"] != self.method.name:
+                raise ValueError(f"{latest}: a '{checkpoint['method']}' checkpoint, cannot continue '{self.method.name}'.")
+            workers = self.config.num_workers
+            self.config = TrainingConfig.from_dict(checkpoint["training_config"])
+            self.config.num_workers = workers
+            network = self.method.build_network().to(self.device)
+            network.load_state_dict(checkpoint["model"])
+            optimizer = make_optimizer(network, self.config)
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng_state(checkpoint["rng"])
+            logger.info("Continuing from %s (epoch %d of %d)", latest, checkpoint["epoch"], self.config.num_epochs)
+            return network, optimizer, int(checkpoint["epoch"]), list(checkpoint["history"]), \
+                checkpoint.get("best_val_med_mm")
+        if self.resume:
+            logger.warning("--c: no checkpoint in %s; starting a new training run.", self.output_folder)
+        elif any((self.output_folder / name).exists() for name in (LATEST, FINAL)):
+            logger.warning("%s already holds checkpoints; starting over (use --c to continue instead).",
+                           self.output_folder)
+        _seed_everything(self.config.seed, -1)
+        network = self.method.build_network().to(self.device)
+        return network, make_optimizer(network, self.config), 0, [], None
+
+    # ------------------------------------------------------------------------------------ loop
+    def run(self) -> TrainingResult:
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        with _LogFile(self.output_folder / LOG_FILE):
+            return self._run()
+
+    def _run(self) -> TrainingResult:
+        start_time = time.perf_counter()
+        network, optimizer, start_epoch, history, best_med = self._start()
+        cfg = self.config
+        n_params = sum(p.numel() for p in network.parameters())
+        logger.info("Training %s (%d parameters) on %s: epochs %d..%d of %d x %d iterations, batch %d, %s lr %g",
+                    self.method.name, n_params, self.device, start_epoch, cfg.num_epochs - 1, cfg.num_epochs,
+                    cfg.iterations_per_epoch, cfg.batch_size, cfg.optimizer, cfg.learning_rate)
+        stream = self.method.batches(cfg, start_epoch * cfg.iterations_per_epoch) if start_epoch < cfg.num_epochs \
+            else None
+        try:
+            for epoch in range(start_epoch, cfg.num_epochs):
+                record = self._epoch(epoch, network, optimizer, stream)
+                history.append(record)
+                med = record.get("val_med_mm")
+                improved = med is not None and (best_med is None or med < best_med)
+                if improved:
+                    best_med = med
+                checkpoint = self._checkpoint(epoch + 1, network, optimizer, history, best_med)
+                save_checkpoint(self.output_folder / LATEST, checkpoint)
+                if improved:
+                    save_checkpoint(self.output_folder / BEST, checkpoint)
+                plot_progress(history, self.output_folder / PROGRESS_FILE,
+                              title=f"{self.method.name} {self.metadata.get('dataset', '')} "
+                                    f"fold {self.metadata.get('fold', '')}")
+                logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                                             if isinstance(v, float)))
+        finally:
+            if stream is not None and hasattr(stream, "_finish"):
+                stream._finish()
+        final = self._checkpoint(cfg.num_epochs, network, optimizer, history, best_med)
+        save_checkpoint(self.output_folder / FINAL, final)
+        seconds = time.perf_counter() - start_time
+        final_metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+        summary = {"method": self.method.name, "epochs": cfg.num_epochs, "best_val_med_mm": best_med,
+                   "final": final_metrics, "seconds_this_run": round(seconds, 1),
+                   "training_seconds_total": round(sum(h["epoch_seconds"] for h in history), 1),
+                   "training_config": cfg.to_dict(), "metadata": self.metadata}
+        write_json(self.output_folder / SUMMARY_FILE, summary)
+        logger.info("Finished: %s (best validation MED %s mm)", self.output_folder / FINAL,
+                    "n/a" if best_med is None else f"{best_med:.2f}")
+        return TrainingResult(self.output_folder, cfg.num_epochs - start_epoch, best_med, final_metrics, seconds)
+
+    def _epoch(self, epoch: int, network, optimizer, stream) -> dict:
+        cfg = self.config
+        t0 = time.perf_counter()
+        _seed_everything(cfg.seed, epoch)
+        lr = cfg.learning_rate_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        network.train()
+        sums: dict = {}
+        bar = tqdm(range(cfg.iterations_per_epoch), desc=f"epoch {epoch}/{cfg.num_epochs - 1}", unit="it",
+                   disable=not self.progress, leave=False)
+        for _ in bar:
+            batch = next(stream)
+            optimizer.zero_grad(set_to_none=True)
+            losses = self.method.compute_loss(network, batch, self.device)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()} (batch "
+                                         f"{batch.get('batch_index')}); lower the learning rate.")
+            loss.backward()
+            if cfg.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip_norm)
+            optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        record = {"epoch": epoch, "learning_rate": lr}
+        record.update({f"train_{k}": v / cfg.iterations_per_epoch for k, v in sums.items()})
+        network.eval()
+        metrics = self.method.validate(network, self.device)
+        record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+                       and math.isfinite(float(v))})
+        record["epoch_seconds"] = time.perf_counter() - t0
+        return record

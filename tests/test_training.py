@@ -1,0 +1,266 @@
+"""Shared trainer with TLT: splits, batch stream, augmentation, checkpoints, exact resume, CLI errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lesionnet.cli import plan_and_preprocess
+from lesionnet.cli import train as train_cli
+from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
+from lesionnet.planning import fingerprint as fp_module
+from lesionnet.preprocessing import preprocess as pre_module
+from lesionnet.preprocessing.loading import PreprocessedDataset
+from lesionnet.registration.affine import RegistrationSettings
+from lesionnet.training.augmentation import AugmentationConfig, flip_sample
+from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
+from lesionnet.training.config import TrainingConfig
+from lesionnet.training.run_training import TLT_PRESETS, train_model, training_output_folder
+from lesionnet.training.splits import fold_pair_ids, load_or_create_splits, make_patient_splits
+from lesionnet.training.tlt_data import CaseCache, PairBatchLoader, PairSampler, make_batch_stream
+from lesionnet.training.tlt_method import TLTMethod
+
+FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
+                                         iterations_similarity=20, iterations_affine=20, threads=1)
+DATASET = "Dataset501_SynthLesionTracking"
+TINY = dict(num_epochs=3, iterations_per_epoch=2, batch_size=2, learning_rate=1e-3, seed=3, max_val_pairs=4)
+
+
+@pytest.fixture(scope="module")
+def preprocessed_501(tmp_path_factory):
+    """A tiny Dataset501 (4 patients), planned and preprocessed once for this module."""
+    root = tmp_path_factory.mktemp("train501")
+    dirs = {name: root / name for name in ("raw", "preprocessed")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("lesionnet_raw", str(dirs["raw"]))
+        mp.setenv("lesionnet_preprocessed", str(dirs["preprocessed"]))
+        mp.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+        mp.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
+        mp.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
+        generate_tracking_dataset(dirs["raw"] / DATASET, TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)),
+                                  seed=0, progress=False)
+        assert plan_and_preprocess.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "2", "--no_progress"]) == 0
+    return dirs
+
+
+@pytest.fixture
+def env_501(preprocessed_501, tmp_path, monkeypatch):
+    monkeypatch.setenv("lesionnet_raw", str(preprocessed_501["raw"]))
+    monkeypatch.setenv("lesionnet_preprocessed", str(preprocessed_501["preprocessed"]))
+    monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _tiny_method(data: PreprocessedDataset, train_ids=None, val_ids=None) -> TLTMethod:
+    pairs = data.pairs()
+    by_id = {p.pair_id: p for p in pairs}
+    train = [by_id[i] for i in train_ids] if train_ids else pairs
+    val = [by_id[i] for i in val_ids] if val_ids else pairs[:2]
+    network = {**data.configuration["network"], **TLT_PRESETS["tiny"]}
+    return TLTMethod(data.case, data.configuration, train, val, network)
+
+
+# ------------------------------------------------------------------------------------------ splits
+def test_patient_splits_keep_patients_together():
+    pair_patients = {f"P{p}_{i}": f"P{p}" for p in range(7) for i in range(3)}
+    splits = make_patient_splits(pair_patients, num_folds=5, seed=1)
+    assert len(splits) == 5
+    val_sets = [set(s["val"]) for s in splits]
+    assert set().union(*val_sets) == set(pair_patients) and sum(map(len, val_sets)) == len(pair_patients)
+    for split in splits:
+        train_patients = {pair_patients[p] for p in split["train"]}
+        val_patients = {pair_patients[p] for p in split["val"]}
+        assert not train_patients & val_patients and split["val"]
+    assert make_patient_splits({"a": "P0", "b": "P1"}, num_folds=5)[0]["val"] in (["a"], ["b"])
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        make_patient_splits({"a": "P0"})
+    train, val = fold_pair_ids(splits, "all")
+    assert val == [] and sorted(train) == sorted(pair_patients)
+    with pytest.raises(ValueError, match="fold 7"):
+        fold_pair_ids(splits, 7)
+
+
+def test_splits_file_is_created_once_and_validated(tmp_path):
+    pair_patients = {f"P{p}_{i}": f"P{p}" for p in range(4) for i in range(2)}
+    first = load_or_create_splits(tmp_path, pair_patients)
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["P0_0"], "val": ["P1_0"]}]))
+    assert load_or_create_splits(tmp_path, pair_patients) == [{"train": ["P0_0"], "val": ["P1_0"]}] != first
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["nope"], "val": []}]))
+    with pytest.raises(ValueError, match="splits_final.json.*nope"):
+        load_or_create_splits(tmp_path, pair_patients)
+
+
+# ------------------------------------------------------------------------------------------ batches
+def test_flip_moves_center_with_the_images():
+    search = np.zeros((1, 6, 8, 10), np.float32)
+    search[0, 1, 2, 3] = 1.0
+    sample = {"template": np.zeros((1, 4, 4, 4), np.float32), "template_gaussian": np.zeros((1, 4, 4, 4), np.float32),
+              "search": search, "search_prior": search.copy(), "target_center_zyx": np.array([1.0, 2.0, 3.0])}
+    flipped = flip_sample(sample, (0, 2))
+    z, y, x = np.unravel_index(np.argmax(flipped["search"][0]), (6, 8, 10))
+    np.testing.assert_allclose(flipped["target_center_zyx"], [z, y, x])
+    np.testing.assert_array_equal(flipped["search_prior"], flipped["search"])
+    assert sample["search"][0, 1, 2, 3] == 1.0, "the input is not modified"
+
+
+def test_batches_are_a_function_of_seed_and_index_in_any_worker(env_501):
+    data = PreprocessedDataset(501, "tlt")
+    cfg = data.configuration
+    sampler = PairSampler(CaseCache(lambda s: data.case(s, as_numpy=True)), cfg["template_patch_size_zyx"],
+                          cfg["search_patch_size_zyx"])
+    loader = PairBatchLoader(data.pairs(), sampler, 2, seed=5, first_batch=0)
+    batches = [next(loader) for _ in range(4)]
+    assert [b["batch_index"] for b in batches] == [0, 1, 2, 3]
+    b = batches[0]
+    assert b["search"].shape == (2, 1, *cfg["search_patch_size_zyx"]) and b["search"].dtype == np.float32
+    assert b["template_gaussian"].max() <= 1.0 and b["search_prior"].max() > 0.1
+    size = np.array(cfg["search_patch_size_zyx"])
+    assert ((b["target_center_zyx"] >= 0) & (b["target_center_zyx"] <= size - 1)).all()
+    # a loader starting at batch 2 (a resumed run) sees batches 2, 3
+    resumed = PairBatchLoader(data.pairs(), sampler, 2, seed=5, first_batch=2)
+    for expected in batches[2:]:
+        got = next(resumed)
+        for key in ("template", "search", "search_prior", "target_center_zyx"):
+            np.testing.assert_array_equal(got[key], expected[key])
+    # two batchgenerators worker processes give the same stream
+    workers = make_batch_stream(PairBatchLoader(data.pairs(), sampler, 2, seed=5, num_workers=2), 2)
+    try:
+        for expected in batches:
+            got = next(workers)
+            assert got["batch_index"] == expected["batch_index"]
+            np.testing.assert_array_equal(got["search"], expected["search"])
+    finally:
+        workers._finish()
+    other_seed = next(PairBatchLoader(data.pairs(), sampler, 2, seed=6))
+    assert not np.array_equal(other_seed["search"], batches[0]["search"])
+
+
+def test_no_augmentation_keeps_the_target_under_the_label(env_501):
+    data = PreprocessedDataset(501, "tlt")
+    cfg = data.configuration
+    sampler = PairSampler(CaseCache(lambda s: data.case(s, as_numpy=True)), cfg["template_patch_size_zyx"],
+                          cfg["search_patch_size_zyx"], search_offset_fraction=0.0, template_jitter_voxels=0)
+    pair = data.pairs()[0]
+    sample = sampler.sample(pair, np.random.default_rng(0))
+    target = data.case(pair.target, as_numpy=True)
+    start = np.asarray(pair.target_center_xyz)[::-1] - sample["target_center_zyx"]
+    np.testing.assert_allclose(start, np.round(start))
+    # the prior Gaussian peaks at the prior center
+    peak = np.array(np.unravel_index(np.argmax(sample["search_prior"][0]), sample["search_prior"].shape[1:]))
+    assert np.abs(peak + start - np.asarray(pair.prior_center_xyz)[::-1]).max() <= 1.0
+    assert target.image.shape == target.geometry.shape_zyx
+
+
+# ------------------------------------------------------------------------------------------ trainer
+def test_training_writes_checkpoints_logs_and_plot(env_501):
+    result = train_model(501, "tlt", 0, preset="tiny", progress=False, **TINY)
+    out = training_output_folder(DATASET, "tlt", 0)
+    assert result.output_folder == out
+    for name in (LATEST, BEST, FINAL, "training_log.txt", "progress.png", "training_summary.json", "network.json"):
+        assert (out / name).is_file(), name
+    checkpoint = torch.load(out / FINAL, weights_only=True)
+    assert checkpoint["epoch"] == 3 and len(checkpoint["history"]) == 3
+    record = checkpoint["history"][-1]
+    for key in ("train_loss", "train_focal", "train_l1_mm", "val_med_mm", "val_cpm_10mm", "val_cpm_radius",
+                "learning_rate", "epoch_seconds"):
+        assert key in record, key
+    assert 0.0 <= record["val_cpm_10mm"] <= 100.0 and record["val_med_mm"] >= 0.0
+    assert load_checkpoint(out / BEST)["best_val_med_mm"] == min(h["val_med_mm"] for h in checkpoint["history"])
+    log = (out / "training_log.txt").read_text()
+    assert "epoch 2:" in log and "Finished" in log
+    splits = json.loads((Path(os.environ["lesionnet_preprocessed"]) / DATASET / "splits_final.json").read_text())
+    patients = {p.patient for p in PreprocessedDataset(501, "tlt").pairs()}
+    assert checkpoint["metadata"]["fold"] == "0" and len(splits) == min(5, len(patients)) == 3
+
+
+def test_seeded_runs_are_identical_and_resume_is_exact(env_501, monkeypatch):
+    data = PreprocessedDataset(501, "tlt")
+    from lesionnet.training.trainer import Trainer
+
+    def run(folder, resume=False, method=None, **overrides):
+        config = TrainingConfig(**{**TINY, **overrides})
+        return Trainer(method or _tiny_method(data), config, folder, resume=resume, progress=False).run()
+
+    run(env_501 / "a")
+    run(env_501 / "b")
+    a = load_checkpoint(env_501 / "a" / FINAL)["model"]
+    b = load_checkpoint(env_501 / "b" / FINAL)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same weights"
+
+    # interrupt during epoch 2 (after checkpoint_latest of epoch 1), then continue
+    method = _tiny_method(data)
+    real = method.compute_loss
+    calls = []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2 * TINY["iterations_per_epoch"] + 1:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(method, "compute_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(env_501 / "c", method=method)
+    assert load_checkpoint(env_501 / "c" / LATEST)["epoch"] == 2 and not (env_501 / "c" / FINAL).exists()
+    run(env_501 / "c", resume=True)
+    c = load_checkpoint(env_501 / "c" / FINAL)
+    assert all(torch.equal(a[k], c["model"][k]) for k in a), "resumed run ends with the uninterrupted weights"
+    assert [h["epoch"] for h in c["history"]] == [0, 1, 2]
+
+
+def test_truncated_checkpoint_is_a_clear_error_never_a_restart(env_501, caplog):
+    args = ["501", "tlt", "0", "--preset", "tiny", "--epochs", "1", "--iterations", "1", "--max_val_pairs", "2",
+            "--no_progress"]
+    assert train_cli.main(args) == 0
+    latest = training_output_folder(DATASET, "tlt", 0) / LATEST
+    truncated = latest.read_bytes()[: latest.stat().st_size // 2]
+    latest.write_bytes(truncated)
+    with pytest.raises(CheckpointError, match="checkpoint_latest.pth"):
+        load_checkpoint(latest)
+    assert train_cli.main(args + ["--c"]) == 1
+    assert "checkpoint_latest.pth: cannot read this checkpoint" in caplog.text
+    assert latest.read_bytes() == truncated, "nothing was trained or overwritten"
+    assert not (latest.parent / FINAL).stat().st_mtime_ns > latest.stat().st_mtime_ns
+
+
+def test_cli_errors(env_501, caplog):
+    assert train_cli.main(["501", "tlt", "9", "--preset", "tiny", "--epochs", "1", "--no_progress"]) == 1
+    assert "fold 9" in caplog.text
+    assert train_cli.main(["501", "tlt", "0", "--plans", "nope", "--no_progress"]) == 1
+    assert "nope.json" in caplog.text
+
+
+def test_killed_training_continues_with_c_to_the_same_weights(env_501, tmp_path):
+    """A real kill (SIGKILL) of lesionnet_train mid-epoch, then ``--c``."""
+    base = [sys.executable, "-m", "lesionnet.cli.train", "501", "tlt", "0", "--preset", "tiny", "--epochs", "4",
+            "--iterations", "6", "--seed", "1", "--threads", "1", "--max_val_pairs", "2", "--no_progress"]
+    env = dict(os.environ)
+    folder = training_output_folder(DATASET, "tlt", 0)
+    env_ref = dict(env, lesionnet_results=str(tmp_path / "reference"))
+    subprocess.run(base, env=env_ref, check=True, capture_output=True, timeout=300)
+    reference = load_checkpoint(tmp_path / "reference" / DATASET / folder.parent.name / "fold_0" / FINAL)["model"]
+
+    process = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        latest = folder / LATEST
+        if latest.exists() and load_checkpoint(latest)["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed; make it longer"
+    time.sleep(0.3)                                      # well inside the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (folder / FINAL).exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+    subprocess.run(base + ["--c"], env=env, check=True, capture_output=True, timeout=300)
+    resumed = load_checkpoint(folder / FINAL)
+    assert all(torch.equal(reference[k], resumed["model"][k]) for k in reference)
