@@ -13,8 +13,14 @@ from lesionnet import paths
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, dataset_folder_name, find_dataset_folder
 from lesionnet.datasets.geometry import Geometry, xyz_to_zyx, zyx_to_xyz
 from lesionnet.datasets.image_io import ImageReadError, read_geometry, read_image, write_image
-from lesionnet.datasets.raw_format import (DatasetFormatError, RawDataset, TrackingPair, load_pairs,
-                                           make_dataset_json, save_pairs)
+from lesionnet.datasets.raw_format import (
+    DatasetFormatError,
+    RawDataset,
+    TrackingPair,
+    load_pairs,
+    make_dataset_json,
+    save_pairs,
+)
 from lesionnet.utils.files import atomic_path, write_json
 
 

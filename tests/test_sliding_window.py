@@ -11,8 +11,13 @@ import torch
 
 from lesionnet.inference import sliding_window as sw
 from lesionnet.inference.gaussian import gaussian_factors, gaussian_importance_map
-from lesionnet.inference.sliding_window import (auto_batch_size, compute_steps, predict_sliding_window,
-                                                predict_sliding_window_paired, window_slices)
+from lesionnet.inference.sliding_window import (
+    auto_batch_size,
+    compute_steps,
+    predict_sliding_window,
+    predict_sliding_window_paired,
+    window_slices,
+)
 
 PATCH = (8, 16, 12)
 SHAPES = {

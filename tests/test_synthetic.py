@@ -11,14 +11,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from lesionnet.cli import make_synthetic
 from lesionnet.datasets.dataset_id import find_dataset_folder
 from lesionnet.datasets.image_io import read_geometry, read_image
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.datasets.synthetic import (DatasetExistsError, LymphNodeConfig, TrackingConfig,
-                                          generate_lymph_node_dataset, generate_tracking_dataset,
-                                          make_lymph_node_case, make_patient, make_tracking_pair)
+from lesionnet.datasets.synthetic import (
+    DatasetExistsError,
+    LymphNodeConfig,
+    TrackingConfig,
+    generate_lymph_node_dataset,
+    generate_tracking_dataset,
+    make_lymph_node_case,
+    make_patient,
+    make_tracking_pair,
+)
 from lesionnet.datasets.synthetic.transforms import AffinePose, FourierDisplacement, WorldToCanonical
-from lesionnet.cli import make_synthetic
 
 # nominal spacing 6 × 5 × 5 mm: coarse but every lesion (radius >= 3 mm) still covers voxel centers
 SMALL_TRACKING = TrackingConfig(nominal_shape_zyx=(24, 56, 56))

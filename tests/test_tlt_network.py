@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from lesionnet.networks.tlt import (PAPER_PARAMETER_COUNT, TLTConfig, argmax_center_zyx, build_tlt,
-                                   count_parameters, feature_voxel_centers_zyx, predict_center,
-                                   resize_to_grid, select_template_tokens)
+from lesionnet.networks.tlt import (
+    PAPER_PARAMETER_COUNT,
+    TLTConfig,
+    argmax_center_zyx,
+    build_tlt,
+    count_parameters,
+    feature_voxel_centers_zyx,
+    predict_center,
+    resize_to_grid,
+    select_template_tokens,
+)
 from lesionnet.registration.anatomy_maps import tlt_gaussian, tlt_keep_radius
-from lesionnet.training.losses import (TLTLoss, TLTLossConfig, center_l1_mm, focal_loss,
-                                       tlt_gaussian_label)
+from lesionnet.training.losses import TLTLoss, TLTLossConfig, center_l1_mm, focal_loss, tlt_gaussian_label
 
 TEMPLATE = (16, 32, 32)     # feature grid 2 x 4 x 4
 SEARCH = (24, 48, 48)       # feature grid 3 x 6 x 6
@@ -199,6 +206,23 @@ def test_raam_switch(paper_model):
         d = no_raam(template, tg, search, other_prior)["logits"]
         e = no_raam(template, tg, search, None)["logits"]
     assert torch.equal(c, d) and torch.equal(c, e)           # RAAM off: it does not
+
+
+def test_gaussian_input_channels_option():
+    template, tg, search, sp = make_batch(radii=(6.0,))
+    other_prior = gaussian(SEARCH, (5.0, 10.0, 40.0), 6.0)
+    torch.manual_seed(0)
+    model = build_tlt(TLTConfig.tiny(use_raam=False, gaussian_input_channels=True)).eval()
+    first_conv = next(m for m in model.extractor.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first_conv.in_channels == 2
+    with torch.no_grad():
+        a = model(template, tg, search, sp)["logits"]
+        b = model(template, tg, search, other_prior)["logits"]
+    assert (a - b).abs().max() > 1e-4, "without RAAM the prior still reaches the network through its input"
+    with pytest.raises(ValueError, match="search_prior is required"):
+        model(template, tg, search, None)
+    paper = build_tlt()
+    assert next(m for m in paper.extractor.modules() if isinstance(m, torch.nn.Conv3d)).in_channels == 1
 
 
 def test_no_global_regression_returns_argmax_center():

@@ -9,10 +9,20 @@ import numpy as np
 import pytest
 
 from lesionnet.datasets.raw_format import TrackingPair, save_pairs
-from lesionnet.evaluation import (PREDICTIONS_FORMAT, PredictionFormatError, compare_predictions, detect_form,
-                                  evaluate_predictions, evaluate_tracking, evaluate_tracking_file,
-                                  load_tracking_predictions, make_prediction_record, prediction_record_from_pair,
-                                  read_predictions, write_predictions)
+from lesionnet.evaluation import (
+    PREDICTIONS_FORMAT,
+    PredictionFormatError,
+    compare_predictions,
+    detect_form,
+    evaluate_predictions,
+    evaluate_tracking,
+    evaluate_tracking_file,
+    load_tracking_predictions,
+    make_prediction_record,
+    prediction_record_from_pair,
+    read_predictions,
+    write_predictions,
+)
 from lesionnet.evaluation.prediction_io import scan_key
 from lesionnet.evaluation.tracking_metrics import SUMMARY_KEYS, dls_radius_mm, paired_ttest
 

@@ -20,7 +20,7 @@ from lesionnet.planning import fingerprint as fp_module
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.registration.affine import RegistrationSettings
-from lesionnet.training.augmentation import AugmentationConfig, flip_sample
+from lesionnet.training.augmentation import flip_sample
 from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
 from lesionnet.training.config import TrainingConfig
 from lesionnet.training.run_training import TLT_PRESETS, train_model, training_output_folder
@@ -264,3 +264,43 @@ def test_killed_training_continues_with_c_to_the_same_weights(env_501, tmp_path)
     subprocess.run(base + ["--c"], env=env, check=True, capture_output=True, timeout=300)
     resumed = load_checkpoint(folder / FINAL)
     assert all(torch.equal(reference[k], resumed["model"][k]) for k in reference)
+
+
+# ------------------------------------------------------------------------------------------ predict with TLT
+def test_predict_finds_the_trained_model_and_writes_heatmaps(env_501, tmp_path, monkeypatch, caplog):
+    from lesionnet.cli import predict as predict_cli
+    from lesionnet.evaluation.prediction_io import read_predictions
+    from lesionnet.inference import tlt_predictor
+
+    monkeypatch.setattr(tlt_predictor, "RegistrationSettings", lambda **k: FAST_REGISTRATION)
+    images = Path(os.environ["lesionnet_raw"]) / DATASET / "imagesTs"
+    out = tmp_path / "pred"
+    assert predict_cli.main(["-i", str(images), "-o", str(out), "-m", "tlt", "--no_progress"]) == 1
+    assert "no trained model" in caplog.text and "lesionnet_train" in caplog.text
+
+    train_model(501, "tlt", 0, preset="tiny", progress=False, **{**TINY, "num_epochs": 1})
+    assert predict_cli.main(["-i", str(images), "-o", str(out), "-m", "tlt", "--save_heatmaps", "--checkpoint", "best",
+                             "--no_progress"]) == 0
+    predictions = read_predictions(out / "predictions.json")
+    raw_pairs = json.loads((Path(os.environ["lesionnet_raw"]) / DATASET / "pairsTs.json").read_text())
+    assert predictions["method"] == "tlt" and predictions["folds"] == ["0"]
+    assert len(predictions["results"]) == len(raw_pairs)
+    for record in predictions["results"]:
+        assert np.isfinite(record["predict target center"]).all()
+        heatmap = out / "heatmaps" / f"{record['pair_id']}.nii.gz"
+        assert heatmap.is_file()
+    # chained prediction runs through the same tracker
+    assert predict_cli.main(["-i", str(images), "-o", str(tmp_path / "chain"), "-m", "tlt", "--chain", "-f", "0",
+                             "--no_progress"]) == 0
+    chained = read_predictions(tmp_path / "chain" / "predictions.json")
+    assert chained["method"] == "tlt+chain" and all("chain" in r for r in chained["results"])
+    # a second trained model makes the choice ambiguous: the error lists both
+    second = training_output_folder(DATASET, "tlt", 0, plans_name="other_plans")
+    second.mkdir(parents=True)
+    (second / FINAL).write_bytes((training_output_folder(DATASET, "tlt", 0) / FINAL).read_bytes())
+    caplog.clear()
+    assert predict_cli.main(["-i", str(images), "-o", str(tmp_path / "x"), "-m", "tlt", "--no_progress"]) == 1
+    assert "2 trained models" in caplog.text and "other_plans" in caplog.text
+    assert predict_cli.main(["-i", str(images), "-o", str(tmp_path / "y"), "-m", "tlt", "--plans", "lesionnet_plans",
+                             "-f", "3", "--no_progress"]) == 1
+    assert "fold(s) 3" in caplog.text

@@ -4,11 +4,15 @@ Steps, each an importable lesionnet function, each skipped when its output alrea
 
 1. generate Dataset501_SynthLesionTracking (``lesionnet_make_synthetic -d 501``);
 2. check it (``lesionnet_verify_dataset -d 501``);
-3. track the test pairs with every available method (``lesionnet_predict``) and score them with
-   the DLS conventions (``lesionnet_evaluate_tracking``), side by side;
-4. print the comparison table and write it, with the JSON, to the results folder.
+3. fingerprint, plan and preprocess it (``lesionnet_plan_and_preprocess -d 501``);
+4. train a small TLT on fold 0 (``lesionnet_train 501 tlt 0 --preset small`` with the demo's epoch
+   budget, about 10 minutes on 2 CPU cores; ``--c`` semantics: a finished run is reused);
+5. track the test pairs with identity, affine and TLT (``lesionnet_predict``) and score them with the
+   DLS conventions (``lesionnet_evaluate_tracking``), side by side;
+6. print the comparison table and write it, with the JSON, to the results folder.
 
-Data go to ``$lesionnet_raw`` / ``$lesionnet_results`` (defaults: ``~/lesionnet_data/...``).
+Data go to ``$lesionnet_raw`` / ``$lesionnet_preprocessed`` / ``$lesionnet_results`` (defaults:
+``~/lesionnet_data/...``).
 """
 from __future__ import annotations
 
@@ -21,25 +25,33 @@ from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_fol
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.datasets.verify import verify_dataset_report
 from lesionnet.evaluation.tracker_comparison import compare_trackers, markdown_table
-from lesionnet.inference.affine_tracker import TRACKING_BASELINES
+from lesionnet.inference.predict_tracking import LearnedModelOptions
+from lesionnet.training.checkpoints import FINAL
+from lesionnet.training.run_training import train_model, training_output_folder
 from lesionnet.utils.files import write_json, write_text
 from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_demo")
 DEMO_DATASET_ID = 501
+DEMO_METHODS = ("identity", "affine", "tlt")
+#: the demo's TLT training: the CPU-sized network, 30 epochs of 40 steps of 4 pairs
+DEMO_TRAINING = {"preset": "small", "num_epochs": 30, "iterations_per_epoch": 40, "batch_size": 4,
+                 "learning_rate": 1e-3, "max_val_pairs": 40, "seed": 0}
 
 
-def run_demo(seed: int = 0, methods=TRACKING_BASELINES[::-1], progress: bool = True) -> dict:
-    """Run the demo; returns the comparison (see :func:`compare_trackers`)."""
+def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, training: dict | None = None) -> dict:
+    """Run the demo; returns the comparison (see :func:`compare_trackers`) with the training time."""
+    from lesionnet.cli.plan_and_preprocess import run as plan_and_preprocess
+
     try:
         dataset_folder = find_dataset_folder(DEMO_DATASET_ID)
-        logger.info("Step 1/3: using the existing %s", dataset_folder)
+        logger.info("Step 1/5: using the existing %s", dataset_folder)
     except DatasetNotFoundError:
-        logger.info("Step 1/3: generating the synthetic tracking dataset (seed %d)", seed)
+        logger.info("Step 1/5: generating the synthetic tracking dataset (seed %d)", seed)
         generate_tracking_dataset(None, TrackingConfig(), seed=seed, progress=progress)
         dataset_folder = find_dataset_folder(DEMO_DATASET_ID)
 
-    logger.info("Step 2/3: verifying %s", dataset_folder.name)
+    logger.info("Step 2/5: verifying %s", dataset_folder.name)
     report = verify_dataset_report(dataset_folder, progress=progress)
     if report.errors:
         for problem in report.errors:
@@ -48,9 +60,28 @@ def run_demo(seed: int = 0, methods=TRACKING_BASELINES[::-1], progress: bool = T
                            "(lesionnet_make_synthetic -d 501 --overwrite).")
     logger.info("%s", report.summary())
 
+    training_seconds = None
+    if any(m == "tlt" for m in methods):
+        logger.info("Step 3/5: fingerprint, plans and preprocessing")
+        plan_and_preprocess(DEMO_DATASET_ID, progress=progress)
+        settings = dict(DEMO_TRAINING, **(training or {}))
+        preset = settings.pop("preset")
+        folder = training_output_folder(dataset_folder.name, "tlt", 0)
+        if (folder / FINAL).is_file():
+            logger.info("Step 4/5: using the trained TLT in %s", folder)
+        else:
+            logger.info("Step 4/5: training a %s TLT on fold 0 (%s)", preset, settings)
+            result = train_model(DEMO_DATASET_ID, "tlt", 0, preset=preset, resume=True, progress=progress,
+                                 **settings)
+            training_seconds = result.seconds
     output_folder = paths.results_dir() / dataset_folder.name / "demo"
-    logger.info("Step 3/3: tracking the test pairs with %s", ", ".join(methods))
-    results = compare_trackers(dataset_folder, output_folder / "predictions", methods=methods, progress=progress)
+    logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(methods))
+    options = LearnedModelOptions(dataset=dataset_folder.name, folds=("0",), plans_name="lesionnet_plans")
+    results = compare_trackers(dataset_folder, output_folder / "predictions", methods=methods, progress=progress,
+                               model_options=options)
+    results["predictions_folder"] = str(output_folder / "predictions")
+    if training_seconds is not None:
+        results["tlt_training_seconds"] = training_seconds
     write_json(output_folder / "comparison.json", results)
     write_text(output_folder / "comparison.md", markdown_table(results) + "\n")
     logger.info("Wrote %s", output_folder / "comparison.md")

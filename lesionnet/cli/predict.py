@@ -5,9 +5,11 @@ import argparse
 import logging
 import sys
 
-from lesionnet.inference.affine_tracker import TRACKING_BASELINES
-from lesionnet.inference.predict_tracking import predict_tracking
+from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
+from lesionnet.inference.model_discovery import ModelNotFoundError
+from lesionnet.inference.predict_tracking import TRACKING_METHODS, LearnedModelOptions, predict_tracking
 from lesionnet.inference.tracking_input import TrackingInputError
+from lesionnet.training.checkpoints import CHECKPOINT_NAMES, CheckpointError
 from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_predict")
@@ -20,8 +22,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "a pairs file (IN/pairs.json, or the dataset's pairsTs.json when IN is its imagesTs).")
     parser.add_argument("-i", "--input", required=True, help="input folder with scans (and pairs.json)")
     parser.add_argument("-o", "--output", required=True, help="output folder; gets predictions.json")
-    parser.add_argument("-m", "--method", default="affine", choices=TRACKING_BASELINES,
-                        help="tracking method (default: affine)")
+    parser.add_argument("-m", "--method", default="affine", choices=TRACKING_METHODS,
+                        help="tracking method (default: affine); learned trackers need a trained model")
+    parser.add_argument("-d", "--dataset", default=None,
+                        help="dataset (id or name) whose trained model to use (default: the dataset IN belongs to, "
+                             "or the only one with a trained model)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to use (default: all trained folds; several folds are averaged)")
+    parser.add_argument("--checkpoint", default="final", choices=sorted(CHECKPOINT_NAMES),
+                        help="which checkpoint of each fold (default: final)")
+    parser.add_argument("--plans", default=None, help="plans name of the model (when several were trained)")
+    parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--save_heatmaps", action="store_true",
+                        help="learned trackers: write OUT/heatmaps/{pair_id}.nii.gz (the blended heatmap)")
+    parser.add_argument("--chain", action="store_true",
+                        help="carry each lesion through the patient's intermediate scans, each prediction seeding "
+                             "the next (multi-follow-up)")
     parser.add_argument("--pairs", default=None, help="pairs file (raw format) if not in the default place")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="reuse the finished cases of an earlier (e.g. killed) run in OUT; predict only the rest")
@@ -36,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:
+        dataset = find_dataset_folder(args.dataset).name if args.dataset is not None else None
+        options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
+                                      checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
+                                      device=args.device)
         run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
-                               save_overlays=args.save_overlays, progress=not args.no_progress)
-    except (TrackingInputError, ValueError, FileNotFoundError) as e:
+                               save_overlays=args.save_overlays, progress=not args.no_progress,
+                               model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain)
+    except (TrackingInputError, ValueError, FileNotFoundError, ModelNotFoundError, CheckpointError,
+            DatasetNotFoundError) as e:
         logger.error("%s", e)
         return 1
     print(f"Predictions for {run.num_pairs} pairs written to {run.predictions_path}")

@@ -23,11 +23,14 @@ from lesionnet.inference.predict_tracking import predict_tracking
 
 
 def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike,
-                     methods=("identity", "affine"), split: str = "Ts", progress: bool = True) -> dict:
+                     methods=("identity", "affine"), split: str = "Ts", progress: bool = True,
+                     model_options=None) -> dict:
     """Predict and evaluate ``methods`` on ``split`` of a raw tracking dataset.
 
     Returns ``{"dataset", "split", "n_pairs", "methods": {name: {metrics..., "seconds_per_pair",
     "wall_seconds", "vs_reference": {...}}}}``; predictions go to ``output_folder/<method>/``.
+    ``model_options`` (:class:`~lesionnet.inference.predict_tracking.LearnedModelOptions`) choose the
+    trained model of learned trackers.
     """
     dataset = RawDataset(dataset_folder)
     output_folder = Path(output_folder)
@@ -36,7 +39,8 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     for method in methods:
         start = time.perf_counter()
         run = predict_tracking(dataset.images_dir(split), output_folder / method, method,
-                               pairs_path=dataset.pairs_path(split), progress=progress)
+                               pairs_path=dataset.pairs_path(split), progress=progress,
+                               model_options=model_options)
         if not run.ok:
             raise RuntimeError(f"{method}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
         path = run.predictions_path

@@ -7,6 +7,12 @@ network run) is done once per case. Output folder layout::
     OUT/predictions.json                all cases (lesionnet format = a DLS results file)
     OUT/markups/{target}.mrk.json       predicted centers per target scan, for 3D Slicer
     OUT/overlays/{pair_id}.png          with save_overlays: slices through each prediction
+    OUT/heatmaps/{pair_id}.nii.gz       with save_heatmaps (learned trackers): the blended heatmap
+
+Methods: the registration baselines (``affine``, ``identity``) and the learned trackers (``tlt``), whose
+trained model is found with :func:`lesionnet.inference.model_discovery.find_trained_model`. With
+``chain=True`` a lesion is carried through a patient's intermediate scans
+(:mod:`lesionnet.inference.chains`): each case's pairs go hop by hop, each prediction seeding the next.
 
 A killed run leaves only complete case files (never a partial one); ``resume`` (``--continue``)
 reuses every complete case file whose pairs match and predicts only the rest. A scan that exists
@@ -27,6 +33,7 @@ from lesionnet.datasets.image_io import ImageReadError, read_image
 from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, TrackingPair
 from lesionnet.evaluation.prediction_io import write_predictions
 from lesionnet.inference.affine_tracker import TRACKING_BASELINES, track_scan_pair
+from lesionnet.inference.chains import predict_chained
 from lesionnet.inference.markups import write_markups
 from lesionnet.inference.overlays import save_tracking_overlay
 from lesionnet.inference.tracking_input import TrackingInput, load_tracking_input
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILENAME = "predictions.json"
 CASES_FOLDER = "cases"
+LEARNED_TRACKERS = ("tlt",)
+TRACKING_METHODS = TRACKING_BASELINES + LEARNED_TRACKERS
 
 
 @dataclass
@@ -80,14 +89,54 @@ def _load_finished_case(path: Path, pairs: list[TrackingPair], method: str) -> l
     return case["results"]
 
 
+@dataclass
+class LearnedModelOptions:
+    """Which trained model ``predict_tracking`` uses for a learned tracker, and how it runs it."""
+
+    dataset: str | None = None           # dataset name (default: the one the input folder belongs to)
+    folds: tuple | None = None           # default: every fold with the checkpoint
+    checkpoint: str = "final"            # final | best | latest
+    plans_name: str | None = None
+    step_size: float = 0.5
+    device: str = "cpu"
+    search_region_zyx: tuple | None = None
+
+
+def make_case_tracker(method: str, input_folder: Path, output_folder: Path, settings: RegistrationSettings | None,
+                      model_options: LearnedModelOptions | None, save_heatmaps: bool):
+    """``(tracker(tracking_input, pairs) -> records, description dict)`` for ``method``."""
+    if method in TRACKING_BASELINES:
+        settings_used = (settings or RegistrationSettings()).to_dict() if method == "affine" else {}
+        return (lambda ti, pairs: track_scan_pair(ti, pairs, method, settings)), {"registration": settings_used}
+    from lesionnet.inference.model_discovery import find_trained_model
+    from lesionnet.inference.tlt_predictor import TLTCaseTracker
+    options = model_options or LearnedModelOptions()
+    dataset = options.dataset or dataset_name_of(input_folder.resolve())
+    model = find_trained_model(dataset, method, options.folds, options.plans_name, options.checkpoint)
+    logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
+    tracker = TLTCaseTracker(model, options.checkpoint, options.device, options.step_size, options.search_region_zyx,
+                             output_folder / "heatmaps" if save_heatmaps else None)
+    return tracker, {"model": str(model.folder), "folds": list(model.folds), "checkpoint": options.checkpoint,
+                     "registration": tracker.registration_settings.to_dict()}
+
+
 def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.PathLike, method: str = "affine",
                      pairs_path: str | os.PathLike | None = None, settings: RegistrationSettings | None = None,
-                     resume: bool = False, save_overlays: bool = False, progress: bool = True) -> PredictionRun:
+                     resume: bool = False, save_overlays: bool = False, progress: bool = True,
+                     model_options: LearnedModelOptions | None = None, save_heatmaps: bool = False,
+                     chain: bool = False) -> PredictionRun:
     """Track every pair of ``input_folder`` with ``method`` into ``output_folder`` (see module docstring)."""
-    if method not in TRACKING_BASELINES:
-        raise ValueError(f"method '{method}' is not available for prediction; choose one of {TRACKING_BASELINES}.")
+    if method not in TRACKING_METHODS:
+        raise ValueError(f"method '{method}' is not available for prediction; choose one of {TRACKING_METHODS}.")
+    if save_heatmaps and method not in LEARNED_TRACKERS:
+        raise ValueError(f"--save_heatmaps needs a learned tracker ({', '.join(LEARNED_TRACKERS)}); "
+                         f"'{method}' makes no heatmap.")
     output_folder = Path(output_folder)
     tracking_input = load_tracking_input(input_folder, pairs_path, skip_unreadable=True)
+    tracker, description = make_case_tracker(method, Path(input_folder), output_folder, settings, model_options,
+                                             save_heatmaps)
+    case_method = f"{method}+chain" if chain else method
+    hop_cache: dict = {}
     run = PredictionRun(output_folder / PREDICTIONS_FILENAME, failed=dict(tracking_input.skipped))
     for pair_id, reason in tracking_input.skipped.items():
         logger.error("Skipping pair '%s': %s", pair_id, reason)
@@ -97,28 +146,29 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     records: list[dict] = []
     for (source, target), pairs in tqdm(groups.items(), desc=f"{method} tracking", unit="case", disable=not progress):
         path = case_path(output_folder, source, target)
-        finished = _load_finished_case(path, pairs, method) if resume else None
+        finished = _load_finished_case(path, pairs, case_method) if resume else None
         if finished is not None:
             records.extend(finished)
             run.cases_reused += 1
             continue
         try:
-            case_records = track_scan_pair(tracking_input, pairs, method, settings)
+            if chain:
+                case_records = predict_chained(tracking_input, pairs, tracker, progress=False, cache=hop_cache)
+            else:
+                case_records = tracker(tracking_input, pairs)
         except ImageReadError as e:
             logger.error("Skipping case %s -> %s: %s", source, target, e)
             run.failed.update({p.pair_id: str(e) for p in pairs})
             continue
-        write_json(path, {"method": method, "source": source, "target": target,
+        write_json(path, {"method": case_method, "source": source, "target": target,
                           "pair_ids": [p.pair_id for p in pairs], "results": case_records})
         records.extend(case_records)
         run.cases_predicted += 1
         if save_overlays:
             _save_overlays(tracking_input, target, pairs, case_records, output_folder / "overlays")
 
-    settings_used = (settings or RegistrationSettings()).to_dict() if method == "affine" else {}
-    write_predictions(run.predictions_path, records, method, dataset_name_of(tracking_input.folder.resolve()),
-                      pairs_file=str(tracking_input.pairs_path), registration=settings_used,
-                      failed_pairs=run.failed)
+    write_predictions(run.predictions_path, records, case_method, dataset_name_of(tracking_input.folder.resolve()),
+                      pairs_file=str(tracking_input.pairs_path), failed_pairs=run.failed, **description)
     _save_markups(records, output_folder / "markups")
     run.num_pairs = len(records)
     logger.info("Wrote %s (%d pairs; %d cases predicted, %d reused, %d pairs failed)", run.predictions_path,

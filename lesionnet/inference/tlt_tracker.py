@@ -86,8 +86,9 @@ def track_lesion(tlt: TLT, source_image_zyx, source_center_xyz, source_radius_mm
     r_start = np.asarray(centered_start_zyx(prior_center_xyz, region))
     search = crop_zyx(target_image_zyx, r_start, region)[None]
     prior = gaussian_on_crop(prior_center_xyz, prior_radius_mm, r_start, region, target_spacing_xyz, "tlt")[None]
-    heatmap = predict_sliding_window_paired(HeatmapNetwork(tlt).train(tlt.training), template_t, _to_tensor(search, device),
-                                            search_size, prior=_to_tensor(prior, device), step_size=step_size,
+    network = HeatmapNetwork(tlt).train(tlt.training)
+    heatmap = predict_sliding_window_paired(network, template_t, _to_tensor(search, device), search_size,
+                                            prior=_to_tensor(prior, device), step_size=step_size,
                                             device=device)[0].numpy()
     peak_zyx = np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape), dtype=np.float64)
     peak_xyz = (r_start + peak_zyx)[::-1]

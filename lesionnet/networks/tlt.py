@@ -79,6 +79,10 @@ class TLTConfig:
         use_global_regression: False drops the regression head; the prediction is then the center of
             the arg-max feature voxel of the classification map (ablation "without global regression").
         positional_encoding: ``"sine"`` (fixed 3D sinusoidal, on feature-grid indices) or ``"none"``.
+        gaussian_input_channels: lesionnet option, off in the paper configuration: also feed the
+            template Gaussian and the search prior to the shared extractor as a second input channel
+            (DLT's input format), so every search token sees the prior directly and not only through
+            RAAM. It makes small networks trained briefly on a CPU learn the prior much faster.
         cls_prior: initial foreground probability of the classification bias (focal-loss prior init).
     """
 
@@ -103,6 +107,7 @@ class TLTConfig:
     use_global_regression: bool = True
     positional_encoding: str = "sine"
     cls_prior: float = 0.01
+    gaussian_input_channels: bool = False
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -253,7 +258,8 @@ class TLT(nn.Module):
         super().__init__()
         self.config = config = config if config is not None else TLTConfig()
         c = config.dim
-        self.extractor = ResNetEncoder3d(config.in_channels, config.channels[0], config.channels[1:],
+        extractor_channels = config.in_channels + (1 if config.gaussian_input_channels else 0)
+        self.extractor = ResNetEncoder3d(extractor_channels, config.channels[0], config.channels[1:],
                                          config.blocks_per_stage, config.stem_kernel, config.norm,
                                          config.negative_slope)
         self.stride = self.extractor.stride
@@ -294,8 +300,10 @@ class TLT(nn.Module):
         if template.shape[0] != search.shape[0]:
             raise ValueError(f"batch sizes differ: template {template.shape[0]}, search {search.shape[0]}")
         b = template.shape[0]
-        for name, m, ref, needed in (("template_gaussian", template_gaussian, template, cfg.use_sss),
-                                     ("search_prior", search_prior, search, cfg.use_raam)):
+        for name, m, ref, needed in (("template_gaussian", template_gaussian, template,
+                                      cfg.use_sss or cfg.gaussian_input_channels),
+                                     ("search_prior", search_prior, search,
+                                      cfg.use_raam or cfg.gaussian_input_channels)):
             if m is None:
                 if needed:
                     raise ValueError(f"{name} is required by this configuration (use_sss={cfg.use_sss}, "
@@ -344,8 +352,12 @@ class TLT(nn.Module):
         """
         cfg = self.config
         self._check_inputs(template, template_gaussian, search, search_prior)
-        f_t = self.extractor(template)
-        f_s = self.extractor(search)
+        if cfg.gaussian_input_channels:
+            f_t = self.extractor(torch.cat([template, template_gaussian.to(template.dtype)], dim=1))
+            f_s = self.extractor(torch.cat([search, search_prior.to(search.dtype)], dim=1))
+        else:
+            f_t = self.extractor(template)
+            f_s = self.extractor(search)
         b, c, dt, ht, wt = f_t.shape
         _, _, ds, hs, ws = f_s.shape
         t = f_t.flatten(2).transpose(1, 2)          # (B, Nt, C)

@@ -65,9 +65,10 @@ SAMPLES_PER_SCAN = 10_000
 QUANTILES = (0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5)
 #: registration settings of the prior-error estimate: 6 mm working spacing, two levels, single thread
 PRIOR_ERROR_REGISTRATION = RegistrationSettings(threads=1, working_spacing_mm=6.0, shrink_factors=(2, 1),
-                                                smoothing_sigmas_mm=(6.0, 0.0))
+                                                smoothing_sigmas_mm=(6.0, 0.0), iterations_similarity=80,
+                                                iterations_affine=80)
 #: scan pairs registered for the prior-error estimate (a seeded random sample when there are more)
-MAX_PRIOR_ERROR_SCAN_PAIRS = 16
+MAX_PRIOR_ERROR_SCAN_PAIRS = 12
 PLANNING_CACHE = "planning"
 
 

@@ -157,5 +157,6 @@ def get_configuration(plans: dict, method: str) -> dict:
                    + (f": {reason}" if reason else "") + f". Planned: {known}.")
 
 
-__all__ = ["PLANS_FILE", "DEFAULT_PLANS_NAME", "detect_memory_budget", "cpu_budget_bytes", "physical_memory_bytes", "plan_experiment",
+__all__ = ["PLANS_FILE", "DEFAULT_PLANS_NAME",
+           "detect_memory_budget", "cpu_budget_bytes", "physical_memory_bytes", "plan_experiment",
            "load_plans", "get_configuration", "plans_path_for"]

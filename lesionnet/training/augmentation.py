@@ -4,6 +4,9 @@
   Gaussian, the search image, the search prior and the target center together, so the pair still
   shows the same lesion in the same anatomy. (The random crop offsets of the sampler are the
   translation part.)
+* Prior jitter: the affine prior's center is moved by a random normal shift (``prior_jitter_mm`` per
+  axis) before the prior Gaussian is drawn, so that copying the prior is not the cheapest way to a low
+  loss and the network has to find the lesion in the image (applied by the sampler).
 * Intensity, with batchgenerators: multiplicative brightness, contrast and Gaussian noise, drawn
   independently for the template and the search patch (two scans differ in exactly these ways).
   The Gaussian maps are never changed by intensity transforms.
@@ -36,6 +39,7 @@ class AugmentationConfig:
     contrast_probability: float = 0.3
     noise_variance: tuple = (0.0, 0.05)
     noise_probability: float = 0.3
+    prior_jitter_mm: float = 6.0             # std of a random shift of the prior center, per axis (mm)
 
     def to_dict(self) -> dict:
         return asdict(self)

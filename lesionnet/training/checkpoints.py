@@ -51,8 +51,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e}). The file is "
                               "truncated or corrupt; delete it to start over, or restore it.") from e
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{path}: not a lesionnet checkpoint (missing keys "
-                              f"{[k for k in REQUIRED_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]}).")
+        missing = [k for k in REQUIRED_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+        raise CheckpointError(f"{path}: not a lesionnet checkpoint (missing keys {missing}).")
     if checkpoint["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {checkpoint['format']}, this lesionnet reads "
                               f"{CHECKPOINT_FORMAT}.")

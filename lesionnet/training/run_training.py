@@ -37,7 +37,8 @@ NETWORK_FILE = "network.json"
 TLT_PRESETS = {
     "plan": {},
     "small": {"channels": [16, 32, 48, 64], "num_heads": 4, "layers_per_line": 2, "ffn_dim": 128,
-              "head_hidden": 64, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3},
+              "head_hidden": 64, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3,
+              "gaussian_input_channels": True},
     "tiny": {"channels": [8, 16, 16, 24], "num_heads": 4, "layers_per_line": 1, "ffn_dim": 48,
              "head_hidden": 24, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3},
 }

@@ -9,7 +9,8 @@ One sample is built from a preprocessed pair (:class:`lesionnet.preprocessing.lo
 * ``search`` ``(1, Zs, Ys, Xs)``: the target scan cropped around the *affine prior* plus a random
   offset (uniform, at most ``search_offset_fraction`` × patch per axis, and never so far that the
   target center leaves the patch's inner part);
-* ``search_prior`` ``(1, Zs, Ys, Xs)``: the prior Gaussian ``T_aff(G_t)`` on the search crop (RAAM);
+* ``search_prior`` ``(1, Zs, Ys, Xs)``: the prior Gaussian ``T_aff(G_t)`` on the search crop (RAAM),
+  its center optionally jittered (``prior_jitter_mm``);
 * ``target_center_zyx`` (3,) search-patch voxels, ``target_radius_mm``, ``spacing_zyx`` (3,) mm.
 
 Batches are stacked to ``(B, ...)`` float32 arrays. A batch depends only on ``(seed, batch index)``:
@@ -65,16 +66,18 @@ class PairSampler:
         search_offset_fraction: largest random shift of the search crop from the prior, per axis, as a
             fraction of the search patch.
         template_jitter_voxels: largest random shift of the template crop from the source center.
+        prior_jitter_mm: std (mm, per axis) of a random normal shift of the prior center (augmentation).
     """
 
     def __init__(self, load_case, template_size_zyx, search_size_zyx, kind: str = "tlt",
-                 search_offset_fraction: float = 0.25, template_jitter_voxels: int = 2):
+                 search_offset_fraction: float = 0.25, template_jitter_voxels: int = 2, prior_jitter_mm: float = 0.0):
         self.load_case = load_case
         self.template_size = [int(v) for v in template_size_zyx]
         self.search_size = [int(v) for v in search_size_zyx]
         self.kind = kind
         self.search_offset_fraction = float(search_offset_fraction)
         self.template_jitter = int(template_jitter_voxels)
+        self.prior_jitter_mm = float(prior_jitter_mm)
 
     def sample(self, pair: PreprocessedPair, rng: np.random.Generator) -> dict:
         source, target = self.load_case(pair.source), self.load_case(pair.target)
@@ -83,7 +86,10 @@ class PairSampler:
         template = crop_zyx(source.image, t_start, self.template_size)
         template_gaussian = gaussian_on_crop(pair.source_center_xyz, pair.source_radius_mm, t_start,
                                              self.template_size, source.geometry.spacing_xyz, self.kind)
-        s_start = np.asarray(centered_start_zyx(pair.prior_center_xyz, self.search_size), dtype=np.int64)
+        prior_xyz = np.asarray(pair.prior_center_xyz, dtype=np.float64)
+        if self.prior_jitter_mm > 0:
+            prior_xyz = prior_xyz + rng.normal(0.0, self.prior_jitter_mm, 3) / np.asarray(target.geometry.spacing_xyz)
+        s_start = np.asarray(centered_start_zyx(prior_xyz, self.search_size), dtype=np.int64)
         target_zyx = np.asarray(pair.target_center_xyz, dtype=np.float64)[::-1]
         for axis, size in enumerate(self.search_size):
             reach = int(self.search_offset_fraction * size)
@@ -92,7 +98,7 @@ class PairSampler:
             low, high = target_zyx[axis] - 0.75 * (size - 1), target_zyx[axis] - 0.25 * (size - 1)
             s_start[axis] = int(np.clip(start, np.ceil(low), np.floor(high))) if low <= high else start
         search = crop_zyx(target.image, s_start, self.search_size)
-        prior = gaussian_on_crop(pair.prior_center_xyz, pair.prior_radius_mm, s_start, self.search_size,
+        prior = gaussian_on_crop(prior_xyz, pair.prior_radius_mm, s_start, self.search_size,
                                  target.geometry.spacing_xyz, self.kind)
         return {
             "template": template[None].astype(np.float32), "template_gaussian": template_gaussian[None],

@@ -56,7 +56,8 @@ class TLTMethod:
         return build_tlt(self.network_config)
 
     def batches(self, config: TrainingConfig, first_batch: int):
-        sampler = PairSampler(self.cases, self.template_size, self.search_size, kind="tlt")
+        jitter = config.augmentation.prior_jitter_mm if config.augmentation.enabled else 0.0
+        sampler = PairSampler(self.cases, self.template_size, self.search_size, kind="tlt", prior_jitter_mm=jitter)
         loader = PairBatchLoader(self.train_pairs, sampler, config.batch_size, config.seed, first_batch,
                                  config.augmentation, config.num_workers)
         return iter(make_batch_stream(loader, config.num_workers))

@@ -161,7 +161,8 @@ class Trainer:
                 latest = self.output_folder / FINAL
             checkpoint = load_checkpoint(latest)
             if checkpoint["method"] != self.method.name:
-                raise ValueError(f"{latest}: a '{checkpoint['method']}' checkpoint, cannot continue '{self.method.name}'.")
+                raise ValueError(f"{latest}: a '{checkpoint['method']}' checkpoint, "
+                                 f"cannot continue '{self.method.name}'.")
             workers = self.config.num_workers
             self.config = TrainingConfig.from_dict(checkpoint["training_config"])
             self.config.num_workers = workers

@@ -1,0 +1,97 @@
+"""Finding trained models for ``lesionnet_predict``.
+
+Trained models live in ``$lesionnet_results/<DatasetXXX_Name>/<method>__<plans>/fold_<k>/`` (see
+:mod:`lesionnet.training.run_training`). :func:`find_trained_model` narrows the candidates by dataset,
+method, plans and folds; when exactly one model (a ``<method>__<plans>`` folder) remains it is used,
+otherwise the error lists the choices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lesionnet import paths
+from lesionnet.training.checkpoints import CHECKPOINT_NAMES, load_checkpoint
+from lesionnet.utils.files import load_json
+
+
+class ModelNotFoundError(LookupError):
+    """No trained model, or more than one, matches the request; the message lists the choices."""
+
+
+@dataclass
+class TrainedModel:
+    """A trained ``<method>__<plans>`` folder of a dataset and the folds that have the checkpoint."""
+
+    dataset: str
+    method: str
+    plans_name: str
+    folder: Path
+    folds: list
+
+    def checkpoint_paths(self, checkpoint: str = "final") -> list[Path]:
+        return [self.folder / f"fold_{f}" / CHECKPOINT_NAMES[checkpoint] for f in self.folds]
+
+    def describe(self) -> str:
+        return f"{self.dataset} {self.method} (plans {self.plans_name}), folds {', '.join(map(str, self.folds))}"
+
+
+def _fold_name(fold) -> str:
+    return f"fold_{fold}"
+
+
+def list_trained_models(dataset: str | None = None, method: str | None = None, plans_name: str | None = None,
+                        checkpoint: str = "final", results_dir: Path | None = None) -> list[TrainedModel]:
+    """Every ``<method>__<plans>`` folder with at least one fold holding ``checkpoint_<checkpoint>.pth``."""
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINT_NAMES)}, got {checkpoint!r}")
+    root = Path(results_dir) if results_dir is not None else paths.results_dir()
+    models = []
+    if not root.is_dir():
+        return models
+    for dataset_folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if dataset is not None and dataset_folder.name != dataset:
+            continue
+        for model_folder in sorted(p for p in dataset_folder.iterdir() if p.is_dir() and "__" in p.name):
+            model_method, model_plans = model_folder.name.split("__", 1)
+            if method is not None and model_method != method:
+                continue
+            if plans_name is not None and model_plans != plans_name:
+                continue
+            folds = sorted((p.name[len("fold_"):] for p in model_folder.glob("fold_*")
+                            if (p / CHECKPOINT_NAMES[checkpoint]).is_file()),
+                           key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+            if folds:
+                models.append(TrainedModel(dataset_folder.name, model_method, model_plans, model_folder, folds))
+    return models
+
+
+def find_trained_model(dataset: str | None = None, method: str | None = None, folds=None,
+                       plans_name: str | None = None, checkpoint: str = "final") -> TrainedModel:
+    """The one trained model matching the request (see the module docstring); ``folds`` (e.g. ``[0]``)
+    restricts the folds, all must exist."""
+    models = list_trained_models(dataset, method, plans_name, checkpoint)
+    wanted = f"{method or 'any method'} for {dataset or 'any dataset'}"
+    if not models:
+        raise ModelNotFoundError(f"no trained model ({wanted}, checkpoint_{checkpoint}.pth) under "
+                                 f"{paths.results_dir()}. Train one with lesionnet_train DATASET METHOD FOLD.")
+    if len(models) > 1:
+        choices = "\n  ".join(m.describe() for m in models)
+        raise ModelNotFoundError(f"{len(models)} trained models match ({wanted}); choose one with -d / -m / --plans:"
+                                 f"\n  {choices}")
+    model = models[0]
+    if folds:
+        requested = [str(f) for f in folds]
+        missing = [f for f in requested if f not in model.folds]
+        if missing:
+            raise ModelNotFoundError(f"{model.folder}: fold(s) {', '.join(missing)} have no "
+                                     f"checkpoint_{checkpoint}.pth; available: {', '.join(model.folds)}.")
+        model.folds = requested
+    return model
+
+
+def load_fold(model: TrainedModel, fold, checkpoint: str = "final") -> tuple[dict, dict]:
+    """``(network.json content, checkpoint dict)`` of one fold (checkpoint read with ``weights_only``)."""
+    folder = model.folder / _fold_name(fold)
+    network_info = load_json(folder / "network.json")
+    return network_info, load_checkpoint(folder / CHECKPOINT_NAMES[checkpoint])
