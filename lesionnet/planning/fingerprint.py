@@ -6,7 +6,7 @@
 * per scan: spacing, shape, body-region intensity statistics, number of lesions;
 * spacing / shape / slice-thickness distributions;
 * CT intensities inside the body mask (HU > ``body_threshold_hu``, holes filled per slice, largest
-  connected component), subsampled to at most ``samples_per_scan`` voxels per scan: percentiles
+  connected component; computed on every second voxel in-plane), subsampled to at most ``samples_per_scan`` voxels per scan: percentiles
   0.5 / 50 / 99.5, mean, std over all scans' samples;
 * lesion radii (mm): tracking — the radii of the unique lesions of the pairs (source and target
   sides; a lesion = scan + center); detection — the equivalent-sphere radius of each instance of the
@@ -70,6 +70,8 @@ PRIOR_ERROR_REGISTRATION = RegistrationSettings(threads=1, working_spacing_mm=6.
 #: scan pairs registered for the prior-error estimate (a seeded random sample when there are more)
 MAX_PRIOR_ERROR_SCAN_PAIRS = 12
 PLANNING_CACHE = "planning"
+#: the body mask and the intensity samples use every 2nd voxel in-plane (4x less work, same statistics)
+IN_PLANE_STEP = 2
 
 
 def default_num_processes() -> int:
@@ -175,8 +177,9 @@ def _scan_worker(job: tuple) -> dict:
     """Worker: figures of one scan (and its mask). Returns a dict with the intensity samples."""
     scan_id, image_path, label_path, seed, samples_per_scan, threshold = job
     image, geometry = read_image(image_path)
-    mask = body_mask(image, threshold)
-    body_values = image[mask]
+    grid = image[:, ::IN_PLANE_STEP, ::IN_PLANE_STEP]      # the statistics are sampled anyway: a 2x coarser grid
+    mask = body_mask(grid, threshold)
+    body_values = grid[mask]
     rng = np.random.default_rng(seed)
     samples = _sample_values(body_values, samples_per_scan, rng)
     scan = {
