@@ -304,3 +304,24 @@ def test_predict_finds_the_trained_model_and_writes_heatmaps(env_501, tmp_path, 
     assert predict_cli.main(["-i", str(images), "-o", str(tmp_path / "y"), "-m", "tlt", "--plans", "lesionnet_plans",
                              "-f", "3", "--no_progress"]) == 1
     assert "fold(s) 3" in caplog.text
+
+
+def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
+    """lesionnet_demo on a tiny Dataset501: plan, preprocess, train a tiny TLT, compare three trackers."""
+    from lesionnet.cli import demo
+
+    monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
+    generate_tracking_dataset(lesionnet_dirs["raw"] / DATASET,
+                              TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)), seed=0, progress=False)
+    monkeypatch.setattr(demo, "DEMO_TRAINING", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
+                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2,
+                                                "seed": 0})
+    assert demo.main(["--no_progress"]) == 0
+    out = capsys.readouterr().out
+    for method in ("identity", "affine", "tlt"):
+        assert f"| {method} |" in out
+    assert "TLT training (tiny preset, fold 0)" in out
+    results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
+    assert set(results["methods"]) == {"identity", "affine", "tlt"} and results["tlt_training_seconds"] > 0

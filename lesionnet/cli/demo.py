@@ -82,6 +82,7 @@ def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, trainin
     results["predictions_folder"] = str(output_folder / "predictions")
     if training_seconds is not None:
         results["tlt_training_seconds"] = training_seconds
+        results["tlt_training"] = dict(DEMO_TRAINING, **(training or {}))
     write_json(output_folder / "comparison.json", results)
     write_text(output_folder / "comparison.md", markdown_table(results) + "\n")
     logger.info("Wrote %s", output_folder / "comparison.md")
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(markdown_table(results))
+    if results.get("tlt_training_seconds") is not None:
+        print(f"\nTLT training ({results['tlt_training']['preset']} preset, fold 0): "
+              f"{results['tlt_training_seconds'] / 60:.1f} min wall time.")
     return 0
 
 
