@@ -90,8 +90,9 @@ def train_model(dataset, method: str = "tlt", fold: int | str = 0, plans_name: s
     pairs = data.pairs()
     if not pairs:
         raise ValueError(f"{data.folder}: no training pairs.")
-    splits = load_or_create_splits(preprocessed_folder_for(raw.folder), {p.pair_id: p.patient or p.source
-                                                                          for p in pairs})
+    # preprocessing stores TrackingPair.patient_id; the fallback is the same rule (scan id up to its first "_")
+    patients = {p.pair_id: p.patient or p.source.split("_")[0] for p in pairs}
+    splits = load_or_create_splits(preprocessed_folder_for(raw.folder), patients)
     train_ids, val_ids = fold_pair_ids(splits, fold)
     by_id = {p.pair_id: p for p in pairs}
     missing = [i for i in train_ids + val_ids if i not in by_id]
