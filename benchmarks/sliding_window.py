@@ -131,7 +131,7 @@ def peak_rss_kib() -> int:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
     except OSError:
-        pass
+        pass        # no /proc (not Linux): fall back to ru_maxrss below
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

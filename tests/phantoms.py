@@ -1,11 +1,16 @@
-"""An analytic CT-like phantom and a scan pair related by a known affine, for registration tests."""
+"""Test helpers: an analytic CT-like phantom, a scan pair related by a known affine, and fast registration
+settings for tests that run the planning / preprocessing code path."""
 from __future__ import annotations
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.registration.affine import AffineRegistration
+from lesionnet.registration.affine import AffineRegistration, RegistrationSettings
+
+#: registration settings that make the fingerprint / preprocessing path fast enough for tests
+FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
+                                         iterations_similarity=20, iterations_affine=20, threads=1)
 
 
 def phantom_hu(points_mm: np.ndarray) -> np.ndarray:

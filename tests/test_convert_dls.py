@@ -159,7 +159,8 @@ def test_round_trip(dls_input, lesionnet_dirs, monkeypatch):
     reads = []
     import lesionnet.datasets.dls_convert as dls_convert
     original = dls_convert.read_image
-    monkeypatch.setattr(dls_convert, "read_image", lambda path, **kw: reads.append(Path(path).name) or original(path, **kw))
+    monkeypatch.setattr(dls_convert, "read_image",
+                        lambda path, **kw: reads.append(Path(path).name) or original(path, **kw))
 
     result = convert_dls(images, annotation, 601, progress=False)
 

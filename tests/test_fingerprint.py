@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from phantoms import FAST_REGISTRATION
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.raw_format import TrackingPair
@@ -27,10 +28,7 @@ from lesionnet.planning.fingerprint import (
 )
 from lesionnet.preprocessing import registration_priors
 from lesionnet.preprocessing.registration_priors import REGISTRATION_FOLDER, invert_registration, registration_jobs
-from lesionnet.registration.affine import AffineRegistration, RegistrationSettings
-
-FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
-                                         iterations_similarity=20, iterations_affine=20, threads=1)
+from lesionnet.registration.affine import AffineRegistration
 
 
 def make_501(raw_dir, num_patients=2, **overrides):

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from phantoms import FAST_REGISTRATION
 
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.planning import memory_model as mm
@@ -30,11 +31,7 @@ from lesionnet.planning.planner import (
     template_search_reduction_levels,
 )
 from lesionnet.planning.plans_io import cpu_budget_bytes, detect_memory_budget, get_configuration, plan_experiment
-from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.registration.anatomy_maps import tlt_keep_radius
-
-FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
-                                         iterations_similarity=20, iterations_affine=20, threads=1)
 
 
 def budget(gb: float, device: str = "cuda") -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from phantoms import FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess as cli
 from lesionnet.datasets.geometry import Geometry
@@ -23,12 +24,8 @@ from lesionnet.preprocessing import registration_priors
 from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx, load_case, pair_prior_map
 from lesionnet.preprocessing.normalization import ct_zscore, normalize, tlt_linear
 from lesionnet.preprocessing.resampling import map_index, resample_array, target_geometry
-from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.registration.anatomy_maps import project_lesion
 from lesionnet.utils.files import TEMP_PREFIX
-
-FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
-                                         iterations_similarity=20, iterations_affine=20, threads=1)
 
 
 @pytest.fixture

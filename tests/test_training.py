@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from phantoms import FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import train as train_cli
@@ -19,7 +20,6 @@ from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_datas
 from lesionnet.planning import fingerprint as fp_module
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing.loading import PreprocessedDataset
-from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.training.augmentation import flip_sample
 from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
 from lesionnet.training.config import TrainingConfig
@@ -28,8 +28,6 @@ from lesionnet.training.splits import fold_pair_ids, load_or_create_splits, make
 from lesionnet.training.tlt_data import CaseCache, PairBatchLoader, PairSampler, make_batch_stream
 from lesionnet.training.tlt_method import TLTMethod
 
-FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
-                                         iterations_similarity=20, iterations_affine=20, threads=1)
 DATASET = "Dataset501_SynthLesionTracking"
 TINY = dict(num_epochs=3, iterations_per_epoch=2, batch_size=2, learning_rate=1e-3, seed=3, max_val_pairs=4)
 

@@ -193,7 +193,8 @@ def test_channels_missing_or_on_another_grid(detection_dataset, write_volume):
                  origin_xyz=(-10.0, 5.0, 3.0))
     problems = verify_dataset(detection_dataset, progress=False)
     assert "channel 1" in _problems_for(problems, detection_dataset / "imagesTr" / "c1_0001.nii.gz")[0].message
-    assert "differs from channel 0" in _problems_for(problems, detection_dataset / "imagesTs" / "c3_0001.nii.gz")[0].message
+    channel_1 = detection_dataset / "imagesTs" / "c3_0001.nii.gz"
+    assert "differs from channel 0" in _problems_for(problems, channel_1)[0].message
 
 
 def test_pair_records_ids_radii_and_split(tracking_dataset):

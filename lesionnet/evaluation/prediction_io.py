@@ -379,7 +379,7 @@ def match_pairs(queries: Sequence[PairKey], pool: Sequence[PairKey], *, match: s
         try:
             return _match_by_index(queries, pool, query_name, pool_name), "index"
         except PredictionFormatError:
-            pass
+            pass        # the files' orders disagree too: fall through to the ambiguity error below
     if ambiguous:
         raise PredictionFormatError(
             f"{len(ambiguous)} {query_name} pair(s) cannot be told apart from other lesions of the same scans "

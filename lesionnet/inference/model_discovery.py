@@ -29,15 +29,8 @@ class TrainedModel:
     folder: Path
     folds: list
 
-    def checkpoint_paths(self, checkpoint: str = "final") -> list[Path]:
-        return [self.folder / f"fold_{f}" / CHECKPOINT_NAMES[checkpoint] for f in self.folds]
-
     def describe(self) -> str:
         return f"{self.dataset} {self.method} (plans {self.plans_name}), folds {', '.join(map(str, self.folds))}"
-
-
-def _fold_name(fold) -> str:
-    return f"fold_{fold}"
 
 
 def list_trained_models(dataset: str | None = None, method: str | None = None, plans_name: str | None = None,
@@ -92,6 +85,6 @@ def find_trained_model(dataset: str | None = None, method: str | None = None, fo
 
 def load_fold(model: TrainedModel, fold, checkpoint: str = "final") -> tuple[dict, dict]:
     """``(network.json content, checkpoint dict)`` of one fold (checkpoint read with ``weights_only``)."""
-    folder = model.folder / _fold_name(fold)
+    folder = model.folder / f"fold_{fold}"
     network_info = load_json(folder / "network.json")
     return network_info, load_checkpoint(folder / CHECKPOINT_NAMES[checkpoint])

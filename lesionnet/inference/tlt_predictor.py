@@ -43,11 +43,10 @@ class TLTCaseTracker:
         self.device = torch.device(device)
         self.networks = []
         for fold in model.folds:
-            info, state = load_fold(model, fold, checkpoint)
+            self.info, state = load_fold(model, fold, checkpoint)   # network.json is the same in every fold
             network = build_tlt(state["network_config"])
             network.load_state_dict(state["model"])
             self.networks.append(network.to(self.device).eval())
-            self.info = info
         self.step_size = float(step_size)
         self.search_region_zyx = search_region_zyx
         self.heatmap_folder = Path(heatmap_folder) if heatmap_folder else None
@@ -75,7 +74,7 @@ class TLTCaseTracker:
             source_xyz = src_grid.world_to_index(src_raw.index_to_world(pair.source_center_xyz))
             prior_xyz, prior_radius = project_lesion(registration, source_xyz, pair.source_radius_mm, src_grid,
                                                      tgt_grid)
-            worlds, peaks, heatmaps = [], [], []
+            worlds, peaks, results = [], [], []
             for network in self.networks:
                 result = track_lesion(network, src_image, source_xyz, pair.source_radius_mm, src_grid.spacing_xyz,
                                       tgt_image, prior_xyz, prior_radius, tgt_grid.spacing_xyz,
@@ -83,11 +82,11 @@ class TLTCaseTracker:
                                       self.search_region_zyx, self.step_size, self.device)
                 worlds.append(tgt_grid.index_to_world(result.center_xyz))
                 peaks.append(result.peak)
-                heatmaps.append(result)
+                results.append(result)
             world = np.mean(worlds, axis=0)
             predicted_xyz = tgt_raw.world_to_index(world)
             if self.heatmap_folder is not None:
-                self._write_heatmap(pair.pair_id, heatmaps, tgt_grid)
+                self._write_heatmap(pair.pair_id, results, tgt_grid)
             records.append(prediction_record_from_pair(
                 pair, predicted_xyz.tolist(), tgt_raw.spacing_xyz, predicted_center_world_xyz=world.tolist(),
                 confidence=float(np.mean(peaks)), processing_time_s=shared + time.perf_counter() - t0))

@@ -107,7 +107,7 @@ def measure_in_current_process(spec: dict) -> dict:
             if ptr not in param_ptrs:
                 saved[ptr] = storage.nbytes()
         except (RuntimeError, NotImplementedError):
-            pass
+            pass        # a tensor without a plain storage (e.g. sparse): nothing to count, autograd keeps it as is
         return t
 
     gc.collect()

@@ -25,7 +25,7 @@ Axis order and units of everything this module takes or returns:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -39,6 +39,7 @@ from lesionnet.networks.blocks import (
     ResNetEncoder3d,
     sine_positional_encoding_3d,
 )
+from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 # Paper configuration: parameters of build_tlt() (5.98 M in the paper; see documentation/methods/tlt.md).
 PAPER_PARAMETER_COUNT = 5_980_000
@@ -145,11 +146,7 @@ class TLTConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TLTConfig":
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TLTConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
     @classmethod
     def tiny(cls, **overrides) -> "TLTConfig":

@@ -2,9 +2,10 @@
 checkpoint (so ``--c`` resumes with exactly the settings the run started with)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from lesionnet.training.augmentation import AugmentationConfig
+from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("poly", "constant")
@@ -61,11 +62,7 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "training setting")
 
     def learning_rate_at(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (0-based)."""

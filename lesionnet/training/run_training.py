@@ -12,7 +12,6 @@ patch sizes, target spacing, normalisation and the plans it came from.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -126,5 +125,3 @@ def set_cpu_threads(num_threads: int | None) -> None:
     """Pin torch's intra-op threads (bit-for-bit CPU repeatability needs the same count in every run)."""
     if num_threads:
         torch.set_num_threads(int(num_threads))
-    elif os.environ.get("OMP_NUM_THREADS") is None:
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))

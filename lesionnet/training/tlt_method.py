@@ -9,7 +9,7 @@ import torch
 
 from lesionnet.evaluation.tracking_metrics import evaluate_tracking
 from lesionnet.inference.tlt_tracker import track_lesion
-from lesionnet.networks.tlt import build_tlt
+from lesionnet.networks.tlt import TLTConfig, build_tlt
 from lesionnet.preprocessing.loading import PreprocessedPair
 from lesionnet.training.config import TrainingConfig
 from lesionnet.training.losses import TLTLoss
@@ -50,7 +50,7 @@ class TLTMethod:
         self.template_size = configuration["template_patch_size_zyx"]
         self.search_size = configuration["search_patch_size_zyx"]
         self.cases = CaseCache(lambda scan_id: load_case(scan_id, as_numpy=True))
-        self.loss = TLTLoss(stride=build_tlt(self.network_config).stride)
+        self.loss = TLTLoss(stride=TLTConfig.from_dict(self.network_config).stride)
 
     def build_network(self) -> torch.nn.Module:
         return build_tlt(self.network_config)
@@ -69,8 +69,8 @@ class TLTMethod:
         losses = self.loss(outputs, t("target_center_zyx"), t("target_radius_mm"), t("spacing_zyx"))
         return {"loss": losses["loss"], "focal": losses["focal"].detach(), "l1_mm": losses["l1_mm"].detach()}
 
-    def validate(self, network, device, max_pairs: int | None = None) -> dict:
-        pairs = self.val_pairs[:max_pairs] if max_pairs else self.val_pairs
+    def validate(self, network, device) -> dict:
+        pairs = self.val_pairs
         if not pairs:
             return {}
         predicted, spacings = [], []
