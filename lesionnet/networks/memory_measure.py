@@ -191,7 +191,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--radius_mm", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--attention_dropout", type=float, default=0.0)
+    parser.add_argument("--attention_dropout", type=float, default=0.0,
+                        help="> 0 stores the attention probabilities (the paper's attention), 0 fuses them")
+    parser.add_argument("--checkpoint_extractor", action="store_true",
+                        help="recompute the extractor's activations in backward (TLTConfig.checkpoint_extractor)")
     args = parser.parse_args(argv)
     if args.spec:
         print(json.dumps(measure_in_current_process(json.loads(args.spec))))
@@ -199,7 +202,8 @@ def main(argv=None) -> None:
     from lesionnet.networks.tlt import TLTConfig
     results = {}
     for name, use_sss in (("sss_on", True), ("sss_off", False)):
-        cfg = TLTConfig(use_sss=use_sss, attention_dropout=args.attention_dropout)
+        cfg = TLTConfig(use_sss=use_sss, attention_dropout=args.attention_dropout,
+                        checkpoint_extractor=args.checkpoint_extractor)
         results[name] = measure_training_step_memory(cfg, args.template, args.search, args.batch,
                                                      args.radius_mm, num_threads=args.threads)
     results["ratio_step_peak_off_over_on"] = round(

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lesionnet.networks.blocks import (
@@ -85,6 +86,10 @@ class TLTConfig:
             (DLT's input format), so every search token sees the prior directly and not only through
             RAAM. It makes small networks trained briefly on a CPU learn the prior much faster.
         cls_prior: initial foreground probability of the classification bias (focal-loss prior init).
+        checkpoint_extractor: activation checkpointing of the extractor in training: its activations
+            (dominated by the full-resolution stem) are recomputed during backward instead of being
+            stored, one image at a time. Same results, about one more extractor forward pass of
+            compute, much less memory — and what is left is the attention, where SSS saves most.
     """
 
     in_channels: int = 1
@@ -109,6 +114,7 @@ class TLTConfig:
     positional_encoding: str = "sine"
     cls_prior: float = 0.01
     gaussian_input_channels: bool = False
+    checkpoint_extractor: bool = False
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -310,6 +316,13 @@ class TLT(nn.Module):
                 raise ValueError(f"{name} must be (B, 1) + the image's spatial shape "
                                  f"{(b, 1) + tuple(ref.shape[2:])}, got {tuple(m.shape)}")
 
+    def _extract(self, image: torch.Tensor) -> torch.Tensor:
+        """Extractor features of ``image (B, C, D, H, W)``, recomputed in backward when
+        ``checkpoint_extractor`` is on (training with gradients only)."""
+        if self.config.checkpoint_extractor and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.extractor, image, use_reentrant=False)
+        return self.extractor(image)
+
     def _pos(self, shape_zyx, like: torch.Tensor) -> torch.Tensor | None:
         if self.config.positional_encoding == "none":
             return None
@@ -350,11 +363,11 @@ class TLT(nn.Module):
         cfg = self.config
         self._check_inputs(template, template_gaussian, search, search_prior)
         if cfg.gaussian_input_channels:
-            f_t = self.extractor(torch.cat([template, template_gaussian.to(template.dtype)], dim=1))
-            f_s = self.extractor(torch.cat([search, search_prior.to(search.dtype)], dim=1))
+            f_t = self._extract(torch.cat([template, template_gaussian.to(template.dtype)], dim=1))
+            f_s = self._extract(torch.cat([search, search_prior.to(search.dtype)], dim=1))
         else:
-            f_t = self.extractor(template)
-            f_s = self.extractor(search)
+            f_t = self._extract(template)
+            f_s = self._extract(search)
         b, c, dt, ht, wt = f_t.shape
         _, _, ds, hs, ws = f_s.shape
         t = f_t.flatten(2).transpose(1, 2)          # (B, Nt, C)
