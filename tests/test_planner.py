@@ -349,7 +349,10 @@ def test_plan_on_generated_datasets_large_vs_small_lesions(tmp_path):
 
 # ------------------------------------------------------------------------------------------ memory model
 @pytest.mark.parametrize("net", [mm.tlt_network_config(), mm.tlt_network_config(64, 2, 1),
-                                 mm.tlt_network_config(128, 4, 2)])
+                                 mm.tlt_network_config(128, 4, 2),
+                                 {**mm.tlt_network_config(64, 2, 1), "fine_matching": True},
+                                 {**mm.tlt_network_config(64, 2, 1), "gaussian_input_channels": True,
+                                  "fine_matching": True}])
 def test_tlt_parameter_count_is_exact(net):
     from lesionnet.networks.tlt import build_tlt, count_parameters
     assert mm.tlt_parameter_count(**net) == count_parameters(build_tlt(net))
@@ -414,3 +417,17 @@ def test_tlt_memory_model_matches_measured_peak_small_crop():
                                                    ((16, 64, 64), (16, 64, 64), 2), ((16, 48, 48), (40, 128, 128), 1)])
 def test_tlt_memory_model_matches_measured_peak(template, search, batch):
     _check_measured(template, search, batch)
+
+
+# ------------------------------------------------------------------------------------------ fine matching
+def test_fine_matching_rule_turns_on_when_lesions_are_smaller_than_a_feature_cell():
+    from lesionnet.planning.planner import rule_fine_matching
+    # Dataset501-like: 2.5 mm voxels, 20 mm cells, median radius 5.7 mm -> on, kernel 2 ceil(2.5 r / s) + 1
+    coarse = rule_fine_matching([4.0, 5.7, 9.0], [3.141, 2.545, 2.545], [24, 32, 32])
+    assert coarse["value"] == {"enabled": True, "kernel_zyx": [11, 13, 13]}
+    assert coarse["inputs"]["feature_cell_mm"] == pytest.approx(8 * (3.141 * 2.545 ** 2) ** (1 / 3))
+    # paper-like: 0.8 mm in-plane, 2 mm slices, 10 mm lesions -> off
+    fine = rule_fine_matching([8.0, 10.0, 14.0], [2.0, 0.8, 0.8], [40, 64, 64])
+    assert fine["value"]["enabled"] is False
+    # the kernel never exceeds the template (made odd)
+    assert rule_fine_matching([30.0], [1.0, 1.0, 1.0], [24, 31, 40])["value"]["kernel_zyx"] == [23, 31, 39]

@@ -173,7 +173,11 @@ def test_training_writes_checkpoints_logs_and_plot(env_501):
     assert 0.0 <= record["val_cpm_10mm"] <= 100.0 and record["val_med_mm"] >= 0.0
     assert load_checkpoint(out / BEST)["best_val_med_mm"] == min(h["val_med_mm"] for h in checkpoint["history"])
     log = (out / "training_log.txt").read_text()
-    assert "epoch 2:" in log and "Finished" in log
+    assert "epoch 2:" in log and "Finished" in log and "untrained network: val_cpm_10mm" in log
+    # the untrained network's validation is recorded next to the final one (what training adds)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert set(summary["untrained"]) == {k for k in record if k.startswith("val_")}
+    assert checkpoint["initial_validation"] == summary["untrained"]
     splits = json.loads((Path(os.environ["lesionnet_preprocessed"]) / DATASET / "splits_final.json").read_text())
     patients = {p.patient for p in PreprocessedDataset(501, "tlt").pairs()}
     assert checkpoint["metadata"]["fold"] == "0" and len(splits) == min(5, len(patients)) == 3
@@ -321,5 +325,11 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
     for method in ("identity", "affine", "tlt"):
         assert f"| {method} |" in out
     assert "TLT training (tiny preset, fold 0)" in out
+    assert "TLT on the fold-0 validation pairs, untrained -> trained: CPM@10mm" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
     assert set(results["methods"]) == {"identity", "affine", "tlt"} and results["tlt_training_seconds"] > 0
+    assert set(results["tlt_validation"]) == {"untrained", "trained"}
+    # a second run reuses the model and still reports its training time and validation
+    assert demo.main(["--no_progress"]) == 0
+    again = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
+    assert again["tlt_training_seconds"] > 0 and again["tlt_validation"] == results["tlt_validation"]

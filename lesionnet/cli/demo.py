@@ -17,6 +17,7 @@ Data go to ``$lesionnet_raw`` / ``$lesionnet_preprocessed`` / ``$lesionnet_resul
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -28,6 +29,7 @@ from lesionnet.evaluation.tracker_comparison import compare_trackers, markdown_t
 from lesionnet.inference.predict_tracking import LearnedModelOptions
 from lesionnet.training.checkpoints import FINAL
 from lesionnet.training.run_training import train_model, training_output_folder
+from lesionnet.training.trainer import SUMMARY_FILE
 from lesionnet.utils.files import write_json, write_text
 from lesionnet.utils.logging_setup import configure_logging
 
@@ -35,7 +37,7 @@ logger = logging.getLogger("lesionnet_demo")
 DEMO_DATASET_ID = 501
 DEMO_METHODS = ("identity", "affine", "tlt")
 #: the demo's TLT training: the CPU-sized network, 30 epochs of 40 steps of 4 pairs
-DEMO_TRAINING = {"preset": "small", "num_epochs": 30, "iterations_per_epoch": 40, "batch_size": 4,
+DEMO_TRAINING = {"preset": "small", "num_epochs": 24, "iterations_per_epoch": 40, "batch_size": 4,
                  "learning_rate": 1e-3, "max_val_pairs": 40, "seed": 0}
 
 
@@ -60,20 +62,26 @@ def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, trainin
                            "(lesionnet_make_synthetic -d 501 --overwrite).")
     logger.info("%s", report.summary())
 
-    training_seconds = None
+    training_seconds, validation = None, None
     if any(m == "tlt" for m in methods):
         logger.info("Step 3/5: fingerprint, plans and preprocessing")
         plan_and_preprocess(DEMO_DATASET_ID, progress=progress)
         settings = dict(DEMO_TRAINING, **(training or {}))
         preset = settings.pop("preset")
         folder = training_output_folder(dataset_folder.name, "tlt", 0)
-        if (folder / FINAL).is_file():
+        reused = (folder / FINAL).is_file()
+        if reused:
             logger.info("Step 4/5: using the trained TLT in %s", folder)
         else:
             logger.info("Step 4/5: training a %s TLT on fold 0 (%s)", preset, settings)
-            result = train_model(DEMO_DATASET_ID, "tlt", 0, preset=preset, resume=True, progress=progress,
-                                 **settings)
-            training_seconds = result.seconds
+            training_seconds = train_model(DEMO_DATASET_ID, "tlt", 0, preset=preset, resume=True,
+                                           progress=progress, **settings).seconds
+        if (folder / SUMMARY_FILE).is_file():
+            summary = json.loads((folder / SUMMARY_FILE).read_text())
+            # fold-0 validation before and after training: what the training itself adds
+            validation = {"untrained": summary.get("untrained"), "trained": summary.get("final")}
+            if reused:                  # the earlier run's training time (sum of its epochs' wall times)
+                training_seconds = summary.get("training_seconds_total")
     output_folder = paths.results_dir() / dataset_folder.name / "demo"
     logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(methods))
     options = LearnedModelOptions(dataset=dataset_folder.name, folds=("0",), plans_name="lesionnet_plans")
@@ -83,6 +91,8 @@ def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, trainin
     if training_seconds is not None:
         results["tlt_training_seconds"] = training_seconds
         results["tlt_training"] = dict(DEMO_TRAINING, **(training or {}))
+    if validation is not None:
+        results["tlt_validation"] = validation
     write_json(output_folder / "comparison.json", results)
     write_text(output_folder / "comparison.md", markdown_table(results) + "\n")
     logger.info("Wrote %s", output_folder / "comparison.md")
@@ -106,7 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     if results.get("tlt_training_seconds") is not None:
         print(f"\nTLT training ({results['tlt_training']['preset']} preset, fold 0): "
               f"{results['tlt_training_seconds'] / 60:.1f} min wall time.")
+    validation = results.get("tlt_validation") or {}
+    if validation.get("untrained") and validation.get("trained"):
+        print(f"TLT on the fold-0 validation pairs, untrained -> trained: {validation_line(validation)}")
     return 0
+
+
+def validation_line(validation: dict) -> str:
+    """``CPM@10mm a -> b %, MED c -> d mm`` from ``{"untrained": {...}, "trained": {...}}`` metrics."""
+    u, t = validation["untrained"], validation["trained"]
+    return (f"CPM@10mm {u['val_cpm_10mm']:.1f} -> {t['val_cpm_10mm']:.1f} %, "
+            f"MED {u['val_med_mm']:.2f} -> {t['val_med_mm']:.2f} mm")
 
 
 if __name__ == "__main__":

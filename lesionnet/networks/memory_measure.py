@@ -95,7 +95,7 @@ def measure_in_current_process(spec: dict) -> dict:
     search_prior = centred_gaussian(sshape)
     target = torch.tensor([(n - 1) / 2.0 for n in sshape]) + torch.tensor([2.0, 5.0, -4.0])
     target = target[None].repeat(b, 1)
-    loss_fn = TLTLoss(stride=model.stride)
+    loss_fn = TLTLoss(stride=model.output_stride)
 
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}

@@ -40,6 +40,7 @@ from lesionnet.networks.blocks import (
     ResNetEncoder3d,
     sine_positional_encoding_3d,
 )
+from lesionnet.networks.matching import weighted_ncc
 from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 # Paper configuration: parameters of build_tlt() (5.98 M in the paper; see documentation/methods/tlt.md).
@@ -90,6 +91,22 @@ class TLTConfig:
             (dominated by the full-resolution stem) are recomputed during backward instead of being
             stored, one image at a time. Same results, about one more extractor forward pass of
             compute, much less memory — and what is left is the attention, where SSS saves most.
+        fine_matching: lesionnet option, off in the paper configuration, for feature cells much larger
+            than the lesions (documentation/methods/tlt.md, "Fine matching"). The lesion's own
+            appearance is matched at full resolution: a weighted normalised cross-correlation
+            (:func:`lesionnet.networks.matching.weighted_ncc`) of the template's central
+            ``fine_kernel_zyx`` voxels, weighted by ``G_t ** fine_weight_power``, with every search
+            position (and with the template itself). The two maps are a third extractor input channel,
+            and the output becomes full-resolution logits
+            ``upsample(Ŷ) + a · NCC + b · G_s + bias`` (``a``, ``b``, ``bias`` learned, initialised to
+            ``fine_ncc_scale``, ``fine_prior_scale`` and ``-(a + b)``) with a local soft-arg-max
+            (``fine_window`` voxels around the peak) as the center; it replaces the global regression.
+        fine_kernel_zyx: template voxels (odd) matched by the fine head; the planner sets it from the
+            median lesion radius.
+        fine_weight_power: the matching weight is ``G_t ** p``; 12 turns the TLT Gaussian
+            ``exp(-d² / (12 r²))`` into ``exp(-d² / r²)``.
+        fine_ncc_scale, fine_prior_scale: initial ``a`` and ``b``.
+        fine_window: half-width (voxels) of the local soft-arg-max.
     """
 
     in_channels: int = 1
@@ -115,9 +132,20 @@ class TLTConfig:
     cls_prior: float = 0.01
     gaussian_input_channels: bool = False
     checkpoint_extractor: bool = False
+    fine_matching: bool = False
+    fine_kernel_zyx: tuple = (9, 13, 13)
+    fine_weight_power: float = 12.0
+    fine_ncc_scale: float = 8.0
+    fine_prior_scale: float = 4.0
+    fine_window: int = 2
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
+        self.fine_kernel_zyx = tuple(int(k) for k in self.fine_kernel_zyx)
+        if len(self.fine_kernel_zyx) != 3 or any(k < 1 or k % 2 == 0 for k in self.fine_kernel_zyx):
+            raise ValueError(f"fine_kernel_zyx must be three odd sizes, got {self.fine_kernel_zyx}")
+        if self.fine_window < 1:
+            raise ValueError(f"fine_window must be >= 1, got {self.fine_window}")
         if len(self.channels) < 2:
             raise ValueError(f"channels needs a stem width and at least one stage, got {self.channels}")
         if self.norm not in NORMS:
@@ -142,6 +170,16 @@ class TLTConfig:
     def stride(self) -> int:
         """Feature stride of the extractor (8 for the paper configuration)."""
         return 2 ** (len(self.channels) - 1)
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the output logits: 1 with ``fine_matching`` (full resolution), else :attr:`stride`."""
+        return 1 if self.fine_matching else self.stride
+
+    @property
+    def extractor_in_channels(self) -> int:
+        """Image, plus the Gaussian map (``gaussian_input_channels``), plus the NCC map (``fine_matching``)."""
+        return self.in_channels + int(self.gaussian_input_channels) + int(self.fine_matching)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (for plans and checkpoints)."""
@@ -235,6 +273,65 @@ def argmax_center_zyx(logits: torch.Tensor, stride: int) -> torch.Tensor:
     return k * stride + (stride - 1) / 2.0
 
 
+def gaussian_peak_zyx(gaussian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest voxel and sub-voxel center of a Gaussian map ``(B, 1, D, H, W)``, e.g. the template's.
+
+    Returns ``k0 (B, 3)`` long, the arg-max voxel (z, y, x), and ``offset (B, 3)`` float, the center
+    minus ``k0`` in voxels: per axis, the vertex of the parabola through ``log G`` at ``k0 - 1, k0, k0 + 1``
+    (exact for ``exp(-|p - c|² / s)``, whose logarithm is quadratic and separable); 0 on a border or a
+    flat profile.
+    """
+    b, _, d, h, w = gaussian.shape
+    flat = gaussian.reshape(b, -1).argmax(dim=1)
+    k0 = torch.stack((torch.div(flat, h * w, rounding_mode="floor"),
+                      torch.div(flat % (h * w), w, rounding_mode="floor"), flat % w), dim=1)
+    log_g = torch.log(gaussian[:, 0].double().clamp(min=1e-300))
+    offset = torch.zeros(b, 3, dtype=torch.float64, device=gaussian.device)
+    for i in range(b):
+        z, y, x = (int(v) for v in k0[i])
+        for axis, (line, k) in enumerate(((log_g[i, :, y, x], z), (log_g[i, z, :, x], y), (log_g[i, z, y, :], x))):
+            if 0 < k < line.shape[0] - 1:
+                lo, mid, hi = line[k - 1], line[k], line[k + 1]
+                curvature = lo - 2 * mid + hi
+                if curvature < 0:
+                    offset[i, axis] = (0.5 * (lo - hi) / curvature).clamp(-0.5, 0.5)
+    return k0, offset.to(gaussian.dtype)
+
+
+def crop_around_zyx(image: torch.Tensor, weight: torch.Tensor, center_zyx: torch.Tensor,
+                    kernel_zyx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample crops of ``kernel_zyx`` (odd) voxels centred on ``center_zyx (B, 3)`` (long) from
+    ``image (B, C, D, H, W)`` and ``weight (B, 1, D, H, W)``; outside the volume the image is 0 and the
+    weight 0. Returns ``(B, C, kd, kh, kw)`` and ``(B, 1, kd, kh, kw)``."""
+    half = [int(k) // 2 for k in kernel_zyx]
+    pad = [p for h in reversed(half) for p in (h, h)]
+    image_p, weight_p = F.pad(image, pad), F.pad(weight, pad)
+    crops, weights = [], []
+    for i in range(image.shape[0]):
+        z, y, x = (int(v) for v in center_zyx[i])
+        region = (slice(z, z + kernel_zyx[0]), slice(y, y + kernel_zyx[1]), slice(x, x + kernel_zyx[2]))
+        crops.append(image_p[(i, slice(None)) + region])
+        weights.append(weight_p[(i, slice(None)) + region])
+    return torch.stack(crops), torch.stack(weights)
+
+
+def local_soft_argmax_zyx(logits: torch.Tensor, half_width: int) -> torch.Tensor:
+    """Soft-arg-max of ``logits (B, 1, D, H, W)`` in the ``(2 half_width + 1)³`` window around its
+    arg-max (moved inside the volume at a border): ``Σ softmax(window) · position``, voxels ``(B, 3)``
+    (z, y, x). Differentiable in the logits of the window."""
+    b, _, d, h, w = logits.shape
+    size = [min(2 * half_width + 1, n) for n in (d, h, w)]
+    peak = argmax_center_zyx(logits.detach(), 1).long()
+    centers = []
+    for i in range(b):
+        start = [min(max(int(peak[i, a]) - half_width, 0), n - s) for a, (n, s) in enumerate(zip((d, h, w), size))]
+        window = logits[i, 0, start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
+        p = torch.softmax(window.reshape(-1), dim=0).view(*size)
+        grid = feature_voxel_centers_zyx(size, 1, device=logits.device, dtype=logits.dtype)  # (N, 3)
+        centers.append(p.reshape(-1) @ grid + torch.tensor(start, device=logits.device, dtype=logits.dtype))
+    return torch.stack(centers)
+
+
 def resize_to_grid(volume: torch.Tensor, shape_zyx) -> torch.Tensor:
     """Trilinear resize (``align_corners=False``, no antialiasing) of ``(B, C, D, H, W)`` to ``shape_zyx``.
 
@@ -261,11 +358,11 @@ class TLT(nn.Module):
         super().__init__()
         self.config = config = config if config is not None else TLTConfig()
         c = config.dim
-        extractor_channels = config.in_channels + (1 if config.gaussian_input_channels else 0)
-        self.extractor = ResNetEncoder3d(extractor_channels, config.channels[0], config.channels[1:],
+        self.extractor = ResNetEncoder3d(config.extractor_in_channels, config.channels[0], config.channels[1:],
                                          config.blocks_per_stage, config.stem_kernel, config.norm,
                                          config.negative_slope)
         self.stride = self.extractor.stride
+        self.output_stride = config.output_stride
 
         def ca():
             return CrossAttentionLayer(c, config.num_heads, config.ffn_dim, config.dropout,
@@ -277,7 +374,12 @@ class TLT(nn.Module):
         self.cls_head = MLP(c, config.head_hidden, 1, config.head_layers)
         nn.init.constant_(self.cls_head.layers[-1].bias, -math.log((1 - config.cls_prior) / config.cls_prior))
         self.reg_head = None
-        if config.use_global_regression:
+        self.fine_scales = None
+        if config.fine_matching:
+            # a (NCC), b (prior), bias: a perfect match on the prior peak starts at the coarse logit
+            a, b = float(config.fine_ncc_scale), float(config.fine_prior_scale)
+            self.fine_scales = nn.Parameter(torch.tensor([a, b, -(a + b)]))
+        elif config.use_global_regression:
             self.reg_head = MLP(c, config.head_hidden, 3, config.head_layers)
             # Start at the token centers: Ĉ = token center + stride * 0.
             nn.init.zeros_(self.reg_head.layers[-1].weight)
@@ -304,9 +406,9 @@ class TLT(nn.Module):
             raise ValueError(f"batch sizes differ: template {template.shape[0]}, search {search.shape[0]}")
         b = template.shape[0]
         for name, m, ref, needed in (("template_gaussian", template_gaussian, template,
-                                      cfg.use_sss or cfg.gaussian_input_channels),
+                                      cfg.use_sss or cfg.gaussian_input_channels or cfg.fine_matching),
                                      ("search_prior", search_prior, search,
-                                      cfg.use_raam or cfg.gaussian_input_channels)):
+                                      cfg.use_raam or cfg.gaussian_input_channels or cfg.fine_matching)):
             if m is None:
                 if needed:
                     raise ValueError(f"{name} is required by this configuration (use_sss={cfg.use_sss}, "
@@ -322,6 +424,24 @@ class TLT(nn.Module):
         if self.config.checkpoint_extractor and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(self.extractor, image, use_reentrant=False)
         return self.extractor(image)
+
+    @torch.no_grad()
+    def _fine_matching_maps(self, template: torch.Tensor, template_gaussian: torch.Tensor,
+                            search: torch.Tensor) -> dict:
+        """The fine head's fixed inputs (no gradients: they depend on the images only).
+
+        Returns ``ncc_search (B, 1, Ds, Hs, Ws)`` and ``ncc_template (B, 1, Dt, Ht, Wt)`` (weighted NCC
+        of the kernel centred on the template lesion's nearest voxel ``k0``) and
+        ``center_offset_zyx (B, 3)``: lesion center minus ``k0`` (voxels), to add to a position found
+        on the NCC maps.
+        """
+        cfg = self.config
+        k0, offset = gaussian_peak_zyx(template_gaussian)
+        kernel, weight = crop_around_zyx(template, template_gaussian, k0, cfg.fine_kernel_zyx)
+        weight = weight.clamp(min=0.0) ** cfg.fine_weight_power
+        return {"ncc_search": weighted_ncc(search.float(), kernel.float(), weight.float()).to(search.dtype),
+                "ncc_template": weighted_ncc(template.float(), kernel.float(), weight.float()).to(template.dtype),
+                "center_offset_zyx": offset.to(search.dtype)}
 
     def _pos(self, shape_zyx, like: torch.Tensor) -> torch.Tensor | None:
         if self.config.positional_encoding == "none":
@@ -359,15 +479,25 @@ class TLT(nn.Module):
               regressed absolute center (z, y, x) in search-patch voxels;
             * ``template_keep_mask`` ``(B, 1, dt, ht, wt)`` bool: template tokens used by the attention;
             * ``template_token_counts`` ``(B,)`` long: how many.
+
+            With ``fine_matching``, ``logits`` and ``heatmap`` are ``(B, 1, Ds, Hs, Ws)`` (full
+            resolution, :attr:`output_stride` 1), ``center_zyx`` is their local soft-arg-max plus the
+            template's sub-voxel offset, ``coarse_logits`` ``(B, 1, d, h, w)`` holds Ŷ, and there is no
+            ``token_centers_zyx``.
         """
         cfg = self.config
         self._check_inputs(template, template_gaussian, search, search_prior)
+        t_inputs, s_inputs = [template], [search]
         if cfg.gaussian_input_channels:
-            f_t = self._extract(torch.cat([template, template_gaussian.to(template.dtype)], dim=1))
-            f_s = self._extract(torch.cat([search, search_prior.to(search.dtype)], dim=1))
-        else:
-            f_t = self._extract(template)
-            f_s = self._extract(search)
+            t_inputs.append(template_gaussian.to(template.dtype))
+            s_inputs.append(search_prior.to(search.dtype))
+        fine = None
+        if cfg.fine_matching:
+            fine = self._fine_matching_maps(template, template_gaussian, search)
+            t_inputs.append(fine["ncc_template"])
+            s_inputs.append(fine["ncc_search"])
+        f_t = self._extract(torch.cat(t_inputs, dim=1))
+        f_s = self._extract(torch.cat(s_inputs, dim=1))
         b, c, dt, ht, wt = f_t.shape
         _, _, ds, hs, ws = f_s.shape
         t = f_t.flatten(2).transpose(1, 2)          # (B, Nt, C)
@@ -419,7 +549,15 @@ class TLT(nn.Module):
             "template_keep_mask": keep_mask.view(b, 1, dt, ht, wt),
             "template_token_counts": counts,
         }
-        if self.reg_head is not None:
+        if fine is not None:
+            a, b_prior, bias = self.fine_scales
+            fine_logits = (heatmap_to_patch(logits, search.shape[2:]) + a * fine["ncc_search"]
+                           + b_prior * search_prior.to(logits.dtype) + bias)
+            out["coarse_logits"] = logits
+            out["logits"] = fine_logits
+            out["heatmap"] = torch.sigmoid(fine_logits)
+            out["center_zyx"] = local_soft_argmax_zyx(fine_logits, cfg.fine_window) + fine["center_offset_zyx"]
+        elif self.reg_head is not None:
             centers = feature_voxel_centers_zyx((ds, hs, ws), self.stride, device=s.device, dtype=s.dtype)
             c_hat = centers[None] + self.stride * self.reg_head(s)                 # (B, Ns, 3) voxels
             weights = torch.softmax(logits_flat, dim=1)                             # (B, Ns)
@@ -432,21 +570,24 @@ class TLT(nn.Module):
     def predict_center(self, outputs: dict, use_global_regression: bool | None = None) -> torch.Tensor:
         """Predicted centers ``(B, 3)`` (z, y, x), search-patch voxels, from :meth:`forward`'s output.
 
-        ``use_global_regression`` (default: the configuration's) chooses the global regression
-        ``Σ softmax(Ŷ) Ĉ``; False gives the center of the arg-max feature voxel of the logits.
+        ``use_global_regression`` (default: the configuration's) chooses the trained center — the
+        global regression ``Σ softmax(Ŷ) Ĉ`` or, with ``fine_matching``, the local soft-arg-max; False
+        gives the center of the arg-max voxel of the logits (at :attr:`output_stride`).
         """
-        return predict_center(outputs, self.stride,
-                              self.config.use_global_regression if use_global_regression is None
+        cfg = self.config
+        default = cfg.use_global_regression or cfg.fine_matching
+        return predict_center(outputs, self.output_stride, default if use_global_regression is None
                               else use_global_regression)
 
 
 def predict_center(outputs: dict, stride: int = 8, use_global_regression: bool = True) -> torch.Tensor:
     """Center ``(B, 3)`` (z, y, x) in search-patch voxels from a TLT output dict (detached).
 
-    Global regression when requested and available (``token_centers_zyx`` present), else the center of
-    the arg-max feature voxel of ``logits``.
+    The trained center (``center_zyx``) when requested and the network has one (``token_centers_zyx``
+    of the global regression, or ``coarse_logits`` of the fine head, present), else the center of the
+    arg-max voxel of ``logits`` (whose stride is ``stride``).
     """
-    if use_global_regression and "token_centers_zyx" in outputs:
+    if use_global_regression and ("token_centers_zyx" in outputs or "coarse_logits" in outputs):
         return outputs["center_zyx"].detach()
     return argmax_center_zyx(outputs["logits"].detach(), stride)
 

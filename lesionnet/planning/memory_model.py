@@ -107,8 +107,10 @@ def _conv_params(cin: int, cout: int, k: int) -> int:
 def tlt_parameter_count(channels=(32, 64, 128, 192), num_heads: int = 8, layers_per_line: int = 3,
                         ffn_dim: int = 832, head_hidden: int = 192, head_layers: int = 3,
                         blocks_per_stage: int = 1, stem_kernel: int = 7, in_channels: int = 1,
-                        use_global_regression: bool = True, **_ignored) -> int:
+                        use_global_regression: bool = True, gaussian_input_channels: bool = False,
+                        fine_matching: bool = False, **_ignored) -> int:
     """Exact parameter count of ``build_tlt`` for these settings (5,999,716 for the paper's)."""
+    in_channels = in_channels + int(gaussian_input_channels) + int(fine_matching)
     c0 = channels[0]
     n = _conv_params(in_channels, c0, stem_kernel) + 2 * c0 + _conv_params(c0, c0, 3) + 2 * c0
     previous = c0
@@ -124,8 +126,9 @@ def tlt_parameter_count(channels=(32, 64, 128, 192), num_heads: int = 8, layers_
         dims = [dim] + [head_hidden] * (head_layers - 1) + [out_dim]
         return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
-    n += mlp(1) + (mlp(3) if use_global_regression else 0)
-    return n
+    if fine_matching:          # the fine head's three scalars replace the regression MLP
+        return n + mlp(1) + 3
+    return n + mlp(1) + (mlp(3) if use_global_regression else 0)
 
 
 def _tlt_extractor_saved_per_voxel(channels, blocks_per_stage: int = 1) -> float:

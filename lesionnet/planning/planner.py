@@ -279,6 +279,32 @@ def rule_sss_threshold(radii_mm, feature_spacing_zyx, template_feature_shape_zyx
                     conflict=conflict)
 
 
+def rule_fine_matching(radii_mm, spacing_zyx, template_patch_zyx, stride: int = FEATURE_STRIDE,
+                       kernel_radius_factor: float = 2.5) -> dict:
+    """TLT's fine matching head (``TLTConfig.fine_matching``): on when the median lesion is smaller
+    than a feature cell.
+
+    * enabled when the median lesion diameter ``2 r_med`` is below the geometric mean edge of a
+      feature cell (``stride × spacing``): most lesions then sit inside one token, and the stride-8
+      tokens cannot place them (the paper's data, ~0.8 mm in-plane, has cells of ~7 mm);
+    * kernel per axis: ``2 ceil(kernel_radius_factor × r_med / spacing) + 1`` voxels, at most the
+      template patch (made odd) — the matching weight ``exp(-d² / r²)`` is ~0 beyond 2.5 radii.
+    """
+    r_med = _percentile(radii_mm, 50.0, default=10.0)
+    spacing = np.asarray(spacing_zyx, dtype=np.float64)
+    cell_mm = float(np.prod(stride * spacing) ** (1.0 / 3.0))
+    enabled = bool(2.0 * r_med < cell_mm)
+    kernel = []
+    for s, t in zip(spacing, template_patch_zyx):
+        k = 2 * math.ceil(kernel_radius_factor * r_med / s) + 1
+        largest = int(t) if int(t) % 2 else int(t) - 1
+        kernel.append(int(min(k, largest)))
+    rule = (f"on when 2 × median radius < the feature cell's geometric mean edge ({stride} × spacing); "
+            f"kernel 2 ceil({kernel_radius_factor:g} × median radius / spacing) + 1 voxels, at most the template")
+    return decision({"enabled": enabled, "kernel_zyx": kernel}, rule, median_radius_mm=r_med,
+                    feature_cell_mm=cell_mm)
+
+
 # ================================================================================ memory-driven choices
 def build_chain(start: dict, steps: Sequence[tuple]) -> list[dict]:
     """A chain of configurations: ``start``, then one change per step (``(key, value)``), each applied
@@ -572,6 +598,8 @@ def _plan_tracking(plans, fingerprint, spacings, shapes, scan_spacings, radii, u
                                                  registration=registration)
     network = mm.tlt_network_config(cap["attention_width"], cap["attention_heads"], cap["attention_depth"],
                                     tr_rec["value"])
+    fine_rec = rule_fine_matching(radii, spacing, cap["template_patch_size_zyx"])
+    network.update(fine_matching=fine_rec["value"]["enabled"], fine_kernel_zyx=fine_rec["value"]["kernel_zyx"])
     plans["configurations"]["tlt"] = {
         "method": "tlt",
         "data_identifier": data_id,
@@ -592,7 +620,7 @@ def _plan_tracking(plans, fingerprint, spacings, shapes, scan_spacings, radii, u
         "normalization": common["normalization"],
         "decisions": {"target_spacing": spacing_rec, "template_patch_size": template_rec,
                       "search_patch_size": search_rec, "sss_threshold": tr_rec, "max_batch_size": tlt_batch_rec,
-                      "capacity": tlt_cap},
+                      "capacity": tlt_cap, "fine_matching": fine_rec},
     }
     dlt_patch = [max(a, b) for a, b in zip(search, template)]
     dlt_batch_rec = rule_max_batch(len(pairs), DLT_PAPER["batch_size"])

@@ -131,9 +131,10 @@ class TLTLoss(nn.Module):
 
     ``forward(outputs, target_center_zyx, target_radius_mm, spacing_zyx)`` with ``outputs`` from
     :meth:`lesionnet.networks.tlt.TLT.forward` returns ``{"loss", "focal", "l1_mm", "label"}``
-    (``label`` detached, for logging/plots). The L1 term needs the differentiable global regression
-    (``token_centers_zyx`` in the outputs); without it (ablation) the term is 0 and only the focal
-    loss trains the network.
+    (``label`` detached, for logging/plots). The L1 term needs a differentiable center (the global
+    regression, or the fine head's soft-arg-max); with an arg-max center (ablation "without global
+    regression") the term is 0 and only the focal loss trains the network. ``stride`` is the stride
+    of the logits (the network's ``output_stride``).
     """
 
     def __init__(self, config: TLTLossConfig | None = None, stride: int = 8):
@@ -147,7 +148,7 @@ class TLTLoss(nn.Module):
         label = tlt_gaussian_label(target_center_zyx, target_radius_mm, spacing_zyx, logits.shape[2:],
                                    self.stride, device=logits.device)
         focal = focal_loss(logits, label, cfg.focal_alpha, cfg.focal_beta)
-        if "token_centers_zyx" in outputs:
+        if outputs["center_zyx"].requires_grad:
             l1 = center_l1_mm(outputs["center_zyx"], target_center_zyx, spacing_zyx)
         else:
             l1 = logits.new_zeros(())

@@ -50,7 +50,7 @@ class TLTMethod:
         self.template_size = configuration["template_patch_size_zyx"]
         self.search_size = configuration["search_patch_size_zyx"]
         self.cases = CaseCache(lambda scan_id: load_case(scan_id, as_numpy=True))
-        self.loss = TLTLoss(stride=TLTConfig.from_dict(self.network_config).stride)
+        self.loss = TLTLoss(stride=TLTConfig.from_dict(self.network_config).output_stride)
 
     def build_network(self) -> torch.nn.Module:
         return build_tlt(self.network_config)

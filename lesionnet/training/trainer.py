@@ -142,6 +142,7 @@ class Trainer:
         self.device = torch.device(device)
         self.resume = resume
         self.metadata = dict(metadata or {})
+        self.initial_validation: dict | None = None     # validation of the untrained network (new runs)
         self.progress = progress
 
     # ------------------------------------------------------------------------------------ state
@@ -152,6 +153,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "optimizer": optimizer.state_dict(), "rng": capture_rng_state(), "history": history,
             "best_val_med_mm": best_med, "metadata": self.metadata,
+            "initial_validation": self.initial_validation,
         }
 
     def _start(self):
@@ -172,6 +174,7 @@ class Trainer:
             optimizer.load_state_dict(checkpoint["optimizer"])
             restore_rng_state(checkpoint["rng"])
             logger.info("Continuing from %s (epoch %d of %d)", latest, checkpoint["epoch"], self.config.num_epochs)
+            self.initial_validation = checkpoint.get("initial_validation")
             return network, optimizer, int(checkpoint["epoch"]), list(checkpoint["history"]), \
                 checkpoint.get("best_val_med_mm")
         if self.resume:
@@ -181,7 +184,18 @@ class Trainer:
                            self.output_folder)
         _seed_everything(self.config.seed, -1)
         network = self.method.build_network().to(self.device)
-        return network, make_optimizer(network, self.config), 0, [], None
+        optimizer = make_optimizer(network, self.config)
+        # what training adds: the validation metrics of the untrained network (every epoch reseeds)
+        self.initial_validation = self._validate(network)
+        logger.info("untrained network: %s", ", ".join(f"{k} {v:.4g}" for k, v in self.initial_validation.items()))
+        return network, optimizer, 0, [], None
+
+    def _validate(self, network) -> dict:
+        """``{"val_<metric>": value}`` of the method's validation (finite numbers only), in eval mode."""
+        network.eval()
+        metrics = self.method.validate(network, self.device)
+        return {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
+                and math.isfinite(float(v))}
 
     # ------------------------------------------------------------------------------------ loop
     def run(self) -> TrainingResult:
@@ -224,7 +238,7 @@ class Trainer:
         seconds = time.perf_counter() - start_time
         final_metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
         summary = {"method": self.method.name, "epochs": cfg.num_epochs, "best_val_med_mm": best_med,
-                   "final": final_metrics, "seconds_this_run": round(seconds, 1),
+                   "final": final_metrics, "untrained": self.initial_validation, "seconds_this_run": round(seconds, 1),
                    "training_seconds_total": round(sum(h["epoch_seconds"] for h in history), 1),
                    "training_config": cfg.to_dict(), "metadata": self.metadata}
         write_json(self.output_folder / SUMMARY_FILE, summary)
@@ -260,9 +274,6 @@ class Trainer:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         record = {"epoch": epoch, "learning_rate": lr}
         record.update({f"train_{k}": v / cfg.iterations_per_epoch for k, v in sums.items()})
-        network.eval()
-        metrics = self.method.validate(network, self.device)
-        record.update({f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
-                       and math.isfinite(float(v))})
+        record.update(self._validate(network))
         record["epoch_seconds"] = time.perf_counter() - t0
         return record
