@@ -19,6 +19,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from lesionnet import paths
 from lesionnet.cli.demo import DEMO_TRAINING, run_demo, validation_line
 from lesionnet.evaluation.tracker_comparison import markdown_table
 from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_tracking_file
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
                                         evaluate_tracking_file(predictions / "affine" / "predictions.json"),
                                         label_a="tlt", label_b="affine").to_dict()
     results["tlt_vs_affine"] = tlt_vs_affine
+    # written relative to $lesionnet_results: the file is committed and names no machine's folders
+    results["predictions_folder"] = "$lesionnet_results/" + predictions.relative_to(paths.results_dir()).as_posix()
     write_json(ROOT / "benchmarks" / "results" / "tracking.json", results)
     m = results["methods"]
     training = results.get("tlt_training_seconds")

@@ -13,6 +13,10 @@ Pipeline (papers.md "TLT", the paper's Fig. 1 and Eq. 1-4; details in documentat
            heads per search token: classification logit Ŷ, regression Ĉ (absolute position, voxels)
            global regression ĉ = Σ softmax(Ŷ) · Ĉ
 
+    optional fine matching head (``fine_matching``, lesionnet): weighted NCC of the template lesion with
+    the search patch at full resolution → extractor input + full-resolution logits
+    upsample(Ŷ) + a · NCC + b · G_s + bias → local soft-arg-max (replaces the global regression)
+
 Axis order and units of everything this module takes or returns:
 
 * images and maps are ``(B, C, D, H, W)`` = array order ``(z, y, x)``;
