@@ -51,3 +51,8 @@ def preprocessed_dir() -> Path:
 def results_dir() -> Path:
     """Folder holding trained models, logs and validation outputs."""
     return _folder(ENV_RESULTS)
+
+
+def preprocessed_folder_for(raw_folder: str | os.PathLike) -> Path:
+    """``$lesionnet_preprocessed/<raw dataset folder name>``: a dataset's fingerprint, plans and arrays."""
+    return preprocessed_dir() / Path(raw_folder).name

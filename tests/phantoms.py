@@ -32,8 +32,7 @@ def render(spacing_xyz, shape_zyx, world_to_canonical=None) -> tuple[np.ndarray,
     geometry = Geometry(spacing_xyz, origin_xyz=(0, 0, 0), shape_zyx=shape_zyx)
     extent = np.asarray(geometry.extent_mm_xyz)
     geometry = Geometry(spacing_xyz, origin_xyz=tuple(-extent / 2), shape_zyx=shape_zyx)
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
-    world = geometry.index_to_world(np.stack([xx, yy, zz], axis=-1))
+    world = geometry.voxel_to_world(np.stack(np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij"), axis=-1))
     if world_to_canonical is not None:
         world = world_to_canonical(world)
     return phantom_hu(world).astype(np.float32), geometry

@@ -8,11 +8,13 @@ import pytest
 from phantoms import make_pair
 
 from lesionnet.cli.predict import main as predict_main
+from lesionnet.datasets.geometry import zyx_to_xyz
 from lesionnet.datasets.image_io import write_image
+from lesionnet.datasets.prediction_format import read_predictions
 from lesionnet.datasets.raw_format import TrackingPair, save_pairs
-from lesionnet.evaluation.prediction_io import read_predictions
 from lesionnet.evaluation.tracking_metrics import evaluate_tracking_file
 from lesionnet.inference.tracking_input import TrackingInputError, load_tracking_input
+from lesionnet.methods.affine.tracker import RegistrationTracker
 
 LESIONS_WORLD_MM = [(30.0, -20.0, -40.0), (-40.0, 10.0, -70.0), (0.0, 30.0, 40.0)]
 
@@ -26,8 +28,8 @@ def input_folder(tmp_path_factory):
     write_image(folder / "P1_T1_0000.nii.gz", target, target_geom)
     pairs = []
     for i, world in enumerate(LESIONS_WORLD_MM):
-        c0 = source_geom.world_to_index(world)
-        c1 = target_geom.world_to_index(truth.map_points(world))
+        c0 = source_geom.world_to_voxel(world)
+        c1 = target_geom.world_to_voxel(truth.map_points(world))
         pairs.append(TrackingPair(f"L{i}_fwd", "P1_T0", "P1_T1", tuple(c0), 8.0, tuple(c1), 8.0 * 1.05))
         pairs.append(TrackingPair(f"L{i}_bwd", "P1_T1", "P1_T0", tuple(c1), 8.0 * 1.05, tuple(c0), 8.0))
     save_pairs(folder / "pairs.json", pairs)
@@ -82,7 +84,7 @@ def test_center_outside_scan_names_the_pair(input_folder, tmp_path):
     bad.mkdir()
     for name in ("P1_T0_0000.nii.gz", "P1_T1_0000.nii.gz"):
         (bad / name).symlink_to(input_folder / name)
-    _write_pairs(bad, [TrackingPair("far_away", "P1_T0", "P1_T1", (10.0, 500.0, 10.0), 5.0)])
+    _write_pairs(bad, [TrackingPair("far_away", "P1_T0", "P1_T1", (10.0, 500.0, 10.0), 5.0)])  # y = 500
     with pytest.raises(TrackingInputError, match="far_away.*outside"):
         load_tracking_input(bad)
 
@@ -98,8 +100,8 @@ def test_identity_prediction_is_the_unmoved_world_point(input_folder, tmp_path):
     doc = read_predictions(tmp_path / "predictions.json")
     pair = tracking_input.pairs[0]
     src, tgt = tracking_input.geometries[pair.source], tracking_input.geometries[pair.target]
-    expected = tgt.world_to_index(src.index_to_world(pair.source_center_xyz))
-    np.testing.assert_allclose(doc["results"][0]["predict target center"], expected, atol=1e-9)
+    expected_zyx = tgt.world_to_voxel(src.voxel_to_world(pair.source_center_zyx))
+    np.testing.assert_allclose(doc["results"][0]["predict target center"], zyx_to_xyz(expected_zyx), atol=1e-9)
 
 
 def _copy_input(src, dst):
@@ -110,18 +112,16 @@ def _copy_input(src, dst):
 
 
 def test_continue_after_a_killed_run_predicts_only_missing_cases(input_folder, tmp_path, monkeypatch):
-    import lesionnet.inference.predict_tracking as predict_tracking_module
-
-    real = predict_tracking_module.track_scan_pair
+    real = RegistrationTracker.__call__
     calls = []
 
-    def dies_on_second_case(tracking_input, pairs, method, settings):
+    def dies_on_second_case(self, tracking_input, pairs):
         calls.append((pairs[0].source, pairs[0].target))
         if len(calls) == 2:
             raise KeyboardInterrupt  # the process is killed while predicting the second case
-        return real(tracking_input, pairs, method, settings)
+        return real(self, tracking_input, pairs)
 
-    monkeypatch.setattr(predict_tracking_module, "track_scan_pair", dies_on_second_case)
+    monkeypatch.setattr(RegistrationTracker, "__call__", dies_on_second_case)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--no_progress"])
@@ -130,8 +130,8 @@ def test_continue_after_a_killed_run_predicts_only_missing_cases(input_folder, t
     assert not (out / "predictions.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(predict_tracking_module, "track_scan_pair",
-                        lambda *a, **k: calls.append(a[1][0].source) or real(*a, **k))
+    monkeypatch.setattr(RegistrationTracker, "__call__",
+                        lambda self, ti, pairs: calls.append(pairs[0].source) or real(self, ti, pairs))
     assert predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--continue",
                          "--no_progress"]) == 0
     assert calls == ["P1_T1"]  # only the missing case was predicted

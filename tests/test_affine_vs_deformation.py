@@ -21,9 +21,9 @@ def affine_errors_mm(nonrigid_displacement_mm: float, seed: int = 3) -> np.ndarr
     registration = register_images(source, source_geometry, target, target_geometry)
     errors = []
     for k in range(len(patient.lesions)):
-        predicted_xyz = registration.map_index(patient.lesion_center_xyz(0, k), source_geometry, target_geometry)
-        offset_xyz = predicted_xyz - patient.lesion_center_xyz(1, k)
-        errors.append(np.linalg.norm(offset_xyz * np.asarray(target_geometry.spacing_xyz)))
+        predicted_zyx = registration.map_voxel(patient.lesion_center_zyx(0, k), source_geometry, target_geometry)
+        offset_zyx = predicted_zyx - patient.lesion_center_zyx(1, k)
+        errors.append(np.linalg.norm(offset_zyx * np.asarray(target_geometry.spacing_zyx)))
     return np.asarray(errors)
 
 

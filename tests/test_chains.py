@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from lesionnet.datasets.geometry import xyz_to_zyx, zyx_to_xyz
+from lesionnet.datasets.prediction_format import prediction_record_from_pair, read_predictions, write_predictions
 from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
-from lesionnet.evaluation.prediction_io import prediction_record_from_pair, read_predictions, write_predictions
-from lesionnet.inference.affine_tracker import track_scan_pair
 from lesionnet.inference.chains import (
     PREDICTED_RADIUS_KEY,
     chain_hops,
@@ -19,6 +19,7 @@ from lesionnet.inference.chains import (
     predict_chained,
 )
 from lesionnet.inference.tracking_input import load_tracking_input
+from lesionnet.methods.affine.tracker import RegistrationTracker
 
 
 def _pair(pair_id, source, target, center=(1.0, 2.0, 3.0), radius=5.0, patient=None):
@@ -36,7 +37,8 @@ def tracking_input(tmp_path_factory):
 
 
 class ShiftTracker:
-    """Fake tracker: predicts the source center + 1 voxel in x, 0.5 s per hop; records every call."""
+    """Fake tracker: predicts the source center + 1 voxel in x (the last array axis), 0.5 s per hop; records
+    every call."""
 
     def __init__(self, radius_factor=None):
         self.calls = []
@@ -47,11 +49,11 @@ class ShiftTracker:
         records = []
         for pair in hop_pairs:
             assert pair.source == hop_pairs[0].source and pair.target == hop_pairs[0].target
-            assert pair.target_center_xyz is None  # hops carry no truth
-            predicted = np.asarray(pair.source_center_xyz) + (1.0, 0.0, 0.0)
+            assert pair.target_center_zyx is None  # hops carry no truth
+            predicted = np.asarray(pair.source_center_zyx) + (0.0, 0.0, 1.0)
             geometry = tracking_input.geometries[pair.target]
-            record = prediction_record_from_pair(pair, predicted.tolist(), geometry.spacing_xyz,
-                                                 geometry.index_to_world(predicted).tolist(), processing_time_s=0.5)
+            record = prediction_record_from_pair(pair, predicted.tolist(), geometry.spacing_zyx,
+                                                 geometry.voxel_to_world(predicted).tolist(), processing_time_s=0.5)
             if self.radius_factor:
                 record[PREDICTED_RADIUS_KEY] = pair.source_radius_mm * self.radius_factor
             records.append(record)
@@ -59,7 +61,7 @@ class ShiftTracker:
 
 
 def _identity(tracking_input, pairs):
-    return track_scan_pair(tracking_input, pairs, "identity")
+    return RegistrationTracker(register=False)(tracking_input, pairs)
 
 
 # ------------------------------------------------------------------------------------ time order and hops
@@ -114,16 +116,16 @@ def test_prediction_of_a_hop_seeds_the_next_and_shared_hops_run_once(tracking_in
         i, j = order.index(pair.source), order.index(pair.target)
         n_hops = abs(j - i)
         np.testing.assert_allclose(record["predict target center"],
-                                   np.asarray(pair.source_center_xyz) + (n_hops, 0, 0), atol=1e-9)
+                                   np.asarray(zyx_to_xyz(pair.source_center_zyx)) + (n_hops, 0, 0), atol=1e-9)
         assert record["chain"] == (order[i:j + 1] if j > i else order[j:i + 1][::-1])
         assert record["processing time"] == pytest.approx(0.5 * n_hops)
         assert record["source"] == pair.source and record["target"] == pair.target
-        assert record["source center"] == list(pair.source_center_xyz)
-        assert record["target center"] == list(pair.target_center_xyz)
+        assert record["source center"] == list(zyx_to_xyz(pair.source_center_zyx))
+        assert record["target center"] == list(zyx_to_xyz(pair.target_center_zyx))
         assert record["target radius mm"] == pair.target_radius_mm
         geometry = tracking_input.geometries[pair.target]
         np.testing.assert_allclose(record["predict target center world"],
-                                   geometry.index_to_world(record["predict target center"]), atol=1e-9)
+                                   geometry.voxel_to_world(xyz_to_zyx(record["predict target center"])), atol=1e-9)
     # each directed scan pair of consecutive scans is tracked once; T0->T1 is shared by the lesions' T0->T1 and
     # T0->T2 pairs (2 hops, not 4), T1->T2 gets the 2 true T1 centers plus the 2 predicted ones
     calls = Counter((c[0].source, c[0].target) for c in tracker.calls)
@@ -154,8 +156,8 @@ def test_projected_radius_is_carried_to_the_next_hop(tracking_input):
     predict_chained(tracking_input, [pair], tracker, progress=False)
     assert [c[0].source_radius_mm for c in tracker.calls] == pytest.approx(
         [pair.source_radius_mm, 2 * pair.source_radius_mm])
-    np.testing.assert_allclose(tracker.calls[1][0].source_center_xyz,
-                               np.asarray(pair.source_center_xyz) + (1, 0, 0), atol=1e-9)
+    np.testing.assert_allclose(tracker.calls[1][0].source_center_zyx,
+                               np.asarray(pair.source_center_zyx) + (0, 0, 1), atol=1e-9)
 
 
 def test_consecutive_pairs_equal_the_single_hop_tracker(tracking_input):
@@ -183,7 +185,7 @@ def test_identity_chain_through_an_intermediate_scan_keeps_the_world_point(track
 
 
 def test_pairs_without_truth_and_backward_refusal(tracking_input):
-    pairs = [dataclasses.replace(p, target_center_xyz=None, target_radius_mm=None) for p in tracking_input.pairs]
+    pairs = [dataclasses.replace(p, target_center_zyx=None, target_radius_mm=None) for p in tracking_input.pairs]
     records = predict_chained(tracking_input, pairs[:3], ShiftTracker(), progress=False)
     assert all("target center" not in r and "target radius mm" not in r for r in records)
     backward = next(p for p in pairs if p.source.endswith("T2"))

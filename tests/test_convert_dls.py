@@ -33,7 +33,7 @@ from lesionnet.datasets.dls_convert import (
     read_deeplesion_subvolume,
     scan_id_from_filename,
 )
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, xyz_to_zyx, zyx_to_xyz
 from lesionnet.datasets.image_io import read_image
 from lesionnet.datasets.raw_format import load_pairs
 from lesionnet.datasets.verify import verify_dataset
@@ -171,14 +171,18 @@ def test_round_trip(dls_input, lesionnet_dirs, monkeypatch):
     assert meta["task"] == "tracking" and meta["numTraining"] == 0 and meta["file_ending"] == ".nii.gz"
     pairs = load_pairs(folder / "pairsTs.json")
     assert [p.pair_id for p in pairs] == ["test_0001", "test_0002", "test_0711", "test_0712"]
+    written = json.loads((folder / "pairsTs.json").read_text())  # the file keeps the DLS [x, y, z]
+    assert [(w["source_center"], w["target_center"]) for w in written] == \
+        [(r["source center"], r["target center"]) for r in DLS_RECORDS.values()]
 
     for pair, (key, record) in zip(pairs, DLS_RECORDS.items()):
         assert pair.patient == record["source"][:6]
         for which in ("source", "target"):
             scan_id = getattr(pair, which)
             assert scan_id == scan_id_from_filename(record[which])
-            center_xyz = getattr(pair, f"{which}_center_xyz")
-            assert list(center_xyz) == record[f"{which} center"]  # kept exactly as given
+            center_zyx = getattr(pair, f"{which}_center_zyx")
+            assert list(zyx_to_xyz(center_zyx)) == record[f"{which} center"]  # kept exactly as given
+            center_xyz = record[f"{which} center"]
             spacing = record[f"{which} spacing"]
             assert getattr(pair, f"{which}_radius_mm") == pytest.approx(
                 max(record[f"{which} recist diameter"]) / 2 * spacing[0])
@@ -193,7 +197,7 @@ def test_round_trip(dls_input, lesionnet_dirs, monkeypatch):
             assert array.dtype == np.int16 and array.shape == (n, rows, cols)
 
             world = Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(),
-                             image.GetSize()[::-1]).index_to_world(center_xyz)
+                             xyz_to_zyx(image.GetSize())).voxel_to_world(center_zyx)
             back_xyz = image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in world))
             assert np.allclose(back_xyz, center_xyz, atol=1e-6)
             x, y, z = (_round(v) for v in back_xyz)
@@ -243,7 +247,7 @@ def test_other_orientations_are_read_from_the_header(dls_input, tmp_path):
     images, annotation, scene = dls_input
     name = "000784_01_01_121-131.nii.gz"
     rows, cols, n, spacing, centers = scene[name]
-    reference, reference_geometry = read_deeplesion_subvolume(images / name, spacing)
+    reference, reference_geometry = read_deeplesion_subvolume(images / name, xyz_to_zyx(spacing))
 
     flipped = np.stack(_slices(rows, cols, n, centers), axis=0)[::-1]
     image = sitk.GetImageFromArray(np.ascontiguousarray(flipped))
@@ -251,7 +255,7 @@ def test_other_orientations_are_read_from_the_header(dls_input, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     sitk.WriteImage(image, str(other / name))
-    array, geometry = read_deeplesion_subvolume(other / name, spacing)
+    array, geometry = read_deeplesion_subvolume(other / name, xyz_to_zyx(spacing))
     assert np.array_equal(array, reference)
     assert np.allclose(geometry.direction, DEEPLESION_DIRECTION)
     assert np.allclose(geometry.origin_xyz, (0.0, 0.0, (n - 1) * spacing[2]))  # voxel 0 keeps its world position
@@ -262,7 +266,7 @@ def test_other_orientations_are_read_from_the_header(dls_input, tmp_path):
     image.SetSpacing(spacing)
     image.SetDirection(DEEPLESION_DIRECTION)
     sitk.WriteImage(image, str(again / name))
-    array, geometry = read_deeplesion_subvolume(again / name, spacing)
+    array, geometry = read_deeplesion_subvolume(again / name, xyz_to_zyx(spacing))
     assert np.array_equal(array, reference) and geometry.same_grid(reference_geometry)
 
 
@@ -272,13 +276,13 @@ def test_float64_subvolumes_of_300_slices_become_int16(tmp_path):
     center_xyz = (7.0, 3.0, 250.0)
     write_like_dl_save_nifti(tmp_path / name, _slices(rows, cols, 300, [center_xyz]), spacing)
     assert nib.load(str(tmp_path / name)).get_data_dtype() == np.float64
-    array, geometry = read_deeplesion_subvolume(tmp_path / name, spacing)
+    array, geometry = read_deeplesion_subvolume(tmp_path / name, xyz_to_zyx(spacing))
     assert array.dtype == np.int16 and array.shape == (300, rows, cols)
     assert array[250, 3, 7] == MARKER == array.max()
 
 
 def test_annotation_helpers():
-    assert dls_radius_mm([24.0, 21.4], [0.703125, 0.703125, 5.0]) == pytest.approx(12 * 0.703125)
+    assert dls_radius_mm([24.0, 21.4], [5.0, 0.703125, 0.703125]) == pytest.approx(12 * 0.703125)  # spacing (z, y, x)
     assert expected_num_slices("000016_02_01_223-283.nii.gz") == 61
     assert expected_num_slices("scan.nii.gz") is None
 
@@ -289,11 +293,14 @@ def test_real_test_json_parses_and_centers_fit_the_file_names():
         pytest.skip("tests/data/dls/test.json not present")
     records = load_dls_annotations(path)
     assert len(records) == 960
+    raw = json.loads(path.read_text())
     for r in records:
         for which in ("source", "target"):
-            z = getattr(r, f"{which}_center_xyz")[2]
+            z, _, _ = getattr(r, f"{which}_center_zyx")
             assert 0 <= z < expected_num_slices(getattr(r, f"{which}_file"))
             assert getattr(r, f"{which}_radius_mm") > 0
+            assert list(zyx_to_xyz(getattr(r, f"{which}_center_zyx"))) == raw[r.key][f"{which} center"]
+            assert list(zyx_to_xyz(getattr(r, f"{which}_spacing_zyx"))) == raw[r.key][f"{which} spacing"]
 
 
 def test_cli(dls_input, lesionnet_dirs, capsys):

@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lesionnet.methods.tlt import memory as tlt_memory
+from lesionnet.methods.tlt.config import TLTConfig
+from lesionnet.methods.tlt.loss import TLTLoss
+from lesionnet.methods.tlt.maps import lesion_gaussian
+from lesionnet.methods.tlt.network import build_tlt, count_parameters
+from lesionnet.methods.tlt.ops import crop_around_zyx, gaussian_peak_zyx, local_soft_argmax_zyx
 from lesionnet.networks.matching import weighted_ncc
-from lesionnet.networks.tlt import (
-    TLTConfig,
-    build_tlt,
-    count_parameters,
-    crop_around_zyx,
-    gaussian_peak_zyx,
-    local_soft_argmax_zyx,
-)
-from lesionnet.planning import memory_model as mm
-from lesionnet.registration.anatomy_maps import tlt_gaussian
-from lesionnet.training.losses import TLTLoss
 
 TEMPLATE = (16, 24, 24)
 SEARCH = (24, 32, 32)
@@ -25,7 +20,7 @@ SEARCH = (24, 32, 32)
 
 def gaussian(shape_zyx, center_zyx, radius_mm, spacing_zyx=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """(1, 1, D, H, W) TLT Gaussian ``exp(-d² / (12 r²))`` (center and spacing in (z, y, x))."""
-    g = tlt_gaussian(shape_zyx, tuple(center_zyx)[::-1], radius_mm, tuple(spacing_zyx)[::-1])
+    g = lesion_gaussian(shape_zyx, center_zyx, radius_mm, spacing_zyx)
     return torch.from_numpy(np.ascontiguousarray(g))[None, None]
 
 
@@ -122,7 +117,7 @@ def test_fine_head_shapes_parameters_and_the_untrained_network_finds_the_blob():
     config = fine_config()
     model = build_tlt(config).eval()
     assert model.output_stride == 1 and config.extractor_in_channels == 2
-    assert count_parameters(model) == mm.tlt_parameter_count(**config.to_dict())
+    assert count_parameters(model) == tlt_memory.parameter_count(**config.to_dict())
     with torch.no_grad():
         out = model(template, tg, search, sp)
     assert out["logits"].shape == (1, 1, *SEARCH) and out["heatmap"].shape == (1, 1, *SEARCH)

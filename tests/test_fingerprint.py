@@ -8,6 +8,7 @@ import pytest
 from phantoms import FAST_REGISTRATION
 
 from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.instances import instance_statistics
 from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.datasets.synthetic import (
     LymphNodeConfig,
@@ -21,14 +22,13 @@ from lesionnet.planning.fingerprint import (
     PLANNING_CACHE,
     body_mask,
     extract_fingerprint,
-    instance_statistics,
     quantile_summary,
     sample_scan_pairs,
     unique_lesions,
 )
-from lesionnet.preprocessing import registration_priors
-from lesionnet.preprocessing.registration_priors import REGISTRATION_FOLDER, invert_registration, registration_jobs
+from lesionnet.registration import cache as registration_cache
 from lesionnet.registration.affine import AffineRegistration
+from lesionnet.registration.cache import REGISTRATION_FOLDER, invert_registration, registration_jobs
 
 
 def make_501(raw_dir, num_patients=2, **overrides):
@@ -68,7 +68,7 @@ def test_instance_statistics_boxes_radii_and_slice_counts():
     labels = np.zeros((10, 20, 20), dtype=np.int16)
     labels[2:5, 3:7, 4:9] = 1            # 3 slices, 4 x 5 in-plane
     labels[3, 10:12, 10:12] = 2          # one slice
-    stats = instance_statistics(labels, spacing_xyz=(0.5, 0.5, 2.0))
+    stats = instance_statistics(labels, spacing_zyx=(2.0, 0.5, 0.5))
     a, b = stats["instances"]
     assert a["box_zyx"] == [2, 3, 4, 5, 7, 9] and a["extent_slices"] == 3
     assert a["extent_mm_zyx"] == [6.0, 2.0, 2.5]
@@ -106,8 +106,8 @@ def test_invert_registration_round_trip():
     np.testing.assert_allclose(inverse.map_points(reg.map_points(points)), points, atol=1e-9)
     np.testing.assert_allclose(invert_registration(inverse).map_points(points), reg.map_points(points), atol=1e-9)
     geometry = Geometry((1.0, 2.0, 3.0), (5, 6, 7), shape_zyx=(10, 10, 10))
-    back = inverse.map_index(reg.map_index((3.0, 4.0, 5.0), geometry, geometry), geometry, geometry)
-    np.testing.assert_allclose(back, (3.0, 4.0, 5.0), atol=1e-9)
+    back = inverse.map_voxel(reg.map_voxel((5.0, 4.0, 3.0), geometry, geometry), geometry, geometry)
+    np.testing.assert_allclose(back, (5.0, 4.0, 3.0), atol=1e-9)
 
 
 def test_sample_scan_pairs_is_a_seeded_capped_subset():
@@ -132,8 +132,8 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
     raw = make_501(tmp_path / "raw")
     out = tmp_path / "pre"
     calls = []
-    real = registration_priors.register_affine
-    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_affine
+    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                              progress=False)
     meta = json.loads((raw / "dataset.json").read_text())
@@ -177,8 +177,8 @@ def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_
     extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                         progress=False)
     calls = []
-    real = registration_priors.register_affine
-    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_affine
+    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
     # touching dataset.json changes the fingerprint's inputs, not the scans: no registration is redone
     (raw / "dataset.json").write_text((raw / "dataset.json").read_text())
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
@@ -189,8 +189,8 @@ def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_
 def test_prior_error_from_a_capped_sample_of_scan_pairs(tmp_path, monkeypatch):
     raw = make_501(tmp_path / "raw", num_patients=3)
     calls = []
-    real = registration_priors.register_affine
-    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_affine
+    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION,
                              output_folder=tmp_path / "pre", progress=False, max_registrations=1)
     tracking = fp["tracking"]

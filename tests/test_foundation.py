@@ -82,9 +82,12 @@ def test_index_world_round_trip_with_oblique_direction():
     angle = np.deg2rad(20)
     direction = (np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, -1)
     g = Geometry((0.8, 0.9, 3.0), (10.0, -5.0, 100.0), direction, (10, 20, 30))
-    idx = np.random.default_rng(0).uniform(0, 10, size=(7, 3))
-    np.testing.assert_allclose(g.world_to_index(g.index_to_world(idx)), idx, atol=1e-9)
-    assert g.contains_index((29.4, 19.0, 9.0)) and not g.contains_index((30.6, 0, 0))
+    idx_zyx = np.random.default_rng(0).uniform(0, 10, size=(7, 3))
+    np.testing.assert_allclose(g.world_to_voxel(g.voxel_to_world(idx_zyx)), idx_zyx, atol=1e-9)
+    assert g.contains_voxel((9.0, 19.0, 29.4)) and not g.contains_voxel((0, 0, 30.6))
+    # the world point of voxel (z, y, x) = ITK's physical point of index (x, y, z)
+    expected = np.asarray(g.origin_xyz) + g.direction_matrix @ (np.array([3.0, 2.0, 1.0]) * g.spacing_xyz)
+    np.testing.assert_allclose(g.voxel_to_world((1.0, 2.0, 3.0)), expected, atol=1e-9)
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".mha"])
@@ -102,7 +105,7 @@ def test_image_round_trip_keeps_axes_and_geometry(tmp_path, ending):
     import SimpleITK as sitk
     image = sitk.ReadImage(str(path))
     assert image.GetPixel(4, 1, 2) == 7
-    np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((4, 1, 2)), geometry.index_to_world((4, 1, 2)))
+    np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((4, 1, 2)), geometry.voxel_to_world((2, 1, 4)))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 

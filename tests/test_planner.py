@@ -1,4 +1,5 @@
-"""Planner rules (pure), monotonicity in the memory budget, lesion-size behaviour, and the memory model."""
+"""Planner rules (pure), the assembly over the registered methods, monotonicity in the memory budget and
+lesion-size behaviour. (The memory models are tested in test_memory_models.py.)"""
 from __future__ import annotations
 
 import json
@@ -8,30 +9,40 @@ import pytest
 from phantoms import FAST_REGISTRATION
 
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
-from lesionnet.planning import memory_model as mm
+from lesionnet.methods import REGISTRY
+from lesionnet.methods.lntracker.planning import rule_queries, rule_slice_context
+from lesionnet.methods.tlt.maps import keep_radius_mm
+from lesionnet.methods.tlt.planning import count_kept_tokens, rule_fine_matching, rule_sss_threshold
+from lesionnet.planning import memory as mm
+from lesionnet.planning import planner
 from lesionnet.planning.fingerprint import extract_fingerprint
-from lesionnet.planning.planner import (
-    MEMORY_DRIVEN_KEYS,
+from lesionnet.planning.plans_io import cpu_budget_bytes, detect_memory_budget, get_configuration, plan_experiment
+from lesionnet.planning.rules import (
     build_chain,
-    count_kept_tokens,
     decision,
     patch_reduction_levels,
-    plan_from_fingerprint,
     round_up,
-    rule_lntracker_queries,
-    rule_lntracker_slice_context,
     rule_max_batch,
     rule_native_z_spacing,
     rule_search_patch,
-    rule_sss_threshold,
     rule_target_spacing,
     rule_template_patch,
     search_coverage,
     select_from_chain,
     template_search_reduction_levels,
 )
-from lesionnet.planning.plans_io import cpu_budget_bytes, detect_memory_budget, get_configuration, plan_experiment
-from lesionnet.registration.anatomy_maps import tlt_keep_radius
+
+
+def plan_from_fingerprint(fingerprint: dict, budget_record: dict) -> dict:
+    """The planner's assembly over every registered method (what lesionnet_plan_and_preprocess plans)."""
+    return planner.plan_from_fingerprint(fingerprint, budget_record, REGISTRY.values())
+
+
+def value_at(section: dict, dotted_key: str):
+    """``section["network"]["channels"]`` for ``"network.channels"``."""
+    for part in dotted_key.split("."):
+        section = section[part]
+    return section
 
 
 def budget(gb: float, device: str = "cuda") -> dict:
@@ -120,7 +131,7 @@ def test_template_patch_contains_the_kept_region_at_paper_tr():
     radii = np.linspace(5, 20, 50)
     rec = rule_template_patch(radii, [1.0, 1.0, 1.0])
     r95 = np.percentile(radii, 95)
-    assert min(rec["value"]) / 2 >= tlt_keep_radius(r95, 0.7)
+    assert min(rec["value"]) / 2 >= keep_radius_mm(r95, 0.7)
 
 
 def test_template_patch_huge_lesions_capped_and_one_lesion():
@@ -170,7 +181,7 @@ def test_search_patch_capped_at_median_image():
 def test_count_kept_tokens_matches_brute_force():
     fs = np.array([8.0, 6.0, 6.0])
     for r, tr, off in ((10.0, 0.7, (0, 0, 0)), (4.0, 0.5, (0.5, 0.5, 0.5)), (25.0, 0.9, (0.5, 0, 0))):
-        keep = tlt_keep_radius(r, tr)
+        keep = keep_radius_mm(r, tr)
         k = np.arange(-30, 31)
         z, y, x = np.meshgrid(k, k, k, indexing="ij")
         d2 = ((z - off[0]) * fs[0]) ** 2 + ((y - off[1]) * fs[1]) ** 2 + ((x - off[2]) * fs[2]) ** 2
@@ -206,13 +217,13 @@ def test_sss_threshold_single_lesion_and_conflict():
 
 # ------------------------------------------------------------------------------------------ LN-Tracker rules
 def test_lntracker_queries_and_context():
-    assert rule_lntracker_queries(7)["value"] == 70
-    assert rule_lntracker_queries(0)["value"] == 20
-    assert rule_lntracker_queries(100)["value"] == 300
-    assert rule_lntracker_slice_context(5.0)["value"] == 2
-    assert rule_lntracker_slice_context(2.0)["value"] == 4
-    assert rule_lntracker_slice_context(0.5)["value"] == 4
-    assert rule_lntracker_slice_context(20.0)["value"] == 1
+    assert rule_queries(7)["value"] == 70
+    assert rule_queries(0)["value"] == 20
+    assert rule_queries(100)["value"] == 300
+    assert rule_slice_context(5.0)["value"] == 2
+    assert rule_slice_context(2.0)["value"] == 4
+    assert rule_slice_context(0.5)["value"] == 4
+    assert rule_slice_context(20.0)["value"] == 1
 
 
 def test_round_up():
@@ -259,13 +270,13 @@ def test_memory_driven_sizes_are_monotone_in_the_budget(fingerprint):
     budgets = [0.125 * 2 ** k for k in range(13)]          # 0.125 ... 512 GiB
     plans = [plan_from_fingerprint(fingerprint, budget(g)) for g in budgets]
     seen_change = False
-    for method, keys in MEMORY_DRIVEN_KEYS.items():
-        if method not in plans[0]["configurations"]:
+    for method in REGISTRY.values():
+        if method.name not in plans[0]["configurations"] or not method.memory_driven_keys:
             continue
         for lo, hi in zip(plans, plans[1:]):             # hi has twice lo's budget
-            a, b = lo["configurations"][method], hi["configurations"][method]
-            for key in keys:
-                va, vb = np.atleast_1d(a[key]), np.atleast_1d(b[key])
+            a, b = lo["configurations"][method.name], hi["configurations"][method.name]
+            for key in method.memory_driven_keys:
+                va, vb = np.atleast_1d(value_at(a, key)), np.atleast_1d(value_at(b, key))
                 assert np.all(vb >= va), f"{method}.{key}: doubling the budget lowered it ({va} -> {vb})"
                 seen_change |= bool(np.any(vb > va))
             assert b["estimated_memory_bytes"] <= hi["usable_memory_bytes"] or not b["fits_memory_budget"]
@@ -273,8 +284,8 @@ def test_memory_driven_sizes_are_monotone_in_the_budget(fingerprint):
     # the largest budget reaches the paper configuration
     top = plans[-1]["configurations"]
     if "tlt" in top:
-        tlt = top["tlt"]
-        assert (tlt["attention_depth"], tlt["attention_heads"], tlt["attention_width"]) == (3, 8, 192)
+        net = top["tlt"]["network"]
+        assert (net["layers_per_line"], net["num_heads"], net["channels"][-1]) == (3, 8, 192)
     if "lntracker" in top:
         assert top["lntracker"]["decoder_layers"] == 9 and top["lntracker"]["hidden_dim"] == 256
 
@@ -286,7 +297,7 @@ def test_large_lesions_get_larger_template_and_tr_within_budget():
     assert all(b > a for a, b in zip(ts["template_patch_size_zyx"], tl["template_patch_size_zyx"]))
     rec = tl["decisions"]["sss_threshold"]
     assert rec["inputs"]["tokens_large_lesion"] <= tl["max_template_tokens"]
-    assert tl["sss_threshold"] >= ts["sss_threshold"]
+    assert tl["network"]["sss_threshold"] >= ts["network"]["sss_threshold"]
 
 
 def test_plan_with_one_scan_one_lesion_and_no_pairs():
@@ -295,24 +306,48 @@ def test_plan_with_one_scan_one_lesion_and_no_pairs():
     plans = plan_from_fingerprint(fp, budget(8))
     tlt = plans["configurations"]["tlt"]
     assert "no training pairs" in tlt["decisions"]["search_patch_size"]["rule"]
-    assert tlt["target_spacing_zyx"] == pytest.approx([5.0, 0.7, 0.7])
+    assert plans["data_configurations"][tlt["data_identifier"]]["target_spacing_zyx"] == pytest.approx([5.0, 0.7, 0.7])
     assert all(v % 8 == 0 for v in tlt["template_patch_size_zyx"] + tlt["search_patch_size_zyx"])
-    assert 0 < tlt["sss_threshold"] < 1 and tlt["batch_size"] >= 1
+    assert 0 < tlt["network"]["sss_threshold"] < 1 and tlt["batch_size"] >= 1
 
 
 def test_plan_structure_for_the_trainer():
     plans = plan_from_fingerprint(tracking_fingerprint(np.linspace(4, 20, 50)), budget(16))
     tlt = get_configuration(plans, "tlt")
-    for key in ("target_spacing_zyx", "template_patch_size_zyx", "search_patch_size_zyx", "sss_threshold",
-                "attention_depth", "attention_heads", "attention_width", "batch_size", "data_identifier", "network"):
+    for key in ("template_patch_size_zyx", "search_patch_size_zyx", "batch_size", "data_identifier", "network"):
         assert key in tlt
     for name, rec in tlt["decisions"].items():
         assert set(rec) == {"value", "rule", "inputs"}, name
     json.dumps(plans)  # plain JSON
-    with pytest.raises(KeyError, match="lntracker"):
+    with pytest.raises(KeyError, match="lntracker.*tracking dataset"):
         get_configuration(plans, "lntracker")
-    from lesionnet.networks.tlt import TLTConfig
-    TLTConfig.from_dict(tlt["network"])   # the network dict is a valid TLTConfig
+    from lesionnet.methods.tlt.config import TLTConfig
+    TLTConfig.from_dict(tlt["network"])   # the network dict is a valid TLTConfig, and holds each size once
+    assert not {"sss_threshold", "attention_depth", "attention_width"} & set(tlt)
+    # tracking methods share one data configuration (spacing, normalisation, registration of the priors)
+    assert plans["configurations"]["dlt"]["data_identifier"] == tlt["data_identifier"]
+    assert set(plans["data_configurations"]) == {tlt["data_identifier"]}
+    assert "registration" in plans["data_configurations"][tlt["data_identifier"]]
+    assert set(plans["configurations"]) == {"affine", "tlt", "dlt"} and "identity" in plans["not_planned"]
+
+
+def test_assembly_asks_only_the_methods_it_is_given_and_checks_shared_data():
+    class Spacing:
+        """A method that plans its own data at a fixed spacing."""
+
+        def __init__(self, name, spacing):
+            self.name, self.task, self.spacing = name, "tracking", spacing
+
+        def plan(self, context):
+            data_id, config = context.data_configuration(self.spacing)
+            return {"data_identifier": data_id, "data_configuration": config, "size": 1}
+
+    fp = tracking_fingerprint(np.linspace(4, 20, 50))
+    plans = planner.plan_from_fingerprint(fp, budget(8), [Spacing("a", [2.0, 1.0, 1.0])])
+    assert set(plans["configurations"]) == {"a"} and plans["configurations"]["a"] == {
+        "method": "a", "data_identifier": "lesionnetPlans_3d", "size": 1}
+    with pytest.raises(ValueError, match="'a' and 'b' plan different preprocessing"):
+        planner.plan_from_fingerprint(fp, budget(8), [Spacing("a", [2.0, 1.0, 1.0]), Spacing("b", [3.0, 1.0, 1.0])])
 
 
 def test_budget_detection(monkeypatch):
@@ -338,7 +373,9 @@ def test_plan_on_generated_datasets_large_vs_small_lesions(tmp_path):
         generate_tracking_dataset(folder, config, seed=3, progress=False)
         fp = extract_fingerprint(folder, num_processes=1, registration_settings=FAST_REGISTRATION,
                                  output_folder=tmp_path / name / "pre", progress=False)
-        plans = plan_experiment(folder, gpu_memory_gb=8, fingerprint=fp, output_folder=tmp_path / name / "pre")
+        plans = plan_experiment(folder, REGISTRY.values(), gpu_memory_gb=8, fingerprint=fp,
+                                output_folder=tmp_path / name / "pre")
+        assert set(plans["configurations"]) == {"affine", "tlt", "dlt"}
         tlt = plans["configurations"]["tlt"]
         templates[name], trs[name] = tlt["template_patch_size_zyx"], tlt
         assert tlt["decisions"]["sss_threshold"]["inputs"]["tokens_large_lesion"] <= tlt["max_template_tokens"]
@@ -347,81 +384,8 @@ def test_plan_on_generated_datasets_large_vs_small_lesions(tmp_path):
     assert all(b >= a for a, b in zip(templates["small"], templates["large"]))
 
 
-# ------------------------------------------------------------------------------------------ memory model
-@pytest.mark.parametrize("net", [mm.tlt_network_config(), mm.tlt_network_config(64, 2, 1),
-                                 mm.tlt_network_config(128, 4, 2),
-                                 {**mm.tlt_network_config(64, 2, 1), "fine_matching": True},
-                                 {**mm.tlt_network_config(64, 2, 1), "gaussian_input_channels": True,
-                                  "fine_matching": True}])
-def test_tlt_parameter_count_is_exact(net):
-    from lesionnet.networks.tlt import build_tlt, count_parameters
-    assert mm.tlt_parameter_count(**net) == count_parameters(build_tlt(net))
-
-
-def test_tlt_paper_parameter_count():
-    assert mm.tlt_parameter_count() == pytest.approx(5.98e6, rel=0.01)
-
-
-def test_memory_models_grow_with_every_size():
-    base = dict(template_patch_zyx=(16, 32, 32), search_patch_zyx=(24, 64, 64), batch_size=1)
-    m0 = mm.tlt_memory(**base).total_bytes
-    assert mm.tlt_memory(**{**base, "batch_size": 2}).total_bytes > m0
-    assert mm.tlt_memory(**{**base, "search_patch_zyx": (32, 64, 64)}).total_bytes > m0
-    assert mm.tlt_memory(**base, **{k: v for k, v in mm.tlt_network_config(64, 2, 1).items()
-                                    if k != "sss_threshold"}).total_bytes < m0
-    assert mm.tlt_memory(**base, num_heads=8, attention_dropout=0.1).total_bytes > m0
-    d0 = mm.dlt_memory((16, 64, 64), (16, 64, 64), 1, 16, 32).total_bytes
-    assert mm.dlt_memory((16, 64, 64), (16, 64, 64), 1, 32, 32).total_bytes > d0
-    assert mm.dlt_memory((16, 64, 64), (16, 64, 64), 1, 16, 64).total_bytes > d0
-    l0 = mm.lntracker_memory((256, 256), 1, 1, 100).total_bytes
-    assert mm.lntracker_memory((256, 256), 1, 2, 100).total_bytes > l0
-    assert mm.lntracker_memory((256, 256), 1, 1, 300).total_bytes > l0
-    assert mm.usable_memory_bytes(1 * mm.GIB, "cuda") < mm.usable_memory_bytes(2 * mm.GIB, "cuda")
-
-
-def measure_isolated(template, search, batch) -> dict:
-    """``measure_training_step_memory`` launched from a small fresh Python process.
-
-    Linux keeps ``ru_maxrss`` across ``execve``: a child started directly from this (large) pytest process
-    would report this process's peak as its baseline and under-measure the step. A launcher that never
-    imports torch keeps the inherited high-water mark below the measuring child's own baseline.
-    """
-    import subprocess
-    import sys
-    code = ("import json; from lesionnet.networks.memory_measure import measure_training_step_memory as m; "
-            f"print(json.dumps(m(None, {tuple(template)}, {tuple(search)}, {int(batch)}, radius_mm=8.0, "
-            "spacing_zyx=(2.5, 2.0, 2.0))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _check_measured(template, search, batch):
-    measured = measure_isolated(template, search, batch)
-    kept = max(measured["template_tokens_kept"])
-    estimate = mm.tlt_memory(template, search, batch, template_tokens=kept)
-    saved_ratio = estimate.activation_bytes / mm.MIB / measured["saved_tensors_mib"]
-    step_ratio = estimate.step_peak_bytes / mm.MIB / measured["step_peak_mib"]
-    assert 0.7 <= saved_ratio <= 1.3, (saved_ratio, measured)
-    assert 0.7 <= step_ratio <= 1.3, (step_ratio, measured)
-    return step_ratio
-
-
-def test_tlt_memory_model_matches_measured_peak_small_crop():
-    """Forward + backward of the paper network on CPU, measured in a subprocess (ru_maxrss), ±30 %."""
-    _check_measured((16, 64, 64), (16, 64, 64), 1)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("template,search,batch", [((32, 96, 96), (32, 96, 96), 1), ((24, 128, 128), (24, 128, 128), 1),
-                                                   ((16, 64, 64), (16, 64, 64), 2), ((16, 48, 48), (40, 128, 128), 1)])
-def test_tlt_memory_model_matches_measured_peak(template, search, batch):
-    _check_measured(template, search, batch)
-
-
 # ------------------------------------------------------------------------------------------ fine matching
 def test_fine_matching_rule_turns_on_when_lesions_are_smaller_than_a_feature_cell():
-    from lesionnet.planning.planner import rule_fine_matching
     # Dataset501-like: 2.5 mm voxels, 20 mm cells, median radius 5.7 mm -> on, kernel 2 ceil(2.5 r / s) + 1
     coarse = rule_fine_matching([4.0, 5.7, 9.0], [3.141, 2.545, 2.545], [24, 32, 32])
     assert coarse["value"] == {"enabled": True, "kernel_zyx": [11, 13, 13]}

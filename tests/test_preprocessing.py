@@ -18,12 +18,14 @@ from lesionnet.datasets.synthetic import (
     generate_lymph_node_dataset,
     generate_tracking_dataset,
 )
+from lesionnet.methods.tlt.maps import lesion_gaussian
 from lesionnet.planning import fingerprint as fp_module
 from lesionnet.preprocessing import preprocess as pre_module
-from lesionnet.preprocessing import registration_priors
-from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx, load_case, pair_prior_map
-from lesionnet.preprocessing.normalization import ct_zscore, normalize, tlt_linear
-from lesionnet.preprocessing.resampling import map_index, resample_array, target_geometry
+from lesionnet.preprocessing.case import lesion_on_grids, preprocess_scan, register_scan_pair, registration_settings_of
+from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx, load_case, map_on_crop
+from lesionnet.preprocessing.normalization import ct_zscore, linear_hu, normalize
+from lesionnet.preprocessing.resampling import map_voxel, resample_array, target_geometry
+from lesionnet.registration import cache as registration_cache
 from lesionnet.registration.anatomy_maps import project_lesion
 from lesionnet.utils.files import TEMP_PREFIX
 
@@ -39,8 +41,8 @@ def fast_registration(monkeypatch):
 @pytest.fixture
 def count_registrations(monkeypatch):
     calls = []
-    real = registration_priors.register_affine
-    monkeypatch.setattr(registration_priors, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_affine
+    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -54,11 +56,11 @@ def test_target_geometry_keeps_field_of_view_and_world_points():
     target = target_geometry(geometry, [2.5, 1.6, 1.6])
     assert target.shape_zyx == (40, 50, 50)
     # first voxel edge at the same world position
-    edge_old = geometry.index_to_world((-0.5, -0.5, -0.5))
-    edge_new = target.index_to_world((-0.5, -0.5, -0.5))
+    edge_old = geometry.voxel_to_world((-0.5, -0.5, -0.5))
+    edge_new = target.voxel_to_world((-0.5, -0.5, -0.5))
     np.testing.assert_allclose(edge_old, edge_new, atol=1e-9)
-    point = (37.2, 12.5, 7.3)
-    np.testing.assert_allclose(map_index(map_index(point, geometry, target), target, geometry), point, atol=1e-9)
+    point = (7.3, 12.5, 37.2)
+    np.testing.assert_allclose(map_voxel(map_voxel(point, geometry, target), target, geometry), point, atol=1e-9)
     native = target_geometry(geometry, [None, 0.4, 0.4])
     assert native.shape_zyx == (20, 200, 200) and native.spacing_xyz[2] == 5.0
 
@@ -68,19 +70,19 @@ def test_target_geometry_with_rotated_direction():
     direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
     geometry = Geometry((1.0, 1.0, 3.0), (5.0, 5.0, 5.0), direction, (10, 30, 30))
     target = target_geometry(geometry, [1.5, 2.0, 2.0])
-    np.testing.assert_allclose(geometry.index_to_world((-0.5, -0.5, -0.5)), target.index_to_world((-0.5, -0.5, -0.5)),
+    np.testing.assert_allclose(geometry.voxel_to_world((-0.5, -0.5, -0.5)), target.voxel_to_world((-0.5, -0.5, -0.5)),
                                atol=1e-9)
 
 
 def test_resample_linear_ramp_is_exact_and_masks_keep_labels():
     geometry = Geometry((1.0, 1.0, 2.0), (0, 0, 0), shape_zyx=(12, 20, 24))
-    z, y, x = np.meshgrid(*[np.arange(n) for n in geometry.shape_zyx], indexing="ij")
-    world = geometry.index_to_world(np.stack([x, y, z], -1))
+    grid_zyx = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape_zyx], indexing="ij"), -1)
+    world = geometry.voxel_to_world(grid_zyx)
     ramp = (world @ np.array([1.0, 2.0, 3.0])).astype(np.float32)
     target = target_geometry(geometry, [1.5, 0.5, 0.5])
     out = resample_array(ramp, geometry, target, "linear")
-    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in target.shape_zyx], indexing="ij")
-    expected = target.index_to_world(np.stack([xx, yy, zz], -1)) @ np.array([1.0, 2.0, 3.0])
+    grid_zyx = np.stack(np.meshgrid(*[np.arange(n) for n in target.shape_zyx], indexing="ij"), -1)
+    expected = target.voxel_to_world(grid_zyx) @ np.array([1.0, 2.0, 3.0])
     inner = (slice(2, -2),) * 3
     np.testing.assert_allclose(out[inner], expected[inner], atol=1e-3)
     labels = np.zeros(geometry.shape_zyx, dtype=np.uint8)
@@ -96,8 +98,8 @@ def test_normalization_schemes():
     hu = np.array([-2000.0, -100.0, 0.0, 100.0, 3000.0], dtype=np.float32)
     out = ct_zscore(hu, (-1000.0, 1000.0), 0.0, 100.0)
     np.testing.assert_allclose(out, [-10.0, -1.0, 0.0, 1.0, 10.0])
-    np.testing.assert_allclose(tlt_linear(np.array([-800.0, 0.0, 800.0])), [0.0, 0.5, 1.0])
-    assert normalize(hu, {"scheme": "tlt_linear"}).dtype == np.float32
+    np.testing.assert_allclose(linear_hu(np.array([-800.0, 0.0, 800.0])), [0.0, 0.5, 1.0])
+    assert normalize(hu, {"scheme": "linear_hu"}).dtype == np.float32
     with pytest.raises(ValueError):
         normalize(hu, {"scheme": "nope"})
 
@@ -115,7 +117,7 @@ def test_write_array_and_crop_with_padding(tmp_path):
     np.testing.assert_array_equal(crop, expected)
     np.testing.assert_array_equal(crop_zyx(array, (-2, 3, 5), (4, 5, 6), -1.0), expected)
     assert (crop_zyx(array, (50, 0, 0), (2, 2, 2), 7.0) == 7.0).all()
-    assert centered_start_zyx((10.0, 20.0, 5.0), (4, 8, 8)) == [4, 17, 7]
+    assert centered_start_zyx((5.0, 20.0, 10.0), (4, 8, 8)) == [4, 17, 7]
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -143,13 +145,15 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
     planning = len(list((out / "registrations" / "planning").glob("*.json")))
     assert registrations_done == priors + planning and priors > 0 and planning > 0
 
-    data = PreprocessedDataset(501, "tlt")
+    plans = json.loads((out / "lesionnet_plans.json").read_text())
+    section = plans["configurations"]["tlt"]
+    data_config = plans["data_configurations"][section["data_identifier"]]
+    data = PreprocessedDataset(501, section["data_identifier"])
     raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"
     raw_scans = sorted(p.name[:-12] for p in raw_images.iterdir())
     assert data.scan_ids == raw_scans
     case = data.case(raw_scans[0], as_numpy=True)
-    spacing = data.configuration["target_spacing_zyx"]
-    np.testing.assert_allclose(case.geometry.spacing_zyx, spacing, rtol=1e-6)
+    np.testing.assert_allclose(case.geometry.spacing_zyx, data_config["target_spacing_zyx"], rtol=1e-6)
     assert case.image.shape == case.geometry.shape_zyx and case.image.dtype == np.float32
     assert abs(float(case.image.mean())) < 3.0           # normalised
     # pairs: centers mapped to the preprocessed grids, priors = the affine applied there
@@ -160,18 +164,33 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
         src_raw = read_geometry(raw_images / f"{pair.source}_0000.nii.gz")
         tgt_raw = read_geometry(raw_images / f"{pair.target}_0000.nii.gz")
         src, tgt = data.case(pair.source).geometry, data.case(pair.target).geometry
-        np.testing.assert_allclose(src.index_to_world(pair.source_center_xyz),
-                                   src_raw.index_to_world(pair.extra["source_center_xyz_raw"]), atol=1e-6)
-        prior_raw, r_raw = project_lesion(pair.registration, pair.extra["source_center_xyz_raw"], pair.source_radius_mm,
+        np.testing.assert_allclose(src.voxel_to_world(pair.source_center_zyx),
+                                   src_raw.voxel_to_world(pair.extra["source_center_zyx_raw"]), atol=1e-6)
+        prior_raw, r_raw = project_lesion(pair.registration, pair.extra["source_center_zyx_raw"], pair.source_radius_mm,
                                           src_raw, tgt_raw)
-        np.testing.assert_allclose(tgt.index_to_world(pair.prior_center_xyz), tgt_raw.index_to_world(prior_raw),
+        np.testing.assert_allclose(tgt.voxel_to_world(pair.prior_center_zyx), tgt_raw.voxel_to_world(prior_raw),
                                    atol=1e-6)
         assert pair.prior_radius_mm == pytest.approx(r_raw)
-        size = data.configuration["search_patch_size_zyx"]
-        start = centered_start_zyx(pair.prior_center_xyz, size)
-        prior = pair_prior_map(pair, start, size, tgt)
+        size = section["search_patch_size_zyx"]
+        start = centered_start_zyx(pair.prior_center_zyx, size)
+        prior = map_on_crop(lesion_gaussian, pair.prior_center_zyx, pair.prior_radius_mm, start, size, tgt.spacing_zyx)
         assert prior.shape == tuple(size) and prior.max() > 0.5
         assert crop_zyx(data.case(pair.target).image, start, size).shape == tuple(size)
+
+    # a predictor's preprocessing is the training data's: same arrays, grids, registration prior
+    pair = next(p for p in pairs if p.source > p.target)          # a direction registered as an inverse
+    source = preprocess_scan(raw_images / f"{pair.source}_0000.nii.gz", data_config)
+    target = preprocess_scan(raw_images / f"{pair.target}_0000.nii.gz", data_config)
+    np.testing.assert_array_equal(source.image, data.case(pair.source, as_numpy=True).image)
+    assert source.geometry.same_grid(data.case(pair.source).geometry)
+    settings, symmetric = registration_settings_of(data_config, threads=1)
+    registration = register_scan_pair(source, target, pair.source, pair.target, settings, symmetric)
+    source_zyx, prior_zyx, prior_radius = lesion_on_grids(registration, pair.extra["source_center_zyx_raw"],
+                                                          pair.source_radius_mm, source.raw_geometry, source.geometry,
+                                                          target.geometry)
+    np.testing.assert_allclose(source_zyx, pair.source_center_zyx, atol=1e-9)
+    np.testing.assert_allclose(prior_zyx, pair.prior_center_zyx, atol=1e-9)
+    assert prior_radius == pytest.approx(pair.prior_radius_mm, abs=1e-9)
 
     # second run: nothing registered, nothing written
     before = file_times(out)
@@ -221,7 +240,9 @@ def test_detection_end_to_end(lesionnet_dirs):
     plans = json.loads((out / "lesionnet_plans.json").read_text())
     config = plans["configurations"]["lntracker"]
     assert set(plans["configurations"]) == {"lntracker"}
-    assert config["native_z"] and config["target_spacing_zyx"][0] is None
+    data_config = plans["data_configurations"][config["data_identifier"]]
+    assert data_config["native_z"] and data_config["target_spacing_zyx"][0] is None
+    assert set(plans["not_planned"]) == {"identity", "affine", "tlt", "dlt"}
     folder = out / config["data_identifier"]
     raw = lesionnet_dirs["raw"] / "Dataset502_SynthLymphNodes"
     for label_path in sorted((raw / "labelsTr").iterdir()):
@@ -270,7 +291,7 @@ def test_interrupted_preprocessing_leaves_no_half_written_file(lesionnet_dirs, f
     result = cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
     summary = result["preprocessing"]["lesionnetPlans_3d"]
     assert summary["up_to_date"] == 2 and len(summary["processed"]) >= 1
-    for scan in PreprocessedDataset(501, "tlt").scan_ids:
+    for scan in PreprocessedDataset(501, "lesionnetPlans_3d").scan_ids:
         load_case(folder, scan, as_numpy=True)
 
 

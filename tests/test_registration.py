@@ -7,18 +7,14 @@ from phantoms import make_pair
 from scipy.spatial.transform import Rotation
 
 from lesionnet.datasets.geometry import Geometry
+from lesionnet.methods.dlt.maps import lesion_gaussian as dlt_gaussian
+from lesionnet.methods.tlt.maps import keep_radius_mm, lesion_gaussian
 from lesionnet.registration.affine import (
     AffineRegistration,
     RegistrationSettings,
     register_images,
 )
-from lesionnet.registration.anatomy_maps import (
-    dlt_gaussian,
-    project_lesion,
-    tlt_gaussian,
-    tlt_keep_radius,
-    warp_to_target,
-)
+from lesionnet.registration.anatomy_maps import gaussian_map, project_lesion, warp_to_target
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +36,11 @@ def test_registration_recovers_known_affine(registered_pair):
 
 def test_registration_beats_identity(registered_pair):
     source_geom, target_geom, truth, result = registered_pair
-    center_xyz = source_geom.world_to_index([30.0, -20.0, -40.0])
-    true_target = truth.map_index(center_xyz, source_geom, target_geom)
-    predicted = result.map_index(center_xyz, source_geom, target_geom)
-    unmoved = target_geom.world_to_index(source_geom.index_to_world(center_xyz))
-    spacing = np.asarray(target_geom.spacing_xyz)
+    center_zyx = source_geom.world_to_voxel([30.0, -20.0, -40.0])
+    true_target = truth.map_voxel(center_zyx, source_geom, target_geom)
+    predicted = result.map_voxel(center_zyx, source_geom, target_geom)
+    unmoved = target_geom.world_to_voxel(source_geom.voxel_to_world(center_zyx))
+    spacing = np.asarray(target_geom.spacing_zyx)
     err_reg = np.linalg.norm((predicted - true_target) * spacing)
     err_unmoved = np.linalg.norm((unmoved - true_target) * spacing)
     assert err_reg < 4.0 and err_reg < err_unmoved / 3
@@ -66,14 +62,23 @@ def test_registration_is_repeatable():
     np.testing.assert_array_equal(a.map_points([10.0, 0, 0]), b.map_points([10.0, 0, 0]))
 
 
+def test_gaussian_map_formula():
+    spacing_zyx = (3.0, 2.0, 1.0)
+    g = gaussian_map((11, 21, 31), (5, 10, 15), 2.0, spacing_zyx)
+    assert g.shape == (11, 21, 31) and g.dtype == np.float32 and g[5, 10, 15] == pytest.approx(1.0)
+    # one voxel along z is 3 mm: exp(-9 / (2 * 4))
+    assert g[6, 10, 15] == pytest.approx(np.exp(-9.0 / 8.0), rel=1e-6)
+
+
 def test_tlt_gaussian_formula_and_keep_radius():
-    spacing = (1.0, 2.0, 3.0)
-    g = tlt_gaussian((11, 21, 31), (15, 10, 5), 4.0, spacing)
+    spacing_zyx = (3.0, 2.0, 1.0)
+    g = lesion_gaussian((11, 21, 31), (5, 10, 15), 4.0, spacing_zyx)
     assert g[5, 10, 15] == pytest.approx(1.0)
-    # one voxel along y is 2 mm: exp(-4 / (12 * 16))
+    # one voxel along y is 2 mm: exp(-4 / (12 * 16)), a Gaussian of sigma = sqrt(6) r
     assert g[5, 11, 15] == pytest.approx(np.exp(-4.0 / 192.0), rel=1e-6)
+    np.testing.assert_allclose(g, gaussian_map((11, 21, 31), (5, 10, 15), np.sqrt(6.0) * 4.0, spacing_zyx), rtol=1e-6)
     # papers.md: with Tr = 0.7 tokens are kept within ~2.07 r
-    assert tlt_keep_radius(1.0, 0.7) == pytest.approx(2.07, abs=0.01)
+    assert keep_radius_mm(1.0, 0.7) == pytest.approx(2.07, abs=0.01)
 
 
 def test_dlt_gaussian_formula():
@@ -88,13 +93,13 @@ def test_projected_map_matches_warped_map_for_similarity_transform():
     target_geom = Geometry((2.5, 2.5, 2.0), (-50, -50, -40), shape_zyx=(40, 40, 50))
     matrix = Rotation.from_euler("z", 8, degrees=True).as_matrix() * 1.1
     registration = AffineRegistration(matrix, np.array([4.0, -3.0, 2.0]), np.zeros(3))
-    center_xyz, radius_mm = np.array([22.0, 18.0, 20.0]), 6.0
-    warped = warp_to_target(tlt_gaussian(source_geom.shape_zyx, center_xyz, radius_mm, source_geom.spacing_xyz),
+    center_zyx, radius_mm = np.array([20.0, 18.0, 22.0]), 6.0
+    warped = warp_to_target(lesion_gaussian(source_geom.shape_zyx, center_zyx, radius_mm, source_geom.spacing_zyx),
                             source_geom, target_geom, registration)
-    center_t, radius_t = project_lesion(registration, center_xyz, radius_mm, source_geom, target_geom)
+    center_t, radius_t = project_lesion(registration, center_zyx, radius_mm, source_geom, target_geom)
     assert radius_t == pytest.approx(6.6, rel=1e-6)
-    projected = tlt_gaussian(target_geom.shape_zyx, center_t, radius_t, target_geom.spacing_xyz)
+    projected = lesion_gaussian(target_geom.shape_zyx, center_t, radius_t, target_geom.spacing_zyx)
     near_lesion = projected > 0.3  # the warped map is 0 where the target grid leaves the source's field of view
     assert np.abs(warped - projected)[near_lesion].max() < 0.02
     peak_zyx = np.unravel_index(np.argmax(warped), warped.shape)
-    assert np.linalg.norm((np.array(peak_zyx[::-1]) - center_t) * target_geom.spacing_xyz) < 2.0
+    assert np.linalg.norm((np.array(peak_zyx) - center_t) * target_geom.spacing_zyx) < 2.0

@@ -68,13 +68,12 @@ def test_lesion_centers_match_rendered_lesions():
         for k in range(len(patient.lesions)):
             occupancy = patient.lesion_occupancy(t, k)
             assert occupancy.sum() > 0, f"lesion {k} invisible in scan {t}"
-            centroid_xyz = np.array(ndimage.center_of_mass(occupancy))[::-1]
-            center_xyz = patient.lesion_center_xyz(t, k)
-            assert np.max(np.abs(centroid_xyz - center_xyz)) < 0.5, (t, k, centroid_xyz, center_xyz)
-            assert patient.geometry(t).contains_index(center_xyz, margin=0.0)
-            if patient.lesion_radius_mm(t, k) > max(patient.geometry(t).spacing_xyz):
-                x, y, z = np.round(center_xyz).astype(int)
-                assert labels[z, y, x] == k + 1
+            centroid_zyx = np.array(ndimage.center_of_mass(occupancy))
+            center_zyx = patient.lesion_center_zyx(t, k)
+            assert np.max(np.abs(centroid_zyx - center_zyx)) < 0.5, (t, k, centroid_zyx, center_zyx)
+            assert patient.geometry(t).contains_voxel(center_zyx, margin=0.0)
+            if patient.lesion_radius_mm(t, k) > max(patient.geometry(t).spacing_zyx):
+                assert labels[tuple(np.round(center_zyx).astype(int))] == k + 1
 
 
 def test_lesion_contrast_is_visible_in_image():
@@ -103,11 +102,11 @@ def test_pairs_transport_source_center_onto_target_center():
         s, g = scan_index[pair.source], scan_index[pair.target]
         k = int(pair.pair_id.split("_L")[1].split("_")[0])
         assert pair.patient_id == patient.patient_id == pair.source.split("_")[0]
-        carried = patient.transport_index(pair.source_center_xyz, s, g, lesion=k)
-        np.testing.assert_allclose(carried, pair.target_center_xyz, atol=1e-3)
+        carried = patient.transport_voxel(pair.source_center_zyx, s, g, lesion=k)
+        np.testing.assert_allclose(carried, pair.target_center_zyx, atol=1e-3)
         # following the anatomy alone misses only by the lesion's own drift
-        anatomy_only = patient.transport_index(pair.source_center_xyz, s, g)
-        miss_mm = np.linalg.norm((anatomy_only - np.asarray(pair.target_center_xyz)) * patient.geometry(g).spacing_xyz)
+        anatomy_only = patient.transport_voxel(pair.source_center_zyx, s, g)
+        miss_mm = np.linalg.norm((anatomy_only - np.asarray(pair.target_center_zyx)) * patient.geometry(g).spacing_zyx)
         assert miss_mm <= 1.3 * SMALL_TRACKING.lesion_drift_mm * abs(g - s) + 1e-3
     ids = [p.pair_id for p in pairs]
     assert len(set(ids)) == len(ids)
@@ -154,8 +153,8 @@ def test_make_tracking_pair_in_memory():
     assert result.source_image_zyx.shape == tuple(result.source_geometry.shape_zyx)
     assert result.target_image_zyx.shape == tuple(result.target_geometry.shape_zyx)
     assert result.pair.source.endswith("_T1") and result.pair.target.endswith("_T0")
-    np.testing.assert_allclose(result.pair.target_center_xyz, result.patient.lesion_center_xyz(0, 1))
-    assert result.target_geometry.contains_index(result.pair.target_center_xyz)
+    np.testing.assert_allclose(result.pair.target_center_zyx, result.patient.lesion_center_zyx(0, 1))
+    assert result.target_geometry.contains_voxel(result.pair.target_center_zyx)
 
 
 # ------------------------------------------------------------------------------ Dataset502 in memory
@@ -174,7 +173,7 @@ def test_lymph_node_case_masks_and_determinism():
         for i in range(case.num_nodes):
             _, count = ndimage.label(labels == i + 1, structure=np.ones((3, 3, 3)))
             assert count == 1, f"node {i + 1} is not one blob"
-            assert case.geometry.contains_index(case.node_center_xyz(i))
+            assert case.geometry.contains_voxel(case.node_center_zyx(i))
 
 
 def test_lymph_node_sizes_thin_nodes_and_distractors():
@@ -211,10 +210,10 @@ def test_cli_writes_a_valid_tracking_dataset(lesionnet_dirs, capsys):
         pairs = dataset.pairs(split)
         assert pairs, f"no pairs in {split}"
         for pair in pairs:
-            for scan, center in ((pair.source, pair.source_center_xyz), (pair.target, pair.target_center_xyz)):
+            for scan, center_zyx in ((pair.source, pair.source_center_zyx), (pair.target, pair.target_center_zyx)):
                 path = dataset.image_path(scan, split)
                 assert path.is_file(), path
-                assert read_geometry(path).contains_index(center, margin=0.0)
+                assert read_geometry(path).contains_voxel(center_zyx, margin=0.0)
             assert pair.patient_id == pair.source.split("_")[0] == pair.target.split("_")[0]
             assert 3.0 <= pair.source_radius_mm <= 25.0 and 3.0 <= pair.target_radius_mm <= 25.0
             patients.setdefault(split, set()).add(pair.patient_id)

@@ -9,19 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from lesionnet.networks.tlt import (
-    PAPER_PARAMETER_COUNT,
-    TLTConfig,
+from lesionnet.methods.tlt.config import PAPER_PARAMETER_COUNT, TLTConfig
+from lesionnet.methods.tlt.loss import TLTLoss, TLTLossConfig, gaussian_label
+from lesionnet.methods.tlt.maps import keep_radius_mm, lesion_gaussian
+from lesionnet.methods.tlt.network import build_tlt, count_parameters
+from lesionnet.methods.tlt.ops import (
     argmax_center_zyx,
-    build_tlt,
-    count_parameters,
     feature_voxel_centers_zyx,
     predict_center,
     resize_to_grid,
     select_template_tokens,
 )
-from lesionnet.registration.anatomy_maps import tlt_gaussian, tlt_keep_radius
-from lesionnet.training.losses import TLTLoss, TLTLossConfig, center_l1_mm, focal_loss, tlt_gaussian_label
+from lesionnet.training.losses import center_l1_mm, focal_loss
 
 TEMPLATE = (16, 32, 32)     # feature grid 2 x 4 x 4
 SEARCH = (24, 48, 48)       # feature grid 3 x 6 x 6
@@ -37,8 +36,8 @@ def one_thread():
 
 
 def gaussian(shape_zyx, center_zyx, radius_mm, spacing_zyx=(1.0, 1.0, 1.0)) -> torch.Tensor:
-    """(1, 1, D, H, W) TLT Gaussian from the registration module (centers given in (z, y, x))."""
-    g = tlt_gaussian(shape_zyx, tuple(center_zyx)[::-1], radius_mm, tuple(spacing_zyx)[::-1])
+    """(1, 1, D, H, W) TLT Gaussian (center and spacing in (z, y, x))."""
+    g = lesion_gaussian(shape_zyx, center_zyx, radius_mm, spacing_zyx)
     return torch.from_numpy(np.ascontiguousarray(g))[None, None]
 
 
@@ -145,7 +144,7 @@ def test_sss_keeps_exactly_the_tokens_above_threshold(paper_model):
             assert counts[b] == int(expected.sum())
         else:                        # one token, at a maximum of the resized map (ties: any)
             assert kept.sum() == 1 and resized[kept].item() == resized.max()
-    assert tlt_keep_radius(5.0, 0.7) == pytest.approx(5.0 * math.sqrt(-12 * math.log(0.7)))
+    assert keep_radius_mm(5.0, 0.7) == pytest.approx(5.0 * math.sqrt(-12 * math.log(0.7)))
     # a higher threshold keeps fewer tokens; the eval-mode test threshold applies in eval mode only
     with torch.no_grad():
         strict = model(template, tg, search, sp, sss_threshold=0.9)["template_token_counts"].tolist()
@@ -299,7 +298,7 @@ def test_focal_loss_hand_computed():
 
 def test_gaussian_label_has_exact_max_at_nearest_voxel():
     center = torch.tensor([[11.0, 22.0, 25.0], [0.0, 47.0, 3.0]])
-    label = tlt_gaussian_label(center, torch.tensor([4.0, 30.0]), (2.0, 1.0, 1.0), (3, 6, 6), stride=8)
+    label = gaussian_label(center, torch.tensor([4.0, 30.0]), (2.0, 1.0, 1.0), (3, 6, 6), stride=8)
     assert label.shape == (2, 1, 3, 6, 6)
     assert label.min() >= 0 and label.max() <= 1
     for b in range(2):
@@ -316,7 +315,7 @@ def test_gaussian_label_has_exact_max_at_nearest_voxel():
     ref = (g - g.min()) / (g.max() - g.min())
     np.testing.assert_allclose(label[0, 0].numpy(), ref, atol=1e-6)
     # a degenerate (constant) map still has exactly one positive
-    flat_label = tlt_gaussian_label(torch.tensor([[3.5, 3.5, 3.5]]), 1e6, 1.0, (1, 1, 2), stride=8)
+    flat_label = gaussian_label(torch.tensor([[3.5, 3.5, 3.5]]), 1e6, 1.0, (1, 1, 2), stride=8)
     assert flat_label.eq(1).sum() == 1
 
 
@@ -388,7 +387,7 @@ def test_overfits_one_synthetic_pair():
 
 # ------------------------------------------------------------------------------------------ memory
 def test_memory_measurement_small_crop():
-    from lesionnet.networks.memory_measure import measure_training_step_memory
+    from lesionnet.methods.tlt.memory_measure import measure_training_step_memory
     report = measure_training_step_memory(TLTConfig.tiny(), (16, 32, 32), (16, 32, 32), batch_size=1,
                                           radius_mm=6.0, num_threads=1, timeout_s=120)
     assert report["loss_finite"]
@@ -403,7 +402,7 @@ def test_memory_sss_on_vs_off_at_paper_crop():
     SSS must not cost memory; the factor it saves is reported, not asserted (see
     documentation/methods/tlt.md for the measured figures and why they are far from 3x with fused
     attention)."""
-    from lesionnet.networks.memory_measure import measure_training_step_memory
+    from lesionnet.methods.tlt.memory_measure import measure_training_step_memory
     on = measure_training_step_memory(TLTConfig(use_sss=True))
     off = measure_training_step_memory(TLTConfig(use_sss=False))
     print("SSS on:", on["step_peak_mib"], "MiB; SSS off:", off["step_peak_mib"], "MiB;",
@@ -419,7 +418,7 @@ def test_sss_saves_3x_memory_with_the_papers_attention_and_extractor_checkpointi
     """The paper's attention (probabilities stored, attention dropout 0.1) with the extractor's
     activations recomputed in backward: at the paper crop, SSS makes the training step's peak at
     least 3x smaller (measured 2,263 vs 7,225 MiB)."""
-    from lesionnet.networks.memory_measure import measure_training_step_memory
+    from lesionnet.methods.tlt.memory_measure import measure_training_step_memory
     settings = {"attention_dropout": 0.1, "checkpoint_extractor": True}
     on = measure_training_step_memory(TLTConfig(use_sss=True, **settings))
     off = measure_training_step_memory(TLTConfig(use_sss=False, **settings))

@@ -8,22 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesionnet.datasets.raw_format import TrackingPair, save_pairs
-from lesionnet.evaluation import (
+from lesionnet.datasets.geometry import points_xyz_to_zyx, xyz_to_zyx
+from lesionnet.datasets.prediction_format import (
     PREDICTIONS_FORMAT,
     PredictionFormatError,
+    make_prediction_record,
+    prediction_record_from_pair,
+    read_predictions,
+    write_predictions,
+)
+from lesionnet.datasets.raw_format import TrackingPair, save_pairs
+from lesionnet.evaluation import (
     compare_predictions,
     detect_form,
     evaluate_predictions,
     evaluate_tracking,
     evaluate_tracking_file,
     load_tracking_predictions,
-    make_prediction_record,
-    prediction_record_from_pair,
-    read_predictions,
-    write_predictions,
 )
-from lesionnet.evaluation.prediction_io import scan_key
+from lesionnet.evaluation.pair_matching import scan_key
 from lesionnet.evaluation.tracking_metrics import SUMMARY_KEYS, dls_radius_mm, paired_ttest
 
 DLS = Path(__file__).parent / "data" / "dls"
@@ -70,11 +73,13 @@ def to_lesionnet_records(results: list[dict]) -> list[dict]:
     out = []
     for i, r in enumerate(results):
         out.append(make_prediction_record(
-            pair_id=f"{i + 1:04d}", source=r["source"], target=r["target"], source_center_xyz=r["source center"],
+            pair_id=f"{i + 1:04d}", source=r["source"], target=r["target"],
+            source_center_zyx=xyz_to_zyx(r["source center"]),
             source_radius_mm=max(r["source recist diameter"]) / 2.0 * r["source spacing"][0],
-            target_spacing_xyz=r["target spacing"], predicted_center_xyz=r["predict target center"],
+            target_spacing_zyx=xyz_to_zyx(r["target spacing"]),
+            predicted_center_zyx=xyz_to_zyx(r["predict target center"]),
             confidence=r.get("predict confidence"), processing_time_s=r.get("processing time"),
-            target_center_xyz=r["target center"], target_radius_mm=dls_radius(r)))
+            target_center_zyx=xyz_to_zyx(r["target center"]), target_radius_mm=dls_radius(r)))
     return out
 
 
@@ -101,14 +106,27 @@ def test_med_std_is_population_std(dltmix_eval):
     assert round(float(np.std(d, ddof=1)), 3) != round(float(np.std(d, ddof=0)), 3)
 
 
-def test_per_pair_arrays(dltmix_eval):
+def test_per_pair_arrays(dltmix_eval, dltmix_results):
     e = dltmix_eval
-    assert e.distance_mm.shape == (960,) and e.distance_xyz_mm.shape == (960, 3)
-    np.testing.assert_allclose(e.distance_mm, np.linalg.norm(e.distance_xyz_mm, axis=1))
+    assert e.distance_mm.shape == (960,) and e.distance_zyx_mm.shape == (960, 3)
+    np.testing.assert_allclose(e.distance_mm, np.linalg.norm(e.distance_zyx_mm, axis=1))
     assert e.hit_10mm.dtype == bool and e.hit_radius.dtype == bool
     rows = e.per_pair_rows()
     assert len(rows) == 960 and rows[0]["distance_mm"] == pytest.approx(e.distance_mm[0])
     assert e.per_pair_csv().count("\n") == 961
+    # the arrays hold the file's [x, y, z] as (z, y, x); the rows give them back as x, y, z
+    for key, name in (("predict target center", "predicted_center_zyx"), ("target center", "target_center_zyx"),
+                      ("target spacing", "target_spacing_zyx")):
+        np.testing.assert_array_equal(getattr(e.predictions, name), points_xyz_to_zyx([r[key] for r in dltmix_results]))
+    assert list(rows[0]) == ["pair_id", "source", "target", "pred_x", "pred_y", "pred_z", "true_x", "true_y", "true_z",
+                             "spacing_x", "spacing_y", "spacing_z", "radius_mm", "d_x_mm", "d_y_mm", "d_z_mm",
+                             "distance_mm", "hit_10mm", "hit_radius"]
+    first = dltmix_results[0]
+    assert [rows[0][f"pred_{a}"] for a in "xyz"] == first["predict target center"]
+    assert [rows[0][f"spacing_{a}"] for a in "xyz"] == first["target spacing"]
+    assert [rows[0][f"d_{a}_mm"] for a in "xyz"] == pytest.approx(
+        [abs(p - t) * s for p, t, s in zip(first["predict target center"], first["target center"],
+                                           first["target spacing"])])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +144,7 @@ def test_three_forms_identical(tmp_path, dltmix_results, dltmix_eval):
     assert ec.summary() == reference
     for e in (ea, ec):
         np.testing.assert_array_equal(e.distance_mm, dltmix_eval.distance_mm)
-        np.testing.assert_array_equal(e.distance_xyz_mm, dltmix_eval.distance_xyz_mm)
+        np.testing.assert_array_equal(e.distance_zyx_mm, dltmix_eval.distance_zyx_mm)
         np.testing.assert_array_equal(e.radius_mm, dltmix_eval.radius_mm)
         np.testing.assert_array_equal(e.hit_radius, dltmix_eval.hit_radius)
         np.testing.assert_array_equal(e.hit_10mm, dltmix_eval.hit_10mm)
@@ -168,9 +186,9 @@ def test_cpm10_caps_at_10mm():
 
 
 def test_anisotropic_spacing():
-    # offsets (2, -1.5, 1) voxels at spacing (0.5, 2, 5) mm -> (1, 3, 5) mm
-    e = evaluate_tracking([[12.0, 8.5, 4.0]], [[10.0, 10.0, 3.0]], [0.5, 2.0, 5.0], [100.0])
-    np.testing.assert_allclose(e.distance_xyz_mm[0], [1.0, 3.0, 5.0])
+    # (z, y, x) offsets (1, -1.5, 2) voxels at spacing (5, 2, 0.5) mm -> (5, 3, 1) mm: MED_X/Y/Z = 1, 3, 5
+    e = evaluate_tracking([[4.0, 8.5, 12.0]], [[3.0, 10.0, 10.0]], [5.0, 2.0, 0.5], [100.0])
+    np.testing.assert_allclose(e.distance_zyx_mm[0], [5.0, 3.0, 1.0])
     assert e.distance_mm[0] == pytest.approx(math.sqrt(35.0))
     s = e.summary()
     assert (s["MED_X"], s["MED_Y"], s["MED_Z"]) == pytest.approx((1.0, 3.0, 5.0))
@@ -197,7 +215,8 @@ def test_radius_fallback_and_override(tmp_path):
     assert e.distance_mm == pytest.approx([5.6, 5.6])
     assert e.hit_radius.tolist() == [True, False]
     assert e.hit_10mm.tolist() == [True, False]
-    assert dls_radius_mm([[10.0, 20.0], [4.0, 3.0]], [[0.8, 0.8, 5.0], [0.5, 0.7, 1.0]]).tolist() == \
+    # spacings (z, y, x): the x spacing (0.8, 0.5) is the one used
+    assert dls_radius_mm([[10.0, 20.0], [4.0, 3.0]], [[5.0, 0.8, 0.8], [1.0, 0.7, 0.5]]).tolist() == \
         pytest.approx([8.0, 1.0])
 
 
@@ -230,11 +249,14 @@ def test_evaluate_tracking_rejects_bad_arrays():
 # --------------------------------------------------------------------------------------------------
 
 def test_make_record_and_round_trip(tmp_path):
-    pair = TrackingPair("P0003_L1_T0-T1", "P0003_T0", "P0003_T1", (10.0, 20.0, 5.0), 6.0, (11.0, 19.0, 6.0), 7.5)
-    record = prediction_record_from_pair(pair, (12.0, 19.0, 6.0), (0.75, 0.75, 2.0),
-                                         predicted_center_world_xyz=(9.0, 14.25, 12.0), confidence=0.9,
+    pair = TrackingPair("P0003_L1_T0-T1", "P0003_T0", "P0003_T1", (5.0, 20.0, 10.0), 6.0, (6.0, 19.0, 11.0), 7.5)
+    record = prediction_record_from_pair(pair, (6.0, 19.0, 12.0), (2.0, 0.75, 0.75),
+                                         predicted_center_world=(9.0, 14.25, 12.0), confidence=0.9,
                                          processing_time_s=1.5)
     assert record["target radius mm"] == 7.5
+    # the file holds [x, y, z]
+    assert record["source center"] == [10.0, 20.0, 5.0] and record["target center"] == [11.0, 19.0, 6.0]
+    assert record["predict target center"] == [12.0, 19.0, 6.0] and record["target spacing"] == [0.75, 0.75, 2.0]
     # the DLS radius rule on the written diameter gives back r
     assert max(record["target recist diameter"]) / 2 * record["target spacing"][0] == pytest.approx(7.5)
     path = write_predictions(tmp_path / "preds" / "affine.json", [record], method="affine", dataset="Dataset501_X")
@@ -244,19 +266,25 @@ def test_make_record_and_round_trip(tmp_path):
     e = evaluate_tracking_file(path)
     assert e.pair_ids == ("P0003_L1_T0-T1",)
     assert e.distance_mm[0] == pytest.approx(0.75)
+    np.testing.assert_array_equal(e.distance_zyx_mm[0], [0.0, 0.0, 0.75])
+    p = e.predictions
+    np.testing.assert_array_equal(p.predicted_center_zyx[0], [6.0, 19.0, 12.0])
+    np.testing.assert_array_equal(p.target_center_zyx[0], pair.target_center_zyx)
+    np.testing.assert_array_equal(p.source_center_zyx[0], pair.source_center_zyx)
+    np.testing.assert_array_equal(p.target_spacing_zyx[0], [2.0, 0.75, 0.75])
 
-    no_truth = make_prediction_record(pair_id="x", source="s", target="t", source_center_xyz=(0, 0, 0),
-                                      source_radius_mm=1, target_spacing_xyz=(1, 1, 1), predicted_center_xyz=(1, 1, 1))
+    no_truth = make_prediction_record(pair_id="x", source="s", target="t", source_center_zyx=(0, 0, 0),
+                                      source_radius_mm=1, target_spacing_zyx=(1, 1, 1), predicted_center_zyx=(1, 1, 1))
     assert "target center" not in no_truth and no_truth["predict confidence"] is None
     with pytest.raises(ValueError, match="both"):
-        make_prediction_record(pair_id="x", source="s", target="t", source_center_xyz=(0, 0, 0), source_radius_mm=1,
-                               target_spacing_xyz=(1, 1, 1), predicted_center_xyz=(1, 1, 1),
-                               target_center_xyz=(0, 0, 0))
+        make_prediction_record(pair_id="x", source="s", target="t", source_center_zyx=(0, 0, 0), source_radius_mm=1,
+                               target_spacing_zyx=(1, 1, 1), predicted_center_zyx=(1, 1, 1),
+                               target_center_zyx=(0, 0, 0))
 
 
 def test_write_predictions_rejects_bad_records(tmp_path):
-    record = make_prediction_record(pair_id="p1", source="s", target="t", source_center_xyz=(0, 0, 0),
-                                    source_radius_mm=1, target_spacing_xyz=(1, 1, 1), predicted_center_xyz=(1, 1, 1))
+    record = make_prediction_record(pair_id="p1", source="s", target="t", source_center_zyx=(0, 0, 0),
+                                    source_radius_mm=1, target_spacing_zyx=(1, 1, 1), predicted_center_zyx=(1, 1, 1))
     out = tmp_path / "p.json"
     with pytest.raises(PredictionFormatError, match="p1"):
         write_predictions(out, [record, dict(record)], method="affine", dataset=None)
@@ -278,7 +306,8 @@ def test_dls_results_matched_to_annotation_reference():
     assert p.match_rule == "geometry"            # DLS results records have no ids
     assert p.pair_ids[:3] == ["0001", "0002", "0003"]
     truth = json.loads(TEST_JSON.read_text())
-    np.testing.assert_array_equal(p.target_center_xyz[5], truth["0006"]["target center"])
+    np.testing.assert_array_equal(p.target_center_zyx[5], xyz_to_zyx(truth["0006"]["target center"]))
+    np.testing.assert_array_equal(p.target_spacing_zyx[5], xyz_to_zyx(truth["0006"]["target spacing"]))
     s = evaluate_predictions(p).summary()
     # the reference rounds centers to 0.1 voxel: same figures to within a few hundredths of a percent
     assert s["n"] == 960 and abs(s["MED"] - DLTMIX_EXPECTED["MED"]) < 0.02
@@ -298,8 +327,8 @@ def test_raw_pairs_reference_uses_prediction_spacing(tmp_path, dltmix_results):
     pairs = []
     for rec in records:
         pairs.append(TrackingPair(rec["pair_id"], scan_key(rec["source"]), scan_key(rec["target"]),
-                                  tuple(rec["source center"]), rec["source radius mm"],
-                                  tuple(rec["target center"]), rec["target radius mm"]))
+                                  xyz_to_zyx(rec["source center"]), rec["source radius mm"],
+                                  xyz_to_zyx(rec["target center"]), rec["target radius mm"]))
         for key in ("target center", "target radius mm", "target recist diameter"):
             del rec[key]
     save_pairs(tmp_path / "pairsTs.json", pairs)
@@ -322,8 +351,8 @@ def test_prediction_the_reference_lacks_is_named(tmp_path, dltmix_results):
 
     # by pair id: form (a) file with an id the raw pairs reference lacks
     records = to_lesionnet_records(dltmix_results[:3])
-    pairs = [TrackingPair(r["pair_id"], r["source"], r["target"], tuple(r["source center"]), 1.0,
-                          tuple(r["target center"]), r["target radius mm"]) for r in records[:2]]
+    pairs = [TrackingPair(r["pair_id"], r["source"], r["target"], xyz_to_zyx(r["source center"]), 1.0,
+                          xyz_to_zyx(r["target center"]), r["target radius mm"]) for r in records[:2]]
     save_pairs(tmp_path / "pairs.json", pairs)
     preds = write_predictions(tmp_path / "a.json", records, method="m", dataset=None)
     with pytest.raises(PredictionFormatError, match="pair 0003"):

@@ -1,4 +1,4 @@
-"""Shared trainer with TLT: splits, batch stream, augmentation, checkpoints, exact resume, CLI errors."""
+"""Shared trainer with TLT: splits, batch stream, augmentation, checkpoints, exact resume, CLI errors, the demo."""
 from __future__ import annotations
 
 import json
@@ -17,16 +17,19 @@ from phantoms import FAST_REGISTRATION
 from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import train as train_cli
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
+from lesionnet.methods import REGISTRY
+from lesionnet.methods.tlt.maps import lesion_gaussian
 from lesionnet.planning import fingerprint as fp_module
+from lesionnet.planning.plans_io import load_plans
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing.loading import PreprocessedDataset
-from lesionnet.training.augmentation import flip_sample
+from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
 from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
 from lesionnet.training.config import TrainingConfig
-from lesionnet.training.run_training import TLT_PRESETS, train_model, training_output_folder
-from lesionnet.training.splits import fold_pair_ids, load_or_create_splits, make_patient_splits
-from lesionnet.training.tlt_data import CaseCache, PairBatchLoader, PairSampler, make_batch_stream
-from lesionnet.training.tlt_method import TLTMethod
+from lesionnet.training.pair_augmentation import flip_sample
+from lesionnet.training.pair_sampling import PairBatchMaker, PairSampler
+from lesionnet.training.run_training import FoldJob, configuration_with_preset, train_model, training_output_folder
+from lesionnet.training.splits import fold_item_ids, load_or_create_splits, make_patient_splits
 
 DATASET = "Dataset501_SynthLesionTracking"
 TINY = dict(num_epochs=3, iterations_per_epoch=2, batch_size=2, learning_rate=1e-3, seed=3, max_val_pairs=4)
@@ -57,13 +60,25 @@ def env_501(preprocessed_501, tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
-def _tiny_method(data: PreprocessedDataset, train_ids=None, val_ids=None) -> TLTMethod:
-    pairs = data.pairs()
-    by_id = {p.pair_id: p for p in pairs}
-    train = [by_id[i] for i in train_ids] if train_ids else pairs
-    val = [by_id[i] for i in val_ids] if val_ids else pairs[:2]
-    network = {**data.configuration["network"], **TLT_PRESETS["tiny"]}
-    return TLTMethod(data.case, data.configuration, train, val, network)
+TLT = REGISTRY["tlt"]
+
+
+def _tlt_section(preset: str = "plan") -> dict:
+    return configuration_with_preset(TLT, load_plans(501)["configurations"]["tlt"], preset)
+
+
+def _tlt_data() -> PreprocessedDataset:
+    return PreprocessedDataset(501, _tlt_section()["data_identifier"])
+
+
+def _tiny_job(data: PreprocessedDataset) -> FoldJob:
+    pair_ids = [p.pair_id for p in data.pairs()]
+    return FoldJob(TLT, _tlt_section("tiny"), data, pair_ids, pair_ids[:2])
+
+
+def _sampler(data, section, **options) -> PairSampler:
+    return PairSampler(data.cached_case, section["template_patch_size_zyx"], section["search_patch_size_zyx"],
+                       lesion_gaussian, **options)
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -80,10 +95,10 @@ def test_patient_splits_keep_patients_together():
     assert make_patient_splits({"a": "P0", "b": "P1"}, num_folds=5)[0]["val"] in (["a"], ["b"])
     with pytest.raises(ValueError, match="at least 2 patients"):
         make_patient_splits({"a": "P0"})
-    train, val = fold_pair_ids(splits, "all")
+    train, val = fold_item_ids(splits, "all")
     assert val == [] and sorted(train) == sorted(pair_patients)
     with pytest.raises(ValueError, match="fold 7"):
-        fold_pair_ids(splits, 7)
+        fold_item_ids(splits, 7)
 
 
 def test_splits_file_is_created_once_and_validated(tmp_path):
@@ -110,11 +125,9 @@ def test_flip_moves_center_with_the_images():
 
 
 def test_batches_are_a_function_of_seed_and_index_in_any_worker(env_501):
-    data = PreprocessedDataset(501, "tlt")
-    cfg = data.configuration
-    sampler = PairSampler(CaseCache(lambda s: data.case(s, as_numpy=True)), cfg["template_patch_size_zyx"],
-                          cfg["search_patch_size_zyx"])
-    loader = PairBatchLoader(data.pairs(), sampler, 2, seed=5, first_batch=0)
+    data, cfg = _tlt_data(), _tlt_section()
+    maker = PairBatchMaker(_sampler(data, cfg))
+    loader = SeededBatchLoader(data.pairs(), maker, 2, seed=5, first_batch=0)
     batches = [next(loader) for _ in range(4)]
     assert [b["batch_index"] for b in batches] == [0, 1, 2, 3]
     b = batches[0]
@@ -123,43 +136,41 @@ def test_batches_are_a_function_of_seed_and_index_in_any_worker(env_501):
     size = np.array(cfg["search_patch_size_zyx"])
     assert ((b["target_center_zyx"] >= 0) & (b["target_center_zyx"] <= size - 1)).all()
     # a loader starting at batch 2 (a resumed run) sees batches 2, 3
-    resumed = PairBatchLoader(data.pairs(), sampler, 2, seed=5, first_batch=2)
+    resumed = SeededBatchLoader(data.pairs(), maker, 2, seed=5, first_batch=2)
     for expected in batches[2:]:
         got = next(resumed)
         for key in ("template", "search", "search_prior", "target_center_zyx"):
             np.testing.assert_array_equal(got[key], expected[key])
     # two batchgenerators worker processes give the same stream
-    workers = make_batch_stream(PairBatchLoader(data.pairs(), sampler, 2, seed=5, num_workers=2), 2)
+    workers = make_batch_stream(SeededBatchLoader(data.pairs(), maker, 2, seed=5, num_workers=2), 2)
     try:
         for expected in batches:
             got = next(workers)
             assert got["batch_index"] == expected["batch_index"]
             np.testing.assert_array_equal(got["search"], expected["search"])
     finally:
-        workers._finish()
-    other_seed = next(PairBatchLoader(data.pairs(), sampler, 2, seed=6))
+        workers.close()
+    other_seed = next(SeededBatchLoader(data.pairs(), maker, 2, seed=6))
     assert not np.array_equal(other_seed["search"], batches[0]["search"])
 
 
 def test_no_augmentation_keeps_the_target_under_the_label(env_501):
-    data = PreprocessedDataset(501, "tlt")
-    cfg = data.configuration
-    sampler = PairSampler(CaseCache(lambda s: data.case(s, as_numpy=True)), cfg["template_patch_size_zyx"],
-                          cfg["search_patch_size_zyx"], search_offset_fraction=0.0, template_jitter_voxels=0)
+    data = _tlt_data()
+    sampler = _sampler(data, _tlt_section(), search_offset_fraction=0.0, template_jitter_voxels=0)
     pair = data.pairs()[0]
     sample = sampler.sample(pair, np.random.default_rng(0))
     target = data.case(pair.target, as_numpy=True)
-    start = np.asarray(pair.target_center_xyz)[::-1] - sample["target_center_zyx"]
+    start = np.asarray(pair.target_center_zyx) - sample["target_center_zyx"]
     np.testing.assert_allclose(start, np.round(start))
     # the prior Gaussian peaks at the prior center
     peak = np.array(np.unravel_index(np.argmax(sample["search_prior"][0]), sample["search_prior"].shape[1:]))
-    assert np.abs(peak + start - np.asarray(pair.prior_center_xyz)[::-1]).max() <= 1.0
+    assert np.abs(peak + start - np.asarray(pair.prior_center_zyx)).max() <= 1.0
     assert target.image.shape == target.geometry.shape_zyx
 
 
 # ------------------------------------------------------------------------------------------ trainer
 def test_training_writes_checkpoints_logs_and_plot(env_501):
-    result = train_model(501, "tlt", 0, preset="tiny", progress=False, **TINY)
+    result = train_model(501, TLT, 0, preset="tiny", progress=False, **TINY)
     out = training_output_folder(DATASET, "tlt", 0)
     assert result.output_folder == out
     for name in (LATEST, BEST, FINAL, "training_log.txt", "progress.png", "training_summary.json", "network.json"):
@@ -171,7 +182,12 @@ def test_training_writes_checkpoints_logs_and_plot(env_501):
                 "learning_rate", "epoch_seconds"):
         assert key in record, key
     assert 0.0 <= record["val_cpm_10mm"] <= 100.0 and record["val_med_mm"] >= 0.0
-    assert load_checkpoint(out / BEST)["best_val_med_mm"] == min(h["val_med_mm"] for h in checkpoint["history"])
+    best = load_checkpoint(out / BEST)["best_metric"]
+    assert best["name"] == "val_med_mm" and best["mode"] == "min"
+    assert best["value"] == min(h["val_med_mm"] for h in checkpoint["history"]) == result.best_metric["value"]
+    network_info = json.loads((out / "network.json").read_text())
+    assert network_info["configuration"] == checkpoint["configuration"] == _tlt_section("tiny")
+    assert network_info["data_configuration"]["target_spacing_zyx"]
     log = (out / "training_log.txt").read_text()
     assert "epoch 2:" in log and "Finished" in log and "untrained network: val_cpm_10mm" in log
     # the untrained network's validation is recorded next to the final one (what training adds)
@@ -179,17 +195,17 @@ def test_training_writes_checkpoints_logs_and_plot(env_501):
     assert set(summary["untrained"]) == {k for k in record if k.startswith("val_")}
     assert checkpoint["initial_validation"] == summary["untrained"]
     splits = json.loads((Path(os.environ["lesionnet_preprocessed"]) / DATASET / "splits_final.json").read_text())
-    patients = {p.patient for p in PreprocessedDataset(501, "tlt").pairs()}
+    patients = {p.patient for p in _tlt_data().pairs()}
     assert checkpoint["metadata"]["fold"] == "0" and len(splits) == min(5, len(patients)) == 3
 
 
 def test_seeded_runs_are_identical_and_resume_is_exact(env_501, monkeypatch):
-    data = PreprocessedDataset(501, "tlt")
+    data = _tlt_data()
     from lesionnet.training.trainer import Trainer
 
     def run(folder, resume=False, method=None, **overrides):
         config = TrainingConfig(**{**TINY, **overrides})
-        return Trainer(method or _tiny_method(data), config, folder, resume=resume, progress=False).run()
+        return Trainer(method or _tiny_job(data), config, folder, resume=resume, progress=False).run()
 
     run(env_501 / "a")
     run(env_501 / "b")
@@ -198,7 +214,7 @@ def test_seeded_runs_are_identical_and_resume_is_exact(env_501, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same weights"
 
     # interrupt during epoch 2 (after checkpoint_latest of epoch 1), then continue
-    method = _tiny_method(data)
+    method = _tiny_job(data)
     real = method.compute_loss
     calls = []
 
@@ -271,16 +287,14 @@ def test_killed_training_continues_with_c_to_the_same_weights(env_501, tmp_path)
 # ------------------------------------------------------------------------------------------ predict with TLT
 def test_predict_finds_the_trained_model_and_writes_heatmaps(env_501, tmp_path, monkeypatch, caplog):
     from lesionnet.cli import predict as predict_cli
-    from lesionnet.evaluation.prediction_io import read_predictions
-    from lesionnet.inference import tlt_predictor
+    from lesionnet.datasets.prediction_format import read_predictions
 
-    monkeypatch.setattr(tlt_predictor, "RegistrationSettings", lambda **k: FAST_REGISTRATION)
     images = Path(os.environ["lesionnet_raw"]) / DATASET / "imagesTs"
     out = tmp_path / "pred"
     assert predict_cli.main(["-i", str(images), "-o", str(out), "-m", "tlt", "--no_progress"]) == 1
     assert "no trained model" in caplog.text and "lesionnet_train" in caplog.text
 
-    train_model(501, "tlt", 0, preset="tiny", progress=False, **{**TINY, "num_epochs": 1})
+    train_model(501, TLT, 0, preset="tiny", progress=False, **{**TINY, "num_epochs": 1})
     assert predict_cli.main(["-i", str(images), "-o", str(out), "-m", "tlt", "--save_heatmaps", "--checkpoint", "best",
                              "--no_progress"]) == 0
     predictions = read_predictions(out / "predictions.json")
@@ -317,19 +331,19 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
     monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     generate_tracking_dataset(lesionnet_dirs["raw"] / DATASET,
                               TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)), seed=0, progress=False)
-    monkeypatch.setattr(demo, "DEMO_TRAINING", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
-                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2,
-                                                "seed": 0})
+    monkeypatch.setattr(TLT, "demo_training", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
+                                               "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2, "seed": 0})
     assert demo.main(["--no_progress"]) == 0
     out = capsys.readouterr().out
     for method in ("identity", "affine", "tlt"):
         assert f"| {method} |" in out
-    assert "TLT training (tiny preset, fold 0)" in out
-    assert "TLT on the fold-0 validation pairs, untrained -> trained: CPM@10mm" in out
+    assert "tlt training (tiny preset, fold 0)" in out
+    assert "tlt on the fold-0 validation pairs, untrained -> trained: CPM@10mm" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
-    assert set(results["methods"]) == {"identity", "affine", "tlt"} and results["tlt_training_seconds"] > 0
-    assert set(results["tlt_validation"]) == {"untrained", "trained"}
+    assert list(results["methods"]) == ["identity", "affine", "tlt"] and results["training"]["tlt"]["seconds"] > 0
+    assert set(results["training"]["tlt"]["validation"]) == {"untrained", "trained"}
     # a second run reuses the model and still reports its training time and validation
     assert demo.main(["--no_progress"]) == 0
     again = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
-    assert again["tlt_training_seconds"] > 0 and again["tlt_validation"] == results["tlt_validation"]
+    assert again["training"]["tlt"]["seconds"] > 0
+    assert again["training"]["tlt"]["validation"] == results["training"]["tlt"]["validation"]

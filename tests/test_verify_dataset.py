@@ -20,8 +20,8 @@ SHAPE_ZYX = (6, 12, 10)
 SPACING_XYZ = (0.8, 0.8, 2.0)
 
 
-def _pair(pair_id, source, target, source_center=(4.0, 5.0, 2.0), target_center=(5.2, 6.0, 3.0)):
-    return TrackingPair(pair_id, source, target, source_center, 3.0, target_center, 2.5)
+def _pair(pair_id, source, target, source_center_zyx=(2.0, 5.0, 4.0), target_center_zyx=(3.0, 6.0, 5.2)):
+    return TrackingPair(pair_id, source, target, source_center_zyx, 3.0, target_center_zyx, 2.5)
 
 
 @pytest.fixture
@@ -145,13 +145,17 @@ def test_nan_spacing_in_header(tracking_dataset):
 def test_lesion_center_outside_scan(tracking_dataset):
     # x = 10.2 is past the last column (size x = 10, valid up to 9.5); z = -3 is below the first slice
     save_pairs(tracking_dataset / "pairsTr.json",
-               [_pair("tr1", "p1_a", "p1_b", target_center=(10.2, 6.0, 3.0)),
-                _pair("tr2", "p1_b", "p1_a", source_center=(4.0, 5.0, -3.0))])
+               [_pair("tr1", "p1_a", "p1_b", target_center_zyx=(3.0, 6.0, 10.2)),
+                _pair("tr2", "p1_b", "p1_a", source_center_zyx=(-3.0, 5.0, 4.0))])
     problems = verify_dataset(tracking_dataset, progress=False)
     found = _problems_for(problems, tracking_dataset / "pairsTr.json")
     assert len(found) == 2, problems
     assert "tr1" in found[0].message and "target_center" in found[0].message and "outside" in found[0].message
     assert "tr2" in found[1].message and "source_center" in found[1].message
+    # the messages give centers and sizes in the pairs file's [x, y, z] order
+    assert found[0].message == ("pair tr1: target_center [10.2, 6.0, 3.0] lies outside scan 'p1_b' "
+                                "(size x×y×z = 10×12×6)")
+    assert "source_center [4.0, 5.0, -3.0]" in found[1].message
 
 
 def test_mask_image_geometry_mismatch(detection_dataset):

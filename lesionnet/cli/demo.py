@@ -5,10 +5,12 @@ Steps, each an importable lesionnet function, each skipped when its output alrea
 1. generate Dataset501_SynthLesionTracking (``lesionnet_make_synthetic -d 501``);
 2. check it (``lesionnet_verify_dataset -d 501``);
 3. fingerprint, plan and preprocess it (``lesionnet_plan_and_preprocess -d 501``);
-4. train a small TLT on fold 0 (``lesionnet_train 501 tlt 0 --preset small`` with the demo's epoch
-   budget, about 10 minutes on 2 CPU cores; ``--c`` semantics: a finished run is reused);
-5. track the test pairs with identity, affine and TLT (``lesionnet_predict``) and score them with the
-   DLS conventions (``lesionnet_evaluate_tracking``), side by side;
+4. train every registered trainable tracking method on fold 0 with its ``demo_training`` settings
+   (``lesionnet_train 501 METHOD 0 --preset small ...``; TLT: about 13 minutes on 2 CPU cores; a
+   finished run is reused);
+5. track the test pairs with every registered tracking method that can predict — the baselines first
+   (``lesionnet_predict``) — and score them with the DLS conventions (``lesionnet_evaluate_tracking``),
+   side by side;
 6. print the comparison table and write it, with the JSON, to the results folder.
 
 Data go to ``$lesionnet_raw`` / ``$lesionnet_preprocessed`` / ``$lesionnet_results`` (defaults:
@@ -27,6 +29,7 @@ from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_datas
 from lesionnet.datasets.verify import verify_dataset_report
 from lesionnet.evaluation.tracker_comparison import compare_trackers, markdown_table
 from lesionnet.inference.predict_tracking import LearnedModelOptions
+from lesionnet.methods import methods_with
 from lesionnet.training.checkpoints import FINAL
 from lesionnet.training.run_training import train_model, training_output_folder
 from lesionnet.training.trainer import SUMMARY_FILE
@@ -35,14 +38,40 @@ from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_demo")
 DEMO_DATASET_ID = 501
-DEMO_METHODS = ("identity", "affine", "tlt")
-#: the demo's TLT training: the CPU-sized network, 30 epochs of 40 steps of 4 pairs
-DEMO_TRAINING = {"preset": "small", "num_epochs": 24, "iterations_per_epoch": 40, "batch_size": 4,
-                 "learning_rate": 1e-3, "max_val_pairs": 40, "seed": 0}
 
 
-def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, training: dict | None = None) -> dict:
-    """Run the demo; returns the comparison (see :func:`compare_trackers`) with the training time."""
+def demo_methods() -> list:
+    """The tracking methods the demo runs: every registered one that can predict, the untrained ones
+    (the baselines) first; the trainable ones need ``demo_training`` settings."""
+    methods = methods_with("tracking", "predict")
+    return [m for m in methods if not m.trainable] + [m for m in methods if m.trainable and m.demo_training]
+
+
+def _train(method, dataset_folder, progress: bool) -> dict:
+    """Train ``method`` on fold 0 with its demo settings (or reuse the finished run); returns
+    ``{"settings", "seconds", "validation": {"untrained", "trained"}}``."""
+    settings = dict(method.demo_training)
+    preset = settings.pop("preset", "plan")
+    folder = training_output_folder(dataset_folder.name, method.name, 0)
+    info: dict = {"settings": dict(method.demo_training), "seconds": None, "validation": None}
+    if (folder / FINAL).is_file():
+        logger.info("Step 4/5: using the trained %s in %s", method.name, folder)
+    else:
+        logger.info("Step 4/5: training a %s %s on fold 0 (%s)", preset, method.name, settings)
+        info["seconds"] = train_model(DEMO_DATASET_ID, method, 0, preset=preset, resume=True, progress=progress,
+                                      **settings).seconds
+    if (folder / SUMMARY_FILE).is_file():
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        # fold-0 validation before and after training: what the training itself adds
+        info["validation"] = {"untrained": summary.get("untrained"), "trained": summary.get("final")}
+        if info["seconds"] is None:       # the earlier run's training time (sum of its epochs' wall times)
+            info["seconds"] = summary.get("training_seconds_total")
+    return info
+
+
+def run_demo(seed: int = 0, progress: bool = True) -> dict:
+    """Run the demo; returns the comparison (see :func:`compare_trackers`) with ``"training"``: per
+    trained method its settings, training time and fold-0 validation before and after training."""
     from lesionnet.cli.plan_and_preprocess import run as plan_and_preprocess
 
     try:
@@ -62,41 +91,44 @@ def run_demo(seed: int = 0, methods=DEMO_METHODS, progress: bool = True, trainin
                            "(lesionnet_make_synthetic -d 501 --overwrite).")
     logger.info("%s", report.summary())
 
-    training_seconds, validation = None, None
-    if any(m == "tlt" for m in methods):
+    methods = demo_methods()
+    trained = [m for m in methods if m.trainable]
+    training = {}
+    if trained:
         logger.info("Step 3/5: fingerprint, plans and preprocessing")
         plan_and_preprocess(DEMO_DATASET_ID, progress=progress)
-        settings = dict(DEMO_TRAINING, **(training or {}))
-        preset = settings.pop("preset")
-        folder = training_output_folder(dataset_folder.name, "tlt", 0)
-        reused = (folder / FINAL).is_file()
-        if reused:
-            logger.info("Step 4/5: using the trained TLT in %s", folder)
-        else:
-            logger.info("Step 4/5: training a %s TLT on fold 0 (%s)", preset, settings)
-            training_seconds = train_model(DEMO_DATASET_ID, "tlt", 0, preset=preset, resume=True,
-                                           progress=progress, **settings).seconds
-        if (folder / SUMMARY_FILE).is_file():
-            summary = json.loads((folder / SUMMARY_FILE).read_text())
-            # fold-0 validation before and after training: what the training itself adds
-            validation = {"untrained": summary.get("untrained"), "trained": summary.get("final")}
-            if reused:                  # the earlier run's training time (sum of its epochs' wall times)
-                training_seconds = summary.get("training_seconds_total")
+        training = {m.name: _train(m, dataset_folder, progress) for m in trained}
     output_folder = paths.results_dir() / dataset_folder.name / "demo"
-    logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(methods))
+    logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(m.name for m in methods))
     options = LearnedModelOptions(dataset=dataset_folder.name, folds=("0",), plans_name="lesionnet_plans")
-    results = compare_trackers(dataset_folder, output_folder / "predictions", methods=methods, progress=progress,
+    results = compare_trackers(dataset_folder, output_folder / "predictions", methods, progress=progress,
                                model_options=options)
     results["predictions_folder"] = str(output_folder / "predictions")
-    if training_seconds is not None:
-        results["tlt_training_seconds"] = training_seconds
-        results["tlt_training"] = dict(DEMO_TRAINING, **(training or {}))
-    if validation is not None:
-        results["tlt_validation"] = validation
+    results["training"] = training
     write_json(output_folder / "comparison.json", results)
     write_text(output_folder / "comparison.md", markdown_table(results) + "\n")
     logger.info("Wrote %s", output_folder / "comparison.md")
     return results
+
+
+def training_lines(results: dict) -> list[str]:
+    """Per trained method: its training time and its fold-0 validation, untrained -> trained."""
+    lines = []
+    for name, info in results.get("training", {}).items():
+        if info.get("seconds") is not None:
+            preset = info["settings"].get("preset", "plan")
+            lines.append(f"{name} training ({preset} preset, fold 0): {info['seconds'] / 60:.1f} min wall time.")
+        validation = info.get("validation") or {}
+        if validation.get("untrained") and validation.get("trained"):
+            lines.append(f"{name} on the fold-0 validation pairs, untrained -> trained: {validation_line(validation)}")
+    return lines
+
+
+def validation_line(validation: dict) -> str:
+    """``CPM@10mm a -> b %, MED c -> d mm`` from ``{"untrained": {...}, "trained": {...}}`` metrics."""
+    u, t = validation["untrained"], validation["trained"]
+    return (f"CPM@10mm {u['val_cpm_10mm']:.1f} -> {t['val_cpm_10mm']:.1f} %, "
+            f"MED {u['val_med_mm']:.2f} -> {t['val_med_mm']:.2f} mm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,20 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(markdown_table(results))
-    if results.get("tlt_training_seconds") is not None:
-        print(f"\nTLT training ({results['tlt_training']['preset']} preset, fold 0): "
-              f"{results['tlt_training_seconds'] / 60:.1f} min wall time.")
-    validation = results.get("tlt_validation") or {}
-    if validation.get("untrained") and validation.get("trained"):
-        print(f"TLT on the fold-0 validation pairs, untrained -> trained: {validation_line(validation)}")
+    lines = training_lines(results)
+    if lines:
+        print()
+        print("\n".join(lines))
     return 0
-
-
-def validation_line(validation: dict) -> str:
-    """``CPM@10mm a -> b %, MED c -> d mm`` from ``{"untrained": {...}, "trained": {...}}`` metrics."""
-    u, t = validation["untrained"], validation["trained"]
-    return (f"CPM@10mm {u['val_cpm_10mm']:.1f} -> {t['val_cpm_10mm']:.1f} %, "
-            f"MED {u['val_med_mm']:.2f} -> {t['val_med_mm']:.2f} mm")
 
 
 if __name__ == "__main__":

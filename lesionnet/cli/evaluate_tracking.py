@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from lesionnet.evaluation.prediction_io import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
+from lesionnet.evaluation.pair_matching import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
 from lesionnet.evaluation.tracking_metrics import (
     compare_predictions,
     evaluate_tracking_file,

@@ -16,6 +16,7 @@ import time
 
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.datasets.raw_format import DatasetFormatError, RawDataset
+from lesionnet.methods import REGISTRY
 from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionnet_plan_and_preprocess",
-        description="Extract the dataset fingerprint, plan every method (lesionnet_plans.json) and preprocess the "
-                    "training data into $lesionnet_preprocessed/DatasetXXX_Name/. Only what changed is redone.")
+        description="Extract the dataset fingerprint, plan every registered method of the dataset's task "
+                    "(lesionnet_plans.json) and preprocess the training data into "
+                    "$lesionnet_preprocessed/DatasetXXX_Name/. Only what changed is redone.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (e.g. 501) or folder name")
     parser.add_argument("--gpu_memory_gb", type=float, default=None,
                         help="training memory budget in GiB (default: the visible GPU's memory, else half the RAM "
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true",
                         help="check the raw dataset first (as lesionnet_verify_dataset) and stop on errors")
     parser.add_argument("--token_budget", type=int, default=1024,
-                        help="most template tokens SSS may keep for large lesions (default 1024)")
+                        help="most template tokens a tracker's attention may keep for large lesions (TLT's sparse "
+                             "selection; default 1024)")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -61,7 +64,8 @@ def run(dataset, gpu_memory_gb=None, num_processes=None, plan_only=False, verify
         logger.info("Verify: %s", report.summary())
     fingerprint = extract_fingerprint(raw, num_processes=num_processes, registration_settings=registration_settings,
                                       progress=progress)
-    plans = plan_experiment(raw, gpu_memory_gb=gpu_memory_gb, fingerprint=fingerprint, token_budget=token_budget)
+    plans = plan_experiment(raw, REGISTRY.values(), gpu_memory_gb=gpu_memory_gb, fingerprint=fingerprint,
+                            token_budget=token_budget)
     preprocessing = None
     if not plan_only:
         preprocessing = preprocess_dataset(raw, plans=plans, num_processes=num_processes, progress=progress)
@@ -70,27 +74,14 @@ def run(dataset, gpu_memory_gb=None, num_processes=None, plan_only=False, verify
 
 
 def _summary_lines(result: dict) -> list:
-    lines = []
+    """One line per planned method, as the method describes its section."""
     plans = result["plans"]
-    for name, c in plans["configurations"].items():
-        if name == "tlt":
-            lines.append(f"tlt: spacing {_fmt(c['target_spacing_zyx'])} mm, template {c['template_patch_size_zyx']}, "
-                         f"search {c['search_patch_size_zyx']}, Tr {c['sss_threshold']}, depth {c['attention_depth']}, "
-                         f"heads {c['attention_heads']}, width {c['attention_width']}, batch {c['batch_size']}")
-        elif name == "dlt":
-            lines.append(f"dlt: patch {c['search_patch_size_zyx']}, growth {c['growth_rate']}, fpn {c['fpn_width']}, "
-                         f"batch {c['batch_size']} (memory model unverified)")
-        elif name == "lntracker":
-            lines.append(f"lntracker: spacing {_fmt(c['target_spacing_zyx'])} mm, patch {c['patch_size_yx']}, "
-                         f"{c['num_input_slices']} slices, {c['num_queries']} queries, batch {c['batch_size']} "
-                         "(memory model unverified)")
-        elif name == "affine":
-            lines.append("affine: registration on the raw scans (no preprocessing)")
+    lines = []
+    for name, section in plans["configurations"].items():
+        if name in REGISTRY:
+            data_configuration = plans["data_configurations"].get(section.get("data_identifier") or "")
+            lines.append(REGISTRY[name].summary(section, data_configuration))
     return lines
-
-
-def _fmt(values) -> str:
-    return "x".join("native" if v is None else f"{v:.2f}" for v in values)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,5 @@
-"""``lesionnet_predict``: run a tracker over an input folder (thin wrapper over lesionnet.inference)."""
+"""``lesionnet_predict``: run a registered tracking method over an input folder (thin wrapper over
+lesionnet.inference)."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,9 @@ import sys
 
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.inference.model_discovery import ModelNotFoundError
-from lesionnet.inference.predict_tracking import TRACKING_METHODS, LearnedModelOptions, predict_tracking
+from lesionnet.inference.predict_tracking import LearnedModelOptions, predict_tracking
 from lesionnet.inference.tracking_input import TrackingInputError
+from lesionnet.methods import describe_methods, get_method, methods_with
 from lesionnet.training.checkpoints import CHECKPOINT_NAMES, CheckpointError
 from lesionnet.utils.logging_setup import configure_logging
 
@@ -19,11 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionnet_predict",
         description="Predict lesion positions in follow-up scans. IN holds {scan_id}_0000.nii.gz files and "
-                    "a pairs file (IN/pairs.json, or the dataset's pairsTs.json when IN is its imagesTs).")
+                    "a pairs file (IN/pairs.json, or the dataset's pairsTs.json when IN is its imagesTs). "
+                    f"Methods: {describe_methods('tracking', 'predict')}.")
     parser.add_argument("-i", "--input", required=True, help="input folder with scans (and pairs.json)")
     parser.add_argument("-o", "--output", required=True, help="output folder; gets predictions.json")
-    parser.add_argument("-m", "--method", default="affine", choices=TRACKING_METHODS,
-                        help="tracking method (default: affine); learned trackers need a trained model")
+    parser.add_argument("-m", "--method", default="affine",
+                        choices=[m.name for m in methods_with("tracking", "predict")],
+                        help="tracking method (default: affine); trainable methods need a trained model")
     parser.add_argument("-d", "--dataset", default=None,
                         help="dataset (id or name) whose trained model to use (default: the dataset IN belongs to, "
                              "or the only one with a trained model)")
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step, fraction of the patch")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--save_heatmaps", action="store_true",
-                        help="learned trackers: write OUT/heatmaps/{pair_id}.nii.gz (the blended heatmap)")
+                        help="methods with heatmaps: write OUT/heatmaps/{pair_id}.nii.gz (the blended heatmap)")
     parser.add_argument("--chain", action="store_true",
                         help="carry each lesion through the patient's intermediate scans, each prediction seeding "
                              "the next (multi-follow-up)")
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
                                       checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
                                       device=args.device)
-        run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
+        method = get_method(args.method, "tracking", "predict")
+        run = predict_tracking(args.input, args.output, method, args.pairs, resume=args.resume,
                                save_overlays=args.save_overlays, progress=not args.no_progress,
                                model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain)
     except (TrackingInputError, ValueError, FileNotFoundError, ModelNotFoundError, CheckpointError,

@@ -1,13 +1,15 @@
-"""``lesionnet_train DATASET METHOD FOLD``: train a tracker (thin wrapper over lesionnet.training)."""
+"""``lesionnet_train DATASET METHOD FOLD``: train a registered method (thin wrapper over lesionnet.training)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
+from lesionnet.datasets.dataset_id import DatasetNotFoundError
+from lesionnet.methods import describe_methods, get_method, methods_with
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME
 from lesionnet.training.checkpoints import CheckpointError
-from lesionnet.training.run_training import TLT_PRESETS, TRAINABLE_METHODS, set_cpu_threads, train_model
+from lesionnet.training.run_training import set_cpu_threads, train_model
 from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_train")
@@ -18,12 +20,16 @@ def _fold(value: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    trainable = methods_with(capability="train")
+    presets = sorted({name for m in trainable for name in m.presets})
     parser = argparse.ArgumentParser(
         prog="lesionnet_train",
-        description="Train a lesion tracker on a preprocessed dataset (run lesionnet_plan_and_preprocess first). "
-                    "Results go to $lesionnet_results/<dataset>/<method>__<plans>/fold_<FOLD>/.")
+        description="Train a method on a preprocessed dataset (run lesionnet_plan_and_preprocess first). "
+                    "Results go to $lesionnet_results/<dataset>/<method>__<plans>/fold_<FOLD>/. "
+                    f"Trainable methods: {describe_methods(capability='train')}.")
     parser.add_argument("dataset", help="dataset id (501) or name")
-    parser.add_argument("method", choices=TRAINABLE_METHODS, help="tracker to train")
+    parser.add_argument("method", choices=[m.name for m in trainable],
+                        help="method to train (must fit the dataset's task)")
     parser.add_argument("fold", type=_fold, help="cross-validation fold 0-4, or 'all' (no validation)")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default 100)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per epoch (default 250)")
@@ -34,11 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0); CPU runs are repeatable")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--plans", default=DEFAULT_PLANS_NAME, help="plans name (default lesionnet_plans)")
-    parser.add_argument("--preset", default="plan", choices=sorted(TLT_PRESETS),
-                        help="network size: the planned one, or the CPU-sized 'small' / test-sized 'tiny'")
+    parser.add_argument("--preset", default="plan",
+                        help="network size: 'plan' (as planned) or one of the method's presets "
+                             f"({', '.join(p for p in presets if p != 'plan')}: smaller networks for CPUs and tests)")
     parser.add_argument("-np", "--num_workers", type=int, default=None,
                         help="data-loading worker processes (default 0: in the training process)")
-    parser.add_argument("--max_val_pairs", type=int, default=None, help="validate on at most this many pairs")
+    parser.add_argument("--max_val_pairs", type=int, default=None,
+                        help="validate on at most this many items (pairs) of the fold")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -50,16 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     set_cpu_threads(args.threads)
     try:
-        result = train_model(args.dataset, args.method, args.fold, plans_name=args.plans, preset=args.preset,
-                             resume=args.resume, device=args.device, progress=not args.no_progress,
-                             num_epochs=args.epochs, iterations_per_epoch=args.iterations,
-                             batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                             num_workers=args.num_workers, max_val_pairs=args.max_val_pairs)
-    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+        result = train_model(args.dataset, get_method(args.method, capability="train"), args.fold,
+                             plans_name=args.plans, preset=args.preset, resume=args.resume, device=args.device,
+                             progress=not args.no_progress, num_epochs=args.epochs,
+                             iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                             learning_rate=args.lr, seed=args.seed, num_workers=args.num_workers,
+                             max_val_pairs=args.max_val_pairs)
+    except (CheckpointError, FileNotFoundError, DatasetNotFoundError, KeyError, ValueError) as e:
         logger.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 1
-    best = "n/a" if result.best_val_med_mm is None else f"{result.best_val_med_mm:.2f} mm"
-    print(f"Trained {args.method} fold {args.fold}: {result.output_folder} (best validation MED {best})")
+    best = result.best_metric or {}
+    best_text = "n/a" if best.get("value") is None else f"{best['name']} {best['value']:.4g}"
+    print(f"Trained {args.method} fold {args.fold}: {result.output_folder} (best {best_text})")
     return 0
 
 

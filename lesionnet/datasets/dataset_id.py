@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from lesionnet import paths
-from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN
+from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, RawDataset
 
 
 class DatasetNotFoundError(LookupError):
@@ -59,6 +59,15 @@ def find_dataset_folder(identifier: str | int, root: str | os.PathLike | None = 
         raise DatasetNotFoundError(f"Several datasets have id {dataset_id} in {root}: {names}. "
                                    "Pass the full folder name instead of the id, or rename one.")
     return matches[0]
+
+
+def resolve_raw_dataset(dataset) -> RawDataset:
+    """A :class:`RawDataset` from an id (``501``), a folder name, a path or a RawDataset."""
+    if isinstance(dataset, RawDataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
+        return RawDataset(dataset)
+    return RawDataset(find_dataset_folder(dataset))
 
 
 def _available(root: Path) -> str:

@@ -3,21 +3,12 @@
 Inputs
 ------
 * DeepLesion subvolumes ``PPPPPP_SS_NN_start-end.nii.gz`` as written by DeepLesion's official
-  ``DL_save_nifti.py`` (patient, study, series, first and last slice number of the subvolume).
-* A DLS annotation file (``train.json``/``valid.json``/``test.json`` of github.com/JimmyCai91/DLT):
-  a dict keyed ``"0001"``, ... (a list is accepted too) of directed pairs with ``source``/``target``
-  file names, ``source center``/``target center`` ``[x, y, z]`` (x = column, y = row, z = slice of
-  the subvolume, 0-based), ``source spacing``/``target spacing`` ``[sx, sy, sz]`` (mm) and
-  ``source recist diameter``/``target recist diameter`` ``[long, short]`` in pixels.
-
-What DeepLesion's writer does (see ``documentation/dls_conversion.md``)
-----------------------------------------------------------------------
-``DL_save_nifti.py`` stacks the PNG slices with ``cv2.merge`` into ``V[row, col, slice]`` and saves
-``nibabel.Nifti1Image(V, T)`` with ``T = [[0, -s1, 0, 0], [-s0, 0, 0, 0], [0, 0, -s2, 0], [0, 0, 0, 1]]``.
-SimpleITK therefore reads ITK index ``(row, col, slice)`` — array ``[slice, col, row]`` — with
-direction ``(0, 1, 0, 1, 0, 0, 0, 0, -1)`` (LPS): rows and columns are swapped with respect to the
-DLS ``[x, y, z]``. In world (LPS) terms the file is consistent: columns run towards +x (patient
-left), rows towards +y (posterior), slices towards -z (feet).
+  ``DL_save_nifti.py``; their names and axis order are handled in :mod:`lesionnet.datasets.deeplesion_layout`
+  (which also explains what ``DL_save_nifti.py`` writes, see ``documentation/dls_conversion.md``).
+* A DLS annotation file (``train.json``/``valid.json``/``test.json`` of github.com/JimmyCai91/DLT),
+  read and validated by :mod:`lesionnet.datasets.dls_annotations`: directed pairs with centers
+  ``[x, y, z]`` (column, row, slice, 0-based), spacings ``[sx, sy, sz]`` (mm) and RECIST diameters (pixels),
+  held as ``(z, y, x)`` once read.
 
 What the converter writes
 -------------------------
@@ -29,12 +20,15 @@ position of the new voxel (0, 0, 0) (``(0, 0, 0)`` for files from ``DL_save_nift
 is the json's ``[sx, sy, sz]``. The slice axis found from the header must have as many voxels as
 the slice range in the file name (``002-014`` → 13), otherwise the file is rejected.
 Radius (DLS convention): ``radius_mm = max(recist diameter) / 2 * spacing_x``.
+
+This module holds the conversion driver (:func:`convert_dls`) and the reading of one subvolume onto
+the DLS grid (:func:`read_deeplesion_subvolume`); the public names of the two modules above are
+re-exported here, so ``lesionnet.datasets.dls_convert`` stays the one import for the converter.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -44,7 +38,22 @@ from tqdm import tqdm
 
 from lesionnet import paths
 from lesionnet.datasets.dataset_id import dataset_folder_name
-from lesionnet.datasets.geometry import Geometry, xyz_to_zyx
+from lesionnet.datasets.deeplesion_layout import (
+    DEEPLESION_DIRECTION,
+    DL_SAVE_NIFTI_DIRECTION,
+    DLS_FILE_PATTERN,
+    DLS_FILE_SUFFIX,
+    DLSConversionError,
+    DLSLayoutError,
+    Reorientation,
+    detect_reorientation,
+    expected_num_slices,
+    patient_from_scan_id,
+    scan_id_from_filename,
+    slice_range_from_filename,
+)
+from lesionnet.datasets.dls_annotations import DLSRecord, dls_radius_mm, load_dls_annotations
+from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
 from lesionnet.datasets.image_io import (
     ImageReadError,
     read_geometry,
@@ -54,262 +63,48 @@ from lesionnet.datasets.image_io import (
 from lesionnet.datasets.raw_format import (
     DATASET_FOLDER_PATTERN,
     SPLITS,
-    TrackingPair,
     make_dataset_json,
     save_pairs,
 )
 from lesionnet.utils.files import load_json, write_json
-from lesionnet.utils.validation import finite_numbers
+
+__all__ = [
+    "DEEPLESION_DIRECTION",
+    "DLS_FILE_PATTERN",
+    "DLS_FILE_SUFFIX",
+    "DL_SAVE_NIFTI_DIRECTION",
+    "ConversionResult",
+    "DLSConversionError",
+    "DLSLayoutError",
+    "DLSRecord",
+    "Reorientation",
+    "convert_dls",
+    "detect_reorientation",
+    "dls_radius_mm",
+    "expected_num_slices",
+    "load_dls_annotations",
+    "patient_from_scan_id",
+    "read_deeplesion_subvolume",
+    "scan_id_from_filename",
+    "slice_range_from_filename",
+]
 
 logger = logging.getLogger(__name__)
 
-DLS_FILE_PATTERN = re.compile(r"^(\d{6})_(\d{2})_(\d{2})_(\d{3})-(\d{3})\.nii\.gz$")
-DLS_FILE_SUFFIX = ".nii.gz"
-
-#: Direction of the written scans: x (column) → +x, y (row) → +y, z (slice) → -z in ITK's LPS world,
-#: the orientation DeepLesion's own files declare (row-major, columns = index axes).
-DEEPLESION_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-#: ITK direction of a file written by DL_save_nifti.py (index axes: row, column, slice).
-DL_SAVE_NIFTI_DIRECTION = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-
-_DIRECTION_TOLERANCE = 1e-3
 _SPACING_TOLERANCE = 1e-3  # relative; NIfTI stores pixdim as float32
 
 
-class DLSConversionError(ValueError):
-    """The DLS input cannot be converted; the message names the file and what to do."""
-
-
-class DLSLayoutError(DLSConversionError):
-    """A subvolume's axis order cannot be established from its header and file name."""
-
-
 # ------------------------------------------------------------------------------------------------
-# annotations
+# reading a subvolume
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DLSRecord:
-    """One directed DLS pair, as read from the annotation json (file names with ``.nii.gz``)."""
-
-    key: str
-    source_file: str
-    target_file: str
-    source_center_xyz: tuple
-    target_center_xyz: tuple
-    source_spacing_xyz: tuple
-    target_spacing_xyz: tuple
-    source_recist_diameter_px: tuple
-    target_recist_diameter_px: tuple
-
-    @property
-    def source(self) -> str:
-        return scan_id_from_filename(self.source_file)
-
-    @property
-    def target(self) -> str:
-        return scan_id_from_filename(self.target_file)
-
-    @property
-    def source_radius_mm(self) -> float:
-        return dls_radius_mm(self.source_recist_diameter_px, self.source_spacing_xyz)
-
-    @property
-    def target_radius_mm(self) -> float:
-        return dls_radius_mm(self.target_recist_diameter_px, self.target_spacing_xyz)
-
-    def to_pair(self, pair_id: str) -> TrackingPair:
-        return TrackingPair(
-            pair_id=pair_id,
-            source=self.source,
-            target=self.target,
-            source_center_xyz=self.source_center_xyz,
-            source_radius_mm=self.source_radius_mm,
-            target_center_xyz=self.target_center_xyz,
-            target_radius_mm=self.target_radius_mm,
-            patient=patient_from_scan_id(self.source),
-        )
-
-
-def dls_radius_mm(recist_diameter_px: Iterable[float], spacing_xyz: Iterable[float]) -> float:
-    """DLS lesion radius: half the long RECIST diameter (pixels) times the x spacing (mm)."""
-    return max(float(d) for d in recist_diameter_px) / 2.0 * float(list(spacing_xyz)[0])
-
-
-def scan_id_from_filename(name: str) -> str:
-    """``000016_01_01_002-014.nii.gz`` → ``000016_01_01_002-014``."""
-    name = Path(name).name
-    return name[: -len(DLS_FILE_SUFFIX)] if name.endswith(DLS_FILE_SUFFIX) else name
-
-
-def patient_from_scan_id(scan_id: str) -> str:
-    """The DeepLesion patient id: the first 6 digits of the scan id."""
-    return scan_id[:6]
-
-
-def slice_range_from_filename(name: str) -> tuple[int, int] | None:
-    """``(start, end)`` slice numbers from ``PPPPPP_SS_NN_start-end.nii.gz`` (inclusive), else None."""
-    match = DLS_FILE_PATTERN.match(Path(name).name)
-    if not match:
-        return None
-    return int(match.group(4)), int(match.group(5))
-
-
-def expected_num_slices(name: str) -> int | None:
-    """Number of slices a DeepLesion subvolume must have according to its file name (``002-014`` → 13)."""
-    slice_range = slice_range_from_filename(name)
-    return None if slice_range is None else slice_range[1] - slice_range[0] + 1
-
-
-def load_dls_annotations(path: str | os.PathLike) -> list[DLSRecord]:
-    """Read a DLS annotation file (dict keyed ``"0001"``... or a list) into records, in key order."""
-    path = Path(path)
-    try:
-        data = load_json(path)
-    except FileNotFoundError:
-        raise DLSConversionError(f"{path}: annotation file not found. Pass the DLS json (e.g. DLT's data/test.json) "
-                                 "with --annotations.") from None
-    except ValueError as e:
-        raise DLSConversionError(str(e)) from None
-    if isinstance(data, list):
-        items = [(f"{i + 1:04d}", r) for i, r in enumerate(data)]
-    elif isinstance(data, dict):
-        items = sorted(data.items(), key=lambda kv: str(kv[0]))
-    else:
-        raise DLSConversionError(f"{path}: expected a JSON object keyed \"0001\", ... (or a list) of DLS pairs, "
-                                 f"got {type(data).__name__}.")
-    if not items:
-        raise DLSConversionError(f"{path}: holds no pairs.")
-    return [_record_from_json(str(key), record, path) for key, record in items]
-
-
-def _record_from_json(key: str, record, path: Path) -> DLSRecord:
-    where = f"{path} (pair {key})"
-    if not isinstance(record, dict):
-        raise DLSConversionError(f"{where}: each pair must be a JSON object, got {type(record).__name__}.")
-    needed = ("source", "target", "source center", "target center", "source spacing", "target spacing",
-              "source recist diameter", "target recist diameter")
-    missing = [k for k in needed if k not in record]
-    if missing:
-        raise DLSConversionError(f"{where}: lacks the key(s) {', '.join(repr(m) for m in missing)}; "
-                                 "is this a DLS annotation file (github.com/JimmyCai91/DLT, data/*.json)?")
-
-    def numbers(name: str, count: int) -> tuple:
-        return finite_numbers(record[name], count, name, where, DLSConversionError)
-
-    rec = DLSRecord(
-        key=key,
-        source_file=str(record["source"]),
-        target_file=str(record["target"]),
-        source_center_xyz=numbers("source center", 3),
-        target_center_xyz=numbers("target center", 3),
-        source_spacing_xyz=numbers("source spacing", 3),
-        target_spacing_xyz=numbers("target spacing", 3),
-        source_recist_diameter_px=numbers("source recist diameter", 2),
-        target_recist_diameter_px=numbers("target recist diameter", 2),
-    )
-    for which in ("source", "target"):
-        spacing = getattr(rec, f"{which}_spacing_xyz")
-        if min(spacing) <= 0:
-            raise DLSConversionError(f"{where}: '{which} spacing' {list(spacing)} must be positive.")
-        if getattr(rec, f"{which}_radius_mm") <= 0:
-            raise DLSConversionError(f"{where}: '{which} recist diameter' must be positive.")
-    return rec
-
-
-# ------------------------------------------------------------------------------------------------
-# axis order of a subvolume
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reorientation:
-    """How to turn a file's voxel grid into the DeepLesion/lesionnet grid.
-
-    ``axes[a]`` is the file's ITK index axis that becomes output axis ``a`` (x = column, y = row,
-    z = slice); ``flip[a]`` says whether it is reversed. ``layout`` names what was recognised.
-    """
-
-    axes: tuple
-    flip: tuple
-    layout: str
-
-    @property
-    def is_identity(self) -> bool:
-        return self.axes == (0, 1, 2) and not any(self.flip)
-
-    def output_geometry(self, file_geometry: Geometry) -> Geometry:
-        """Geometry of the re-oriented grid; every voxel keeps its world position."""
-        size_xyz = file_geometry.shape_xyz
-        spacing_xyz = tuple(file_geometry.spacing_xyz[a] for a in self.axes)
-        shape_xyz = tuple(size_xyz[a] for a in self.axes)
-        first_voxel_file_xyz = [0, 0, 0]
-        for out_axis, file_axis in enumerate(self.axes):
-            if self.flip[out_axis]:
-                first_voxel_file_xyz[file_axis] = size_xyz[file_axis] - 1
-        origin_xyz = file_geometry.index_to_world(first_voxel_file_xyz)
-        return Geometry(spacing_xyz, tuple(origin_xyz), DEEPLESION_DIRECTION, xyz_to_zyx(shape_xyz))
-
-    def apply(self, file_array_zyx: np.ndarray) -> np.ndarray:
-        """Re-orient a file's ``[z, y, x]`` array (a view where possible)."""
-        array_xyz = file_array_zyx.transpose(2, 1, 0)  # ITK index order of the file
-        array_xyz = array_xyz.transpose(self.axes)
-        for out_axis, flipped in enumerate(self.flip):
-            if flipped:
-                array_xyz = np.flip(array_xyz, axis=out_axis)
-        return array_xyz.transpose(2, 1, 0)  # back to [z, y, x]: [slice, row, column]
-
-
-def detect_reorientation(file_geometry: Geometry, path: str | os.PathLike = "") -> Reorientation:
-    """Establish the axis order of a DeepLesion subvolume from its header and its file name.
-
-    The header's direction cosines must be axis-aligned; the index axis running along world z is the
-    slice axis, the one along world x the column axis, the one along world y the row axis. Axes are
-    flipped where they run against DeepLesion's orientation (columns +x, rows +y, slices -z, ITK LPS).
-    The slice axis must have as many voxels as the file name's slice range (``002-014`` → 13).
-
-    Raises:
-        DLSLayoutError: oblique direction cosines, or a slice count that contradicts the file name.
-    """
-    path = Path(path)
-    direction = file_geometry.direction_matrix  # columns: world direction of file index axes
-    world_of_axis = np.argmax(np.abs(direction), axis=0)
-    aligned = np.abs(direction[world_of_axis, range(3)])
-    if not np.all(aligned > 1 - _DIRECTION_TOLERANCE) or len(set(world_of_axis.tolist())) != 3:
-        raise DLSLayoutError(
-            f"{path}: the header's direction cosines {tuple(round(v, 4) for v in file_geometry.direction)} are "
-            "oblique, so the slice, row and column axes cannot be told apart. DeepLesion subvolumes from "
-            "DL_save_nifti.py are axis-aligned: re-export the file with DL_save_nifti.py.")
-    axes = tuple(int(np.flatnonzero(world_of_axis == w)[0]) for w in range(3))
-    wanted_sign = (1.0, 1.0, -1.0)
-    flip = tuple(bool(np.sign(direction[w, axes[w]]) != wanted_sign[w]) for w in range(3))
-    size_xyz = file_geometry.shape_xyz
-    n_slices = expected_num_slices(path.name)
-    if n_slices is not None and size_xyz[axes[2]] != n_slices:
-        candidates = [a for a in range(3) if size_xyz[a] == n_slices]
-        found = (f"file axis {candidates[0]} has {n_slices} voxels, so the data seem permuted relative to the header"
-                 if candidates else f"no axis has {n_slices} voxels")
-        raise DLSLayoutError(
-            f"{path}: cannot establish the axis order: the file name says {n_slices} slices "
-            f"({'-'.join(f'{v:03d}' for v in slice_range_from_filename(path.name))}), but the header's slice "
-            f"axis (along world z) has {size_xyz[axes[2]]} voxels (ITK size {list(size_xyz)}, direction "
-            f"{tuple(round(v, 4) for v in file_geometry.direction)}); {found}. Neither DeepLesion's "
-            "DL_save_nifti.py layout nor lesionnet's: re-export the subvolume with DL_save_nifti.py.")
-    if axes == (1, 0, 2) and not any(flip):
-        layout = "DL_save_nifti (rows and columns swapped)"
-    elif axes == (0, 1, 2) and not any(flip):
-        layout = "lesionnet (already [slice, row, column])"
-    else:
-        layout = f"reoriented from its header (file axes {axes} to x, y, z, flipped {flip})"
-    return Reorientation(axes, flip, layout)
-
-
-def read_deeplesion_subvolume(path: str | os.PathLike, spacing_xyz: Iterable[float] | None = None,
+def read_deeplesion_subvolume(path: str | os.PathLike, spacing_zyx: Iterable[float] | None = None,
                               reorientation: Reorientation | None = None) -> tuple[np.ndarray, Geometry]:
     """Read a DeepLesion subvolume onto the DLS grid: array ``[slice, row, column]`` and its geometry.
 
-    ``spacing_xyz`` (the DLS json's ``[sx, sy, sz]``) replaces the header spacing when given.
+    ``spacing_zyx`` (the DLS json's ``[sx, sy, sz]`` as ``(z, y, x)``, mm) replaces the header spacing
+    when given.
     Integer-valued voxels (DL_save_nifti.py writes int16, or float64 for subvolumes of 300 slices
     or more) come back as int16, anything else as float32.
     """
@@ -318,9 +113,9 @@ def read_deeplesion_subvolume(path: str | os.PathLike, spacing_xyz: Iterable[flo
     if reorientation is None:
         reorientation = detect_reorientation(file_geometry, path)
     geometry = reorientation.output_geometry(file_geometry)
-    if spacing_xyz is not None:
-        geometry = Geometry(tuple(float(s) for s in spacing_xyz), geometry.origin_xyz, geometry.direction,
-                            geometry.shape_zyx)
+    if spacing_zyx is not None:
+        geometry = Geometry(zyx_to_xyz(tuple(float(s) for s in spacing_zyx)), geometry.origin_xyz,
+                            geometry.direction, geometry.shape_zyx)
     array_zyx = reorientation.apply(_compact_dtype(file_array_zyx))
     return array_zyx, geometry
 
@@ -414,14 +209,15 @@ def convert_dls(images_dir: str | os.PathLike, annotations: str | os.PathLike, d
             f"{', '.join(missing[:5])}. Generate them with DeepLesion's DL_save_nifti.py, or drop --strict to "
             "skip the pairs that need them.")
 
-    # spacing per scan from the json; the pairs must agree
+    # spacing (z, y, x) per scan from the json; the pairs must agree
     spacing_of: dict[str, tuple] = {}
     for r in records:
-        for file_name, spacing in ((r.source_file, r.source_spacing_xyz), (r.target_file, r.target_spacing_xyz)):
-            known = spacing_of.setdefault(file_name, spacing)
-            if not np.allclose(known, spacing, rtol=_SPACING_TOLERANCE):
+        for file_name, spacing_zyx in ((r.source_file, r.source_spacing_zyx), (r.target_file, r.target_spacing_zyx)):
+            known_zyx = spacing_of.setdefault(file_name, spacing_zyx)
+            if not np.allclose(known_zyx, spacing_zyx, rtol=_SPACING_TOLERANCE):
                 logger.warning("%s: pairs of %s give different spacings %s and %s; using the first.",
-                               file_name, annotations.name, list(known), list(spacing))
+                               file_name, annotations.name, list(zyx_to_xyz(known_zyx)),
+                               list(zyx_to_xyz(spacing_zyx)))
 
     # headers first: every layout problem is found before anything is written
     plans: dict[str, Reorientation] = {}
@@ -473,11 +269,11 @@ def convert_dls(images_dir: str | os.PathLike, annotations: str | os.PathLike, d
         if r.source_file not in geometries or r.target_file not in geometries:
             skipped.append(r.key)
             continue
-        for which, file_name, center in (("source", r.source_file, r.source_center_xyz),
-                                         ("target", r.target_file, r.target_center_xyz)):
-            if not geometries[file_name].contains_index(center):
+        for which, file_name, center_zyx in (("source", r.source_file, r.source_center_zyx),
+                                             ("target", r.target_file, r.target_center_zyx)):
+            if not geometries[file_name].contains_voxel(center_zyx):
                 logger.warning("%s pair %s: %s center %s lies outside %s (size x×y×z %s); kept as given.",
-                               annotations.name, r.key, which, list(center), file_name,
+                               annotations.name, r.key, which, list(zyx_to_xyz(center_zyx)), file_name,
                                list(geometries[file_name].shape_xyz))
         pairs.append(r.to_pair(f"{prefix}{r.key}"))
     if missing or unreadable:
@@ -526,12 +322,12 @@ def _locate(images_dir: Path, names: list[str]) -> dict[str, Path | None]:
     return found
 
 
-def _check_header_spacing(path: Path, plan: Reorientation, file_geometry: Geometry, json_spacing_xyz: tuple) -> None:
-    header_xyz = tuple(file_geometry.spacing_xyz[a] for a in plan.axes)
-    if not np.allclose(header_xyz, json_spacing_xyz, rtol=_SPACING_TOLERANCE):
+def _check_header_spacing(path: Path, plan: Reorientation, file_geometry: Geometry, json_spacing_zyx: tuple) -> None:
+    header_zyx = tuple(file_geometry.spacing_zyx[a] for a in plan.axes_zyx)
+    if not np.allclose(header_zyx, json_spacing_zyx, rtol=_SPACING_TOLERANCE):
         logger.warning("%s: header spacing %s differs from the annotation's %s; using the annotation's "
-                       "(the DLS benchmark measures with it).", path, [round(s, 6) for s in header_xyz],
-                       list(json_spacing_xyz))
+                       "(the DLS benchmark measures with it).", path, [round(s, 6) for s in zyx_to_xyz(header_zyx)],
+                       list(zyx_to_xyz(json_spacing_zyx)))
 
 
 def _write_dataset_json(folder: Path, name: str, annotations: Path) -> None:

@@ -2,11 +2,16 @@
 
 Conventions (the only ones used anywhere in lesionnet):
 
-* numpy arrays of images are indexed ``[z, y, x]`` (slice, row, column) — ``shape_zyx``;
-* ITK indices, continuous voxel centers and physical points are ``(x, y, z)`` — ``center_xyz``;
-* ``spacing_xyz``, ``origin_xyz`` are in mm, ``direction`` is ITK's row-major 3×3 matrix whose
-  columns are the world directions of the x, y and z index axes;
-* world (physical) point = ``origin_xyz + direction @ (index_xyz * spacing_xyz)``, in mm.
+* inside lesionnet, arrays are indexed ``[z, y, x]`` (slice, row, column) and every voxel coordinate,
+  size and spacing is a ``(z, y, x)`` triple: ``center_zyx``, ``shape_zyx``, ``spacing_zyx``;
+* world (physical) points are ITK's LPS points in mm, a vector ``(x, y, z)`` by nature:
+  ``point_world``. Only :class:`Geometry` and the affine registration produce or consume them;
+* ``(x, y, z)`` voxel order exists only at the boundaries: ITK / SimpleITK objects (this module's
+  :class:`Geometry` fields ``spacing_xyz``, ``origin_xyz``, ``direction``) and the files whose formats
+  say so (raw pairs, DLS records, prediction files), converted with :func:`xyz_to_zyx`,
+  :func:`zyx_to_xyz` and :func:`points_xyz_to_zyx` / :func:`points_zyx_to_xyz` when read or written;
+* world point = ``origin_xyz + direction @ (index_xyz * spacing_xyz)`` (mm), with ``direction`` ITK's
+  row-major 3×3 matrix whose columns are the world directions of the x, y and z index axes.
 
 Everything else calls these helpers instead of reversing axes by hand.
 """
@@ -30,9 +35,24 @@ def zyx_to_xyz(values_zyx: Sequence[float]) -> tuple:
     return (x, y, z)
 
 
+def points_xyz_to_zyx(points_xyz) -> np.ndarray:
+    """Reverse the last axis of an ``(..., 3)`` array of (x, y, z) voxel coordinates to (z, y, x), float64."""
+    points = np.asarray(points_xyz, dtype=np.float64)
+    if points.shape[-1:] != (3,):
+        raise ValueError(f"expected (..., 3) coordinates, got shape {points.shape}")
+    return np.ascontiguousarray(points[..., ::-1])
+
+
+def points_zyx_to_xyz(points_zyx) -> np.ndarray:
+    """Reverse the last axis of an ``(..., 3)`` array of (z, y, x) voxel coordinates to (x, y, z), float64."""
+    return points_xyz_to_zyx(points_zyx)
+
+
 @dataclass(frozen=True)
 class Geometry:
-    """Physical geometry of a 3D image (all triples in ITK (x, y, z) order, mm).
+    """Physical geometry of a 3D image: the ITK boundary. Its fields are what SimpleITK reads and writes,
+    in ITK (x, y, z) order (mm); lesionnet reads it through the (z, y, x) side: :attr:`spacing_zyx`,
+    :attr:`shape_zyx`, :meth:`voxel_to_world`, :meth:`world_to_voxel`, :meth:`contains_voxel`.
 
     Attributes:
         spacing_xyz: voxel size along the x, y, z index axes (mm).
@@ -72,25 +92,24 @@ class Geometry:
         """Physical size of the image along x, y, z (mm)."""
         return tuple(n * s for n, s in zip(self.shape_xyz, self.spacing_xyz))
 
-    def index_to_world(self, index_xyz) -> np.ndarray:
-        """Continuous voxel index/indices ``(..., 3)`` in (x, y, z) → world points (mm), same shape."""
-        index_xyz = np.asarray(index_xyz, dtype=np.float64)
-        scaled = index_xyz * np.asarray(self.spacing_xyz)
-        return scaled @ self.direction_matrix.T + np.asarray(self.origin_xyz)
+    def voxel_to_world(self, index_zyx) -> np.ndarray:
+        """Continuous voxel index/indices ``(..., 3)`` in (z, y, x) → world points ``(..., 3)`` (mm, LPS)."""
+        scaled_xyz = points_zyx_to_xyz(index_zyx) * np.asarray(self.spacing_xyz)
+        return scaled_xyz @ self.direction_matrix.T + np.asarray(self.origin_xyz)
 
-    def world_to_index(self, point_xyz) -> np.ndarray:
-        """World point(s) ``(..., 3)`` in mm → continuous voxel index/indices (x, y, z)."""
-        point_xyz = np.asarray(point_xyz, dtype=np.float64)
-        rel = point_xyz - np.asarray(self.origin_xyz)
+    def world_to_voxel(self, point_world) -> np.ndarray:
+        """World point(s) ``(..., 3)`` (mm, LPS) → continuous voxel index/indices ``(..., 3)`` in (z, y, x)."""
+        point_world = np.asarray(point_world, dtype=np.float64)
+        rel = point_world - np.asarray(self.origin_xyz)
         # direction is orthonormal for valid images, but solve instead of transposing to be safe
         unscaled = np.linalg.solve(self.direction_matrix, rel.reshape(-1, 3).T).T.reshape(rel.shape)
-        return unscaled / np.asarray(self.spacing_xyz)
+        return points_xyz_to_zyx(unscaled / np.asarray(self.spacing_xyz))
 
-    def contains_index(self, index_xyz, margin: float = 0.5) -> bool:
-        """True when a continuous index lies inside the image (voxel centers ± ``margin``)."""
-        index_xyz = np.asarray(index_xyz, dtype=np.float64)
-        upper = np.asarray(self.shape_xyz, dtype=np.float64) - 1 + margin
-        return bool(np.all(index_xyz >= -margin) and np.all(index_xyz <= upper))
+    def contains_voxel(self, index_zyx, margin: float = 0.5) -> bool:
+        """True when a continuous (z, y, x) index lies inside the image (voxel centers ± ``margin``)."""
+        index_zyx = np.asarray(index_zyx, dtype=np.float64)
+        upper = np.asarray(self.shape_zyx, dtype=np.float64) - 1 + margin
+        return bool(np.all(index_zyx >= -margin) and np.all(index_zyx <= upper))
 
     def to_dict(self) -> dict:
         """Plain-data form, for JSON and checkpoints."""

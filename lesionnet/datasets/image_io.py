@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, xyz_to_zyx
 from lesionnet.utils.files import atomic_path
 
 SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -36,7 +36,7 @@ def geometry_of(image: sitk.Image) -> Geometry:
     if image.GetDimension() != 3:
         raise ValueError(f"expected a 3D image, got {image.GetDimension()}D")
     size_xyz = image.GetSize()
-    return Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), size_xyz[::-1])
+    return Geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), xyz_to_zyx(size_xyz))
 
 
 def read_sitk(path: str | os.PathLike) -> sitk.Image:
@@ -79,7 +79,7 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
     size_xyz = reader.GetSize()
     if len(size_xyz) != 3:
         raise ImageReadError(f"{path}: expected a 3D image, got {len(size_xyz)}D.")
-    return Geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), size_xyz[::-1])
+    return Geometry(reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), xyz_to_zyx(size_xyz))
 
 
 def to_sitk(array_zyx: np.ndarray, geometry: Geometry) -> sitk.Image:

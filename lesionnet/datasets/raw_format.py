@@ -8,7 +8,9 @@ A raw dataset is a folder ``Dataset{ID:03d}_{Name}/`` holding
 * tracking: ``pairsTr.json`` / ``pairsTs.json`` — a list of directed lesion pairs;
 * detection: ``labelsTr/{scan_id}{file_ending}`` — instance masks (0 background, 1..N lesions).
 
-Pair centers are continuous voxel indices in ITK ``(x, y, z)`` order of the referenced scan.
+Pair centers are continuous voxel indices in ITK ``(x, y, z)`` order of the referenced scan in the
+files (as in the DLS benchmark); :class:`TrackingPair` holds them in lesionnet's ``(z, y, x)`` order,
+converted when a pairs file is read or written.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from lesionnet.datasets.geometry import xyz_to_zyx, zyx_to_xyz
 from lesionnet.datasets.image_io import SUPPORTED_FILE_ENDINGS
 from lesionnet.utils.files import load_json, write_json
 from lesionnet.utils.validation import finite_numbers
@@ -36,16 +39,17 @@ class DatasetFormatError(ValueError):
 class TrackingPair:
     """One directed lesion pair: a lesion in ``source`` to be found in ``target``.
 
-    Centers are continuous voxel indices ``(x, y, z)`` of the scan they refer to; radii in mm.
-    ``target_center_xyz`` / ``target_radius_mm`` are ``None`` when the truth is unknown (inference).
+    Centers are continuous voxel indices ``(z, y, x)`` of the scan they refer to (the pairs files
+    store ``(x, y, z)``; :func:`pair_from_json` and :meth:`to_json` convert); radii in mm.
+    ``target_center_zyx`` / ``target_radius_mm`` are ``None`` when the truth is unknown (inference).
     """
 
     pair_id: str
     source: str
     target: str
-    source_center_xyz: tuple
+    source_center_zyx: tuple
     source_radius_mm: float
-    target_center_xyz: tuple | None = None
+    target_center_zyx: tuple | None = None
     target_radius_mm: float | None = None
     patient: str | None = None
 
@@ -56,18 +60,19 @@ class TrackingPair:
 
     @property
     def has_target(self) -> bool:
-        return self.target_center_xyz is not None
+        return self.target_center_zyx is not None
 
     def to_json(self) -> dict:
+        """The pair as a raw-format record (centers ``[x, y, z]``)."""
         d = {
             "pair_id": self.pair_id,
             "source": self.source,
             "target": self.target,
-            "source_center": [float(v) for v in self.source_center_xyz],
+            "source_center": [float(v) for v in zyx_to_xyz(self.source_center_zyx)],
             "source_radius_mm": float(self.source_radius_mm),
         }
-        if self.target_center_xyz is not None:
-            d["target_center"] = [float(v) for v in self.target_center_xyz]
+        if self.target_center_zyx is not None:
+            d["target_center"] = [float(v) for v in zyx_to_xyz(self.target_center_zyx)]
         if self.target_radius_mm is not None:
             d["target_radius_mm"] = float(self.target_radius_mm)
         if self.patient:
@@ -97,9 +102,10 @@ def pair_from_json(d: dict, where: str) -> TrackingPair:
         pair_id=str(d["pair_id"]),
         source=str(d["source"]),
         target=str(d["target"]),
-        source_center_xyz=_triple(d["source_center"], "source_center", where),
+        source_center_zyx=xyz_to_zyx(_triple(d["source_center"], "source_center", where)),
         source_radius_mm=source_radius,
-        target_center_xyz=None if target_center is None else _triple(target_center, "target_center", where),
+        target_center_zyx=None if target_center is None else xyz_to_zyx(_triple(target_center, "target_center",
+                                                                                 where)),
         target_radius_mm=target_radius,
         patient=d.get("patient"),
     )
@@ -140,7 +146,8 @@ def validate_dataset_json(meta, path: Path) -> dict:
                                  f"got {meta['file_ending']!r}.")
     channels = meta["channel_names"]
     if not isinstance(channels, dict) or not channels or sorted(channels) != [str(i) for i in range(len(channels))]:
-        raise DatasetFormatError(f"{path}: 'channel_names' must map \"0\", \"1\", ... to names, e.g. {{\"0\": \"CT\"}}.")
+        raise DatasetFormatError(f"{path}: 'channel_names' must map \"0\", \"1\", ... to names, "
+                                 f"e.g. {{\"0\": \"CT\"}}.")
     return meta
 
 

@@ -1,16 +1,9 @@
-"""lesionnet.evaluation: tracking metrics with the DLS benchmark conventions, and prediction I/O."""
-from lesionnet.evaluation.prediction_io import (
-                                                PREDICTIONS_FORMAT,
-                                                PREDICTIONS_VERSION,
-                                                PredictionFormatError,
-                                                TrackingPredictions,
-                                                detect_form,
-                                                load_tracking_predictions,
-                                                make_prediction_record,
-                                                prediction_record_from_pair,
-                                                read_predictions,
-                                                write_predictions,
-)
+"""lesionnet.evaluation: tracking metrics with the DLS benchmark conventions, and reading predictions back.
+
+The predictions file itself (what trackers write) is defined in :mod:`lesionnet.datasets.prediction_format`.
+"""
+from lesionnet.evaluation.prediction_forms import detect_form
+from lesionnet.evaluation.prediction_io import TrackingPredictions, load_tracking_predictions
 from lesionnet.evaluation.tracking_metrics import (
                                                 PairedComparison,
                                                 TrackingEvaluation,
@@ -21,8 +14,6 @@ from lesionnet.evaluation.tracking_metrics import (
 )
 
 __all__ = [
-    "PREDICTIONS_FORMAT", "PREDICTIONS_VERSION", "PredictionFormatError", "TrackingPredictions", "detect_form",
-    "load_tracking_predictions", "make_prediction_record", "prediction_record_from_pair", "read_predictions",
-    "write_predictions", "PairedComparison", "TrackingEvaluation", "compare_predictions", "evaluate_predictions",
-    "evaluate_tracking", "evaluate_tracking_file",
+    "TrackingPredictions", "detect_form", "load_tracking_predictions", "PairedComparison", "TrackingEvaluation",
+    "compare_predictions", "evaluate_predictions", "evaluate_tracking", "evaluate_tracking_file",
 ]

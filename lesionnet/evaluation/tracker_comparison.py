@@ -1,9 +1,10 @@
 """Run several trackers on one dataset split and compare them side by side, in one run.
 
-Used by ``lesionnet_demo`` and ``benchmarks/tracking.py``: each method predicts the split's pairs
-through the same entry point as ``lesionnet_predict`` and is scored with the DLS conventions; the
-result holds, per method, the metrics, the mean seconds per pair, the wall time, and a paired
-t-test of each method against the first one (the reference).
+Used by ``lesionnet_demo`` and ``benchmarks/tracking.py``: each method (a tracking method object,
+e.g. from ``lesionnet.methods.REGISTRY``) predicts the split's pairs through the same entry point as
+``lesionnet_predict`` and is scored with the DLS conventions; the result holds, per method, the
+metrics, the mean seconds per pair, the wall time, and a paired t-test of each method against the
+first one (the reference).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionnet.datasets.prediction_format import read_predictions
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.evaluation.prediction_io import read_predictions
 from lesionnet.evaluation.tracking_metrics import (
     compare_predictions,
     evaluate_tracking_file,
@@ -22,10 +23,10 @@ from lesionnet.evaluation.tracking_metrics import (
 from lesionnet.inference.predict_tracking import predict_tracking
 
 
-def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike,
-                     methods=("identity", "affine"), split: str = "Ts", progress: bool = True,
-                     model_options=None) -> dict:
-    """Predict and evaluate ``methods`` on ``split`` of a raw tracking dataset.
+def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike, methods: list,
+                     split: str = "Ts", progress: bool = True, model_options=None) -> dict:
+    """Predict and evaluate ``methods`` (method objects; the first is the reference) on ``split`` of a raw
+    tracking dataset.
 
     Returns ``{"dataset", "split", "n_pairs", "methods": {name: {metrics..., "seconds_per_pair",
     "wall_seconds", "vs_reference": {...}}}}``; predictions go to ``output_folder/<method>/``.
@@ -38,23 +39,22 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     evaluations = {}
     for method in methods:
         start = time.perf_counter()
-        run = predict_tracking(dataset.images_dir(split), output_folder / method, method,
+        run = predict_tracking(dataset.images_dir(split), output_folder / method.name, method,
                                pairs_path=dataset.pairs_path(split), progress=progress,
                                model_options=model_options)
         if not run.ok:
-            raise RuntimeError(f"{method}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
+            raise RuntimeError(f"{method.name}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
         path = run.predictions_path
         wall = time.perf_counter() - start
-        evaluations[method] = evaluate_tracking_file(path)
-        summary = evaluations[method].summary()
+        evaluations[method.name] = evaluate_tracking_file(path)
+        summary = evaluations[method.name].summary()
         seconds = [r["processing time"] for r in read_predictions(path)["results"]]
-        results["methods"][method] = {**summary, "seconds_per_pair": float(np.mean(seconds)),
-                                      "wall_seconds": wall}
-    reference = methods[0]
-    for method in methods[1:]:
-        comparison = compare_predictions(evaluations[method], evaluations[reference],
-                                         label_a=method, label_b=reference)
-        results["methods"][method]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
+        results["methods"][method.name] = {**summary, "seconds_per_pair": float(np.mean(seconds)),
+                                           "wall_seconds": wall}
+    reference = methods[0].name
+    for name in [m.name for m in methods[1:]]:
+        comparison = compare_predictions(evaluations[name], evaluations[reference], label_a=name, label_b=reference)
+        results["methods"][name]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
     results["n_pairs"] = results["methods"][reference]["n"]
     return results
 

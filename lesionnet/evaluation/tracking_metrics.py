@@ -1,7 +1,8 @@
 """Lesion tracking metrics with the conventions of the DLS benchmark (DLT paper and its public evaluator).
 
-For a directed pair with predicted center ``p`` and true center ``g`` (voxel indices ``(x, y, z)`` of
-the target scan), target spacing ``s`` (mm) and lesion radius ``r`` (mm):
+For a directed pair with predicted center ``p`` and true center ``g`` (voxel indices of the target scan,
+held ``(z, y, x)`` like every voxel triple in lesionnet), target spacing ``s`` (mm) and lesion radius
+``r`` (mm):
 
 * ``d_a = |p_a - g_a| * s_a`` for ``a`` in x, y, z, and ``d = sqrt(d_x² + d_y² + d_z²)`` (mm);
 * ``r`` = ``target radius mm`` when given, else ``max(target recist diameter) / 2 * s_x`` — half
@@ -27,25 +28,22 @@ from typing import Sequence
 
 import numpy as np
 
-from lesionnet.evaluation.prediction_io import (
-    DEFAULT_MATCH_TOLERANCE_VOX,
-    PredictionFormatError,
-    TrackingPredictions,
-    describe_pairs,
-    load_tracking_predictions,
-    match_pairs,
-)
+from lesionnet.datasets.geometry import points_zyx_to_xyz, zyx_to_xyz
+from lesionnet.datasets.prediction_format import PredictionFormatError
+from lesionnet.evaluation.pair_matching import DEFAULT_MATCH_TOLERANCE_VOX, describe_pairs, match_pairs
+from lesionnet.evaluation.prediction_io import TrackingPredictions, load_tracking_predictions
 
 CPM_RADIUS_EPS_MM = 1e-3
 CPM_CAP_MM = 10.0
 SUMMARY_KEYS = ("CPM@10mm", "CPM@Radius", "MED", "MED_std", "MED_X", "MED_Y", "MED_Z", "n")
 
 
-def dls_radius_mm(recist_diameter_px, target_spacing_xyz) -> np.ndarray:
-    """DLS lesion radius: ``max(recist diameter) / 2 * spacing_x``; inputs ``(n, k)`` and ``(n, 3)``."""
+def dls_radius_mm(recist_diameter_px, target_spacing_zyx) -> np.ndarray:
+    """DLS lesion radius: ``max(recist diameter) / 2 * spacing_x``; inputs ``(n, k)`` pixels and ``(n, 3)`` mm
+    ``(z, y, x)`` — the x (column) spacing is used."""
     diameters = np.atleast_2d(np.asarray(recist_diameter_px, dtype=np.float64))
-    spacing = np.atleast_2d(np.asarray(target_spacing_xyz, dtype=np.float64))
-    return diameters.max(axis=1) / 2.0 * spacing[:, 0]
+    _, _, spacing_x = np.atleast_2d(np.asarray(target_spacing_zyx, dtype=np.float64)).T
+    return diameters.max(axis=1) / 2.0 * spacing_x
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class TrackingEvaluation:
     """Per-pair results (arrays of length ``n``) and their DLS summary (:meth:`summary`)."""
 
     pair_ids: tuple
-    distance_xyz_mm: np.ndarray     # (n, 3): |p_a - g_a| * s_a
+    distance_zyx_mm: np.ndarray     # (n, 3): |p_a - g_a| * s_a for a = z, y, x
     distance_mm: np.ndarray         # (n,): Euclidean distance
     radius_mm: np.ndarray           # (n,)
     hit_10mm: np.ndarray            # (n,) bool: d <= min(r, 10)
@@ -66,15 +64,15 @@ class TrackingEvaluation:
 
     def summary(self) -> dict:
         """``CPM@10mm``, ``CPM@Radius`` (percent), ``MED``, ``MED_std`` (population), ``MED_X/Y/Z`` (mm), ``n``."""
-        mean_xyz = self.distance_xyz_mm.mean(axis=0)
+        med_x, med_y, med_z = zyx_to_xyz(self.distance_zyx_mm.mean(axis=0))
         return {
             "CPM@10mm": float(100.0 * self.hit_10mm.mean()),
             "CPM@Radius": float(100.0 * self.hit_radius.mean()),
             "MED": float(self.distance_mm.mean()),
             "MED_std": float(self.distance_mm.std(ddof=0)),
-            "MED_X": float(mean_xyz[0]),
-            "MED_Y": float(mean_xyz[1]),
-            "MED_Z": float(mean_xyz[2]),
+            "MED_X": float(med_x),
+            "MED_Y": float(med_y),
+            "MED_Z": float(med_z),
             "n": self.n,
         }
 
@@ -86,15 +84,16 @@ class TrackingEvaluation:
             row: dict = {"pair_id": self.pair_ids[i]}
             if p is not None:
                 row.update({"source": p.sources[i], "target": p.targets[i]})
-                for name, arr in (("pred", p.predicted_center_xyz), ("true", p.target_center_xyz),
-                                  ("spacing", p.target_spacing_xyz)):
-                    for a, axis in enumerate("xyz"):
-                        row[f"{name}_{axis}"] = float(arr[i, a])
+                for name, arr_zyx in (("pred", p.predicted_center_zyx), ("true", p.target_center_zyx),
+                                      ("spacing", p.target_spacing_zyx)):
+                    for axis, value in zip("xyz", zyx_to_xyz(arr_zyx[i])):
+                        row[f"{name}_{axis}"] = float(value)
+            d_x, d_y, d_z = zyx_to_xyz(self.distance_zyx_mm[i])
             row.update({
                 "radius_mm": float(self.radius_mm[i]),
-                "d_x_mm": float(self.distance_xyz_mm[i, 0]),
-                "d_y_mm": float(self.distance_xyz_mm[i, 1]),
-                "d_z_mm": float(self.distance_xyz_mm[i, 2]),
+                "d_x_mm": float(d_x),
+                "d_y_mm": float(d_y),
+                "d_z_mm": float(d_z),
                 "distance_mm": float(self.distance_mm[i]),
                 "hit_10mm": int(self.hit_10mm[i]),
                 "hit_radius": int(self.hit_radius[i]),
@@ -112,18 +111,18 @@ class TrackingEvaluation:
         return buffer.getvalue()
 
 
-def evaluate_tracking(predicted_center_xyz, target_center_xyz, target_spacing_xyz, target_radius_mm,
+def evaluate_tracking(predicted_center_zyx, target_center_zyx, target_spacing_zyx, target_radius_mm,
                       pair_ids: Sequence | None = None) -> TrackingEvaluation:
-    """DLS metrics from arrays: centers ``(n, 3)`` voxel ``(x, y, z)`` of the target scan, spacing ``(n, 3)``
-    mm (or one ``(3,)`` for all), radius ``(n,)`` mm (or a scalar)."""
-    pred = np.asarray(predicted_center_xyz, dtype=np.float64)
-    true = np.asarray(target_center_xyz, dtype=np.float64)
+    """DLS metrics from arrays: centers ``(n, 3)`` voxel ``(z, y, x)`` of the target scan, spacing ``(n, 3)``
+    mm ``(z, y, x)`` (or one ``(3,)`` for all), radius ``(n,)`` mm (or a scalar)."""
+    pred = np.asarray(predicted_center_zyx, dtype=np.float64)
+    true = np.asarray(target_center_zyx, dtype=np.float64)
     if pred.ndim != 2 or pred.shape[1] != 3 or pred.shape != true.shape:
         raise ValueError(f"centers must be (n, 3) arrays of equal shape, got {pred.shape} and {true.shape}.")
     n = pred.shape[0]
     if n == 0:
         raise ValueError("no pairs to evaluate.")
-    spacing = np.broadcast_to(np.asarray(target_spacing_xyz, dtype=np.float64), (n, 3))
+    spacing = np.broadcast_to(np.asarray(target_spacing_zyx, dtype=np.float64), (n, 3))
     radius = np.broadcast_to(np.asarray(target_radius_mm, dtype=np.float64), (n,))
     for name, arr in (("predicted centers", pred), ("target centers", true), ("spacings", spacing),
                       ("radii", radius)):
@@ -134,23 +133,25 @@ def evaluate_tracking(predicted_center_xyz, target_center_xyz, target_spacing_xy
     if np.any(radius < 0):
         raise ValueError("radii must be >= 0.")
 
-    distance_xyz = np.abs(pred - true) * spacing
-    distance = np.sqrt(np.sum(distance_xyz ** 2, axis=1))
+    distance_zyx = np.abs(pred - true) * spacing
+    # d_x² + d_y² + d_z², summed in this order as on the DLS files' [x, y, z]: the sum's rounding depends on
+    # the order, and this one keeps every distance bit-identical to the DLS evaluation of the same records
+    distance = np.sqrt(np.sum(points_zyx_to_xyz(distance_zyx) ** 2, axis=1))
     hit_radius = distance / np.maximum(radius, CPM_RADIUS_EPS_MM) < 1.0
     hit_10mm = distance <= np.minimum(radius, CPM_CAP_MM)
     ids = tuple(pair_ids) if pair_ids is not None else tuple(f"#{i}" for i in range(n))
     if len(ids) != n:
         raise ValueError(f"{len(ids)} pair ids for {n} pairs.")
-    return TrackingEvaluation(pair_ids=ids, distance_xyz_mm=distance_xyz, distance_mm=distance,
+    return TrackingEvaluation(pair_ids=ids, distance_zyx_mm=distance_zyx, distance_mm=distance,
                               radius_mm=np.array(radius), hit_10mm=hit_10mm, hit_radius=hit_radius)
 
 
 def evaluate_predictions(predictions: TrackingPredictions) -> TrackingEvaluation:
     """DLS metrics of loaded predictions (see :func:`~lesionnet.evaluation.prediction_io.load_tracking_predictions`)."""
-    result = evaluate_tracking(predictions.predicted_center_xyz, predictions.target_center_xyz,
-                               predictions.target_spacing_xyz, predictions.target_radius_mm,
+    result = evaluate_tracking(predictions.predicted_center_zyx, predictions.target_center_zyx,
+                               predictions.target_spacing_zyx, predictions.target_radius_mm,
                                pair_ids=predictions.labels)
-    return TrackingEvaluation(result.pair_ids, result.distance_xyz_mm, result.distance_mm, result.radius_mm,
+    return TrackingEvaluation(result.pair_ids, result.distance_zyx_mm, result.distance_mm, result.radius_mm,
                               result.hit_10mm, result.hit_radius, predictions=predictions)
 
 
@@ -254,7 +255,7 @@ def compare_predictions(a, b, *, label_a: str | None = None, label_b: str | None
     """Paired t-tests of two prediction sets (``TrackingPredictions`` or ``TrackingEvaluation``) on the same pairs.
 
     Pairs are matched by pair id when both sets have ids, otherwise by (source, target, lesion
-    centers) — see :func:`~lesionnet.evaluation.prediction_io.match_pairs`. Every pair must be in
+    centers) — see :func:`~lesionnet.evaluation.pair_matching.match_pairs`. Every pair must be in
     both sets; otherwise the error names the pairs that are not. Tested per pair: the distance
     (mm), and the CPM@10mm and CPM@Radius hits (as 0 / 100, so means are percentages and the mean
     difference is in percentage points). Each set keeps its own ground truth.

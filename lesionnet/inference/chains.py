@@ -16,7 +16,7 @@ to its first ``_`` (the rule of :attr:`lesionnet.datasets.raw_format.TrackingPai
 **Backward pairs** (target earlier than source) are tracked along the reversed chain
 (``T2 -> T1 -> T0``) by default; with ``allow_backward=False`` they raise a ``ValueError``.
 
-Centers are continuous voxel indices ``(x, y, z)`` of the scan they refer to; radii are in mm.
+Centers are continuous voxel indices ``(z, y, x)`` of the scan they refer to; radii are in mm.
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from tqdm import tqdm
 
+from lesionnet.datasets.geometry import xyz_to_zyx
+from lesionnet.datasets.prediction_format import predicted_center_zyx, prediction_record_from_pair
 from lesionnet.datasets.raw_format import TrackingPair
-from lesionnet.evaluation.prediction_io import prediction_record_from_pair
 from lesionnet.inference.tracking_input import TrackingInput
 from lesionnet.utils.validation import finite_numbers
 
@@ -45,7 +46,7 @@ _TRUTH_KEYS = ("target center", "target radius mm", "target recist diameter")
 _DIGITS = re.compile(r"(\d+)")
 
 TrackCase = Callable[[TrackingInput, list[TrackingPair]], list[dict]]
-HopKey = tuple  # (hop source scan, rounded center xyz, rounded radius mm, hop target scan)
+HopKey = tuple  # (hop source scan, rounded center zyx, rounded radius mm, hop target scan)
 
 
 def natural_scan_key(scan_id: str) -> tuple:
@@ -101,13 +102,12 @@ def predict_chained(tracking_input: TrackingInput, pairs: Iterable[TrackingPair]
                     allow_backward: bool = True, cache: dict | None = None) -> list[dict]:
     """Predict ``pairs`` in chain mode; one lesionnet prediction record per pair, in input order.
 
-    ``track_case(tracking_input, hop_pairs)`` is any per-scan-pair tracker, e.g.
-    ``lambda ti, ps: track_scan_pair(ti, ps, "affine", settings)``: all ``hop_pairs`` share one source
-    and one target scan (they carry no target truth), and it returns one record per pair, in order,
-    whose ``"predict target center"`` is the predicted center, a voxel index ``(x, y, z)`` of the
-    target scan. Hop ``k + 1`` starts from hop ``k``'s predicted center; the radius carried along is
-    the pair's source radius (mm), or the tracker's :data:`PREDICTED_RADIUS_KEY` when its records
-    carry one.
+    ``track_case(tracking_input, hop_pairs)`` is any per-scan-pair tracker (a method's predictor): all
+    ``hop_pairs`` share one source and one target scan (they carry no target truth), and it returns
+    one prediction record per pair, in order (:mod:`lesionnet.datasets.prediction_format`), whose
+    ``"predict target center"`` is the predicted center in the target scan. Hop ``k + 1`` starts from
+    hop ``k``'s predicted center; the radius carried along is the pair's source radius (mm), or the
+    tracker's :data:`PREDICTED_RADIUS_KEY` when its records carry one.
 
     Scheduling: a directed scan pair is tracked (one ``track_case`` call) once every hop that needs
     it knows its start center, so each scan pair is tracked once per call. A hop is identified by
@@ -218,12 +218,12 @@ class _Track:
     pair: TrackingPair
     hops: list
     step: int = 0  # index of the next hop
-    center: tuple = ()  # start center of the next hop: voxel index (x, y, z) in hops[step][0]
+    center: tuple = ()  # start center of the next hop: voxel index (z, y, x) in hops[step][0]
     radius: float = 0.0  # mm
     records: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
-        self.center = tuple(float(v) for v in self.pair.source_center_xyz)
+        self.center = tuple(float(v) for v in self.pair.source_center_zyx)
         self.radius = float(self.pair.source_radius_mm)
 
     @property
@@ -240,20 +240,21 @@ class _Track:
         source, target = self.hops[self.step]
         pair_id = self.pair.pair_id if (source, target) == (self.pair.source, self.pair.target) else \
             f"{self.pair.pair_id}:{source}->{target}"
-        return TrackingPair(pair_id=pair_id, source=source, target=target, source_center_xyz=self.center,
+        return TrackingPair(pair_id=pair_id, source=source, target=target, source_center_zyx=self.center,
                             source_radius_mm=self.radius, patient=self.pair.patient_id)
 
     def advance(self, record: dict, tracking_input: TrackingInput) -> None:
         source, target = self.hops[self.step]
         where = f"chained pair '{self.pair.pair_id}', hop {source} -> {target}"
-        self.center = finite_numbers(record.get("predict target center"), 3, "predict target center", where)
+        self.center = xyz_to_zyx(finite_numbers(record.get("predict target center"), 3, "predict target center",
+                                                where))
         radius = record.get(PREDICTED_RADIUS_KEY)
         if radius is not None and math.isfinite(float(radius)) and float(radius) > 0:
             self.radius = float(radius)
         self.records.append(record)
         self.step += 1
-        if not self.done and not tracking_input.geometries[target].contains_index(self.center):
-            logger.warning("%s: predicted center %s (x, y, z voxel index) lies outside scan %s; the next hop "
+        if not self.done and not tracking_input.geometries[target].contains_voxel(self.center):
+            logger.warning("%s: predicted center %s (z, y, x voxel index) lies outside scan %s; the next hop "
                            "starts there anyway.", where, [round(v, 2) for v in self.center], target)
 
     def final_record(self) -> dict:
@@ -261,8 +262,8 @@ class _Track:
         times = [r.get("processing time") for r in self.records]
         total = None if any(t is None for t in times) else float(sum(times))
         record = prediction_record_from_pair(
-            self.pair, last["predict target center"], last["target spacing"],
-            predicted_center_world_xyz=last.get("predict target center world"),
+            self.pair, predicted_center_zyx(last), xyz_to_zyx(last["target spacing"]),
+            predicted_center_world=last.get("predict target center world"),
             confidence=last.get("predict confidence"), processing_time_s=total)
         for key, value in last.items():
             if key not in record and key not in _TRUTH_KEYS:

@@ -3,7 +3,9 @@
 Trained models live in ``$lesionnet_results/<DatasetXXX_Name>/<method>__<plans>/fold_<k>/`` (see
 :mod:`lesionnet.training.run_training`). :func:`find_trained_model` narrows the candidates by dataset,
 method, plans and folds; when exactly one model (a ``<method>__<plans>`` folder) remains it is used,
-otherwise the error lists the choices.
+otherwise the error lists the choices. :func:`load_trained_models` rebuilds each fold's network
+through its method's ``build`` (from the plan section recorded in ``network.json``) and loads the
+checkpoint's weights.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lesionnet import paths
-from lesionnet.training.checkpoints import CHECKPOINT_NAMES, load_checkpoint
+from lesionnet.training.built_model import BuiltModel
+from lesionnet.training.checkpoints import CHECKPOINT_NAMES, NETWORK_FILE, CheckpointError, load_checkpoint
 from lesionnet.utils.files import load_json
 
 
@@ -86,5 +89,35 @@ def find_trained_model(dataset: str | None = None, method: str | None = None, fo
 def load_fold(model: TrainedModel, fold, checkpoint: str = "final") -> tuple[dict, dict]:
     """``(network.json content, checkpoint dict)`` of one fold (checkpoint read with ``weights_only``)."""
     folder = model.folder / f"fold_{fold}"
-    network_info = load_json(folder / "network.json")
+    network_info = load_json(folder / NETWORK_FILE)
     return network_info, load_checkpoint(folder / CHECKPOINT_NAMES[checkpoint])
+
+
+@dataclass
+class LoadedFold:
+    """One fold of a trained model, ready to predict: the built model (network in eval mode, on the
+    device) and the fold's ``network.json`` (plan section, data configuration, ...)."""
+
+    fold: str
+    model: BuiltModel
+    info: dict
+
+
+def load_trained_models(method, model: TrainedModel, checkpoint: str = "final", device="cpu") -> list[LoadedFold]:
+    """Every requested fold of ``model``, built with ``method.build(section)`` and loaded; raises
+    :class:`lesionnet.training.checkpoints.CheckpointError` naming the file when a checkpoint does not
+    belong to ``method`` or does not fit the network its section builds."""
+    loaded = []
+    for fold in model.folds:
+        info, state = load_fold(model, fold, checkpoint)
+        path = model.folder / f"fold_{fold}" / CHECKPOINT_NAMES[checkpoint]
+        if state["method"] != method.name:
+            raise CheckpointError(f"{path}: a '{state['method']}' checkpoint, not '{method.name}'.")
+        built = method.build(state["configuration"])
+        try:
+            built.network.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: the weights do not fit the network of its configuration ({e}).") from e
+        built.network.to(device).eval()
+        loaded.append(LoadedFold(str(fold), built, info))
+    return loaded

@@ -9,10 +9,12 @@ network run) is done once per case. Output folder layout::
     OUT/overlays/{pair_id}.png          with save_overlays: slices through each prediction
     OUT/heatmaps/{pair_id}.nii.gz       with save_heatmaps (learned trackers): the blended heatmap
 
-Methods: the registration baselines (``affine``, ``identity``) and the learned trackers (``tlt``), whose
-trained model is found with :func:`lesionnet.inference.model_discovery.find_trained_model`. With
-``chain=True`` a lesion is carried through a patient's intermediate scans
-(:mod:`lesionnet.inference.chains`): each case's pairs go hop by hop, each prediction seeding the next.
+The method is any tracking method object (``lesionnet.methods.REGISTRY``): its ``predictor(request)``
+gives the per-case tracker. For a trainable method the trained model is found with
+:func:`lesionnet.inference.model_discovery.find_trained_model` and its folds are loaded through the
+method's ``build`` first. With ``chain=True`` a lesion is carried through a patient's intermediate
+scans (:mod:`lesionnet.inference.chains`): each case's pairs go hop by hop, each prediction seeding
+the next.
 
 A killed run leaves only complete case files (never a partial one); ``resume`` (``--continue``)
 reuses every complete case file whose pairs match and predicts only the rest. A scan that exists
@@ -26,15 +28,16 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
 from lesionnet.datasets.image_io import ImageReadError, read_image
+from lesionnet.datasets.prediction_format import predicted_center_zyx, write_predictions
 from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, TrackingPair
-from lesionnet.evaluation.prediction_io import write_predictions
-from lesionnet.inference.affine_tracker import TRACKING_BASELINES, track_scan_pair
 from lesionnet.inference.chains import predict_chained
 from lesionnet.inference.markups import write_markups
+from lesionnet.inference.model_discovery import LoadedFold, find_trained_model, load_trained_models
 from lesionnet.inference.overlays import save_tracking_overlay
 from lesionnet.inference.tracking_input import TrackingInput, load_tracking_input
 from lesionnet.registration.affine import RegistrationSettings
@@ -44,8 +47,37 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILENAME = "predictions.json"
 CASES_FOLDER = "cases"
-LEARNED_TRACKERS = ("tlt",)
-TRACKING_METHODS = TRACKING_BASELINES + LEARNED_TRACKERS
+
+
+class CaseTracker(Protocol):
+    """What a tracking method's ``predictor(request)`` returns: ``tracker(tracking_input, pairs) ->
+    records`` for the pairs of one directed scan pair (:mod:`lesionnet.datasets.prediction_format`
+    records, in order), and ``description``: what the predictions file records about it (settings)."""
+
+    description: dict
+
+    def __call__(self, tracking_input: TrackingInput, pairs: list[TrackingPair]) -> list[dict]: ...
+
+
+@dataclass
+class PredictorRequest:
+    """What a method's ``predictor(request)`` is given.
+
+    Attributes:
+        models: the trained folds to use (trainable methods; empty for the others).
+        device: compute device.
+        step_size: sliding-window step, a fraction of the patch.
+        search_region_zyx: region scanned around the prior (None: the method's planned patch).
+        heatmap_folder: where to write per-pair heatmaps (None: do not write them).
+        registration: registration settings for methods that register on the fly (None: their default).
+    """
+
+    models: list[LoadedFold] = field(default_factory=list)
+    device: str = "cpu"
+    step_size: float = 0.5
+    search_region_zyx: tuple | None = None
+    heatmap_folder: Path | None = None
+    registration: RegistrationSettings | None = None
 
 
 @dataclass
@@ -91,7 +123,7 @@ def _load_finished_case(path: Path, pairs: list[TrackingPair], method: str) -> l
 
 @dataclass
 class LearnedModelOptions:
-    """Which trained model ``predict_tracking`` uses for a learned tracker, and how it runs it."""
+    """Which trained model ``predict_tracking`` uses for a trainable method, and how it runs it."""
 
     dataset: str | None = None           # dataset name (default: the one the input folder belongs to)
     folds: tuple | None = None           # default: every fold with the checkpoint
@@ -102,40 +134,40 @@ class LearnedModelOptions:
     search_region_zyx: tuple | None = None
 
 
-def make_case_tracker(method: str, input_folder: Path, output_folder: Path, settings: RegistrationSettings | None,
-                      model_options: LearnedModelOptions | None, save_heatmaps: bool):
-    """``(tracker(tracking_input, pairs) -> records, description dict)`` for ``method``."""
-    if method in TRACKING_BASELINES:
-        settings_used = (settings or RegistrationSettings()).to_dict() if method == "affine" else {}
-        return (lambda ti, pairs: track_scan_pair(ti, pairs, method, settings)), {"registration": settings_used}
-    from lesionnet.inference.model_discovery import find_trained_model
-    from lesionnet.inference.tlt_predictor import TLTCaseTracker
+def make_case_tracker(method, input_folder: Path, output_folder: Path, settings: RegistrationSettings | None,
+                      model_options: LearnedModelOptions | None, save_heatmaps: bool) -> tuple[CaseTracker, dict]:
+    """``(tracker, description dict)`` of ``method`` for one prediction run (see the module docstring)."""
     options = model_options or LearnedModelOptions()
-    dataset = options.dataset or dataset_name_of(input_folder.resolve())
-    model = find_trained_model(dataset, method, options.folds, options.plans_name, options.checkpoint)
-    logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
-    tracker = TLTCaseTracker(model, options.checkpoint, options.device, options.step_size, options.search_region_zyx,
-                             output_folder / "heatmaps" if save_heatmaps else None)
-    return tracker, {"model": str(model.folder), "folds": list(model.folds), "checkpoint": options.checkpoint,
-                     "registration": tracker.registration_settings.to_dict()}
+    models, description = [], {}
+    if method.trainable:
+        dataset = options.dataset or dataset_name_of(input_folder.resolve())
+        model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint)
+        logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
+        models = load_trained_models(method, model, options.checkpoint, options.device)
+        description = {"model": str(model.folder), "folds": list(model.folds), "checkpoint": options.checkpoint}
+    request = PredictorRequest(models, options.device, options.step_size, options.search_region_zyx,
+                               output_folder / "heatmaps" if save_heatmaps else None, settings)
+    tracker = method.predictor(request)
+    return tracker, {**description, **tracker.description}
 
 
-def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.PathLike, method: str = "affine",
+def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.PathLike, method,
                      pairs_path: str | os.PathLike | None = None, settings: RegistrationSettings | None = None,
                      resume: bool = False, save_overlays: bool = False, progress: bool = True,
                      model_options: LearnedModelOptions | None = None, save_heatmaps: bool = False,
                      chain: bool = False) -> PredictionRun:
-    """Track every pair of ``input_folder`` with ``method`` into ``output_folder`` (see module docstring)."""
-    if method not in TRACKING_METHODS:
-        raise ValueError(f"method '{method}' is not available for prediction; choose one of {TRACKING_METHODS}.")
-    if save_heatmaps and method not in LEARNED_TRACKERS:
-        raise ValueError(f"--save_heatmaps needs a learned tracker ({', '.join(LEARNED_TRACKERS)}); "
-                         f"'{method}' makes no heatmap.")
+    """Track every pair of ``input_folder`` with ``method`` (a tracking method object, e.g.
+    ``REGISTRY["affine"]``) into ``output_folder`` (see the module docstring)."""
+    if method.task != "tracking" or not method.predicts:
+        raise ValueError(f"method '{method.name}' cannot track lesion pairs (a {method.task} method"
+                         f"{'' if method.predicts else ' without a predictor'}).")
+    if save_heatmaps and not method.makes_heatmaps:
+        raise ValueError(f"--save_heatmaps: '{method.name}' makes no heatmap.")
     output_folder = Path(output_folder)
     tracking_input = load_tracking_input(input_folder, pairs_path, skip_unreadable=True)
     tracker, description = make_case_tracker(method, Path(input_folder), output_folder, settings, model_options,
                                              save_heatmaps)
-    case_method = f"{method}+chain" if chain else method
+    case_method = f"{method.name}+chain" if chain else method.name
     hop_cache: dict = {}
     run = PredictionRun(output_folder / PREDICTIONS_FILENAME, failed=dict(tracking_input.skipped))
     for pair_id, reason in tracking_input.skipped.items():
@@ -144,7 +176,8 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     logger.info("%d pairs on %d scan pairs from %s", len(tracking_input.pairs), len(groups), tracking_input.pairs_path)
 
     records: list[dict] = []
-    for (source, target), pairs in tqdm(groups.items(), desc=f"{method} tracking", unit="case", disable=not progress):
+    for (source, target), pairs in tqdm(groups.items(), desc=f"{method.name} tracking", unit="case",
+                                        disable=not progress):
         path = case_path(output_folder, source, target)
         finished = _load_finished_case(path, pairs, case_method) if resume else None
         if finished is not None:
@@ -190,6 +223,6 @@ def _save_overlays(tracking_input: TrackingInput, target: str, pairs: list[Track
                    folder: Path) -> None:
     image_zyx, geometry = read_image(tracking_input.scan_paths[target])
     for pair, record in zip(pairs, records):
-        save_tracking_overlay(folder / f"{pair.pair_id}.png", image_zyx, geometry, record["predict target center"],
-                              pair.target_center_xyz, pair.target_radius_mm,
+        save_tracking_overlay(folder / f"{pair.pair_id}.png", image_zyx, geometry, predicted_center_zyx(record),
+                              pair.target_center_zyx, pair.target_radius_mm,
                               title=f"{pair.pair_id}: {pair.source} -> {pair.target}")

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
 from lesionnet.datasets.image_io import (
     SUPPORTED_FILE_ENDINGS,
     ImageReadError,
@@ -116,18 +116,18 @@ def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike
             skipped[pair.pair_id] = unreadable[bad_scans[0]]
             continue
         usable.append(pair)
-        _check_center(pair, "source", pair.source_center_xyz, geometries[pair.source], scan_paths[pair.source])
-        if pair.target_center_xyz is not None:
-            _check_center(pair, "target", pair.target_center_xyz, geometries[pair.target], scan_paths[pair.target])
+        _check_center(pair, "source", pair.source_center_zyx, geometries[pair.source], scan_paths[pair.source])
+        if pair.target_center_zyx is not None:
+            _check_center(pair, "target", pair.target_center_zyx, geometries[pair.target], scan_paths[pair.target])
         if not pair.source_radius_mm > 0:
             raise TrackingInputError(f"{pairs_path}: pair '{pair.pair_id}' has source_radius_mm "
                                      f"{pair.source_radius_mm}; radii must be positive (mm).")
     return TrackingInput(folder, pairs_path, usable, {s: scan_paths[s] for s in geometries}, geometries, skipped)
 
 
-def _check_center(pair: TrackingPair, role: str, center_xyz, geometry: Geometry, path: Path) -> None:
-    if not geometry.contains_index(center_xyz):
+def _check_center(pair: TrackingPair, role: str, center_zyx, geometry: Geometry, path: Path) -> None:
+    if not geometry.contains_voxel(center_zyx):
         raise TrackingInputError(
-            f"pair '{pair.pair_id}': {role}_center {list(center_xyz)} (x, y, z voxel index) lies outside "
-            f"{path} whose size is {list(geometry.shape_xyz)} (x, y, z). Check the pair's coordinates "
+            f"pair '{pair.pair_id}': {role}_center {list(zyx_to_xyz(center_zyx))} (x, y, z voxel index) lies "
+            f"outside {path} whose size is {list(geometry.shape_xyz)} (x, y, z). Check the pair's coordinates "
             "(they must be voxel indices in x, y, z order of that scan).")

@@ -6,8 +6,8 @@
 * per scan: spacing, shape, body-region intensity statistics, number of lesions;
 * spacing / shape / slice-thickness distributions;
 * CT intensities inside the body mask (HU > ``body_threshold_hu``, holes filled per slice, largest
-  connected component; computed on every second voxel in-plane), subsampled to at most ``samples_per_scan`` voxels per scan: percentiles
-  0.5 / 50 / 99.5, mean, std over all scans' samples;
+  connected component; computed on every second voxel in-plane), subsampled to at most
+  ``samples_per_scan`` voxels per scan: percentiles 0.5 / 50 / 99.5, mean, std over all scans' samples;
 * lesion radii (mm): tracking — the radii of the unique lesions of the pairs (source and target
   sides; a lesion = scan + center); detection — the equivalent-sphere radius of each instance of the
   masks, with its extents (mm, voxels, slices);
@@ -19,7 +19,7 @@
   ``registrations/planning/``. The error of such a registration is dominated by the non-rigid part
   of the anatomy change, not by the working spacing, so the estimate is close to (and if anything a
   little above) the error of the 2 mm registrations that preprocessing later computes for every pair
-  (see :mod:`lesionnet.preprocessing.registration_priors`); registering every pair here would make
+  (see :mod:`lesionnet.registration.cache`); registering every pair here would make
   planning cost seconds per scan pair;
 * detection: per-slice instance counts and lesion extents in slices.
 
@@ -36,30 +36,31 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from lesionnet import paths
-from lesionnet.datasets.dataset_id import find_dataset_folder
+from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.image_io import read_geometry, read_image
+from lesionnet.datasets.instances import instance_statistics
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.preprocessing.manifest import (
-    file_signature,
-    read_json_or_none,
-    stable_hash,
-    write_json_if_changed,
-)
-from lesionnet.preprocessing.registration_priors import (
+from lesionnet.paths import preprocessed_folder_for
+from lesionnet.registration.affine import RegistrationSettings
+from lesionnet.registration.cache import (
     DEFAULT_PRIOR_REGISTRATION,
     ensure_registrations,
     prior_error_mm_zyx,
     registration_jobs,
     settings_key,
 )
-from lesionnet.registration.affine import RegistrationSettings
-from lesionnet.utils.parallel import run_jobs
+from lesionnet.utils.manifest import (
+    file_signature,
+    read_json_or_none,
+    stable_hash,
+    write_json_if_changed,
+)
+from lesionnet.utils.parallel import default_num_processes, run_jobs
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 BODY_THRESHOLD_HU = -500.0
 SAMPLES_PER_SCAN = 10_000
 QUANTILES = (0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5)
@@ -72,28 +73,6 @@ MAX_PRIOR_ERROR_SCAN_PAIRS = 12
 PLANNING_CACHE = "planning"
 #: the body mask and the intensity samples use every 2nd voxel in-plane (4x less work, same statistics)
 IN_PLANE_STEP = 2
-
-
-def default_num_processes() -> int:
-    """Worker processes when ``-np`` is not given: the CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def preprocessed_folder_for(raw_folder: str | os.PathLike) -> Path:
-    """``$lesionnet_preprocessed/<raw folder name>``."""
-    return paths.preprocessed_dir() / Path(raw_folder).name
-
-
-def resolve_raw_dataset(dataset) -> RawDataset:
-    """A :class:`RawDataset` from an id (``501``), a folder name, a path or a RawDataset."""
-    if isinstance(dataset, RawDataset):
-        return dataset
-    if isinstance(dataset, (str, os.PathLike)) and Path(dataset).is_dir():
-        return RawDataset(dataset)
-    return RawDataset(find_dataset_folder(dataset))
 
 
 def quantile_summary(values, quantiles=QUANTILES) -> dict:
@@ -132,47 +111,6 @@ def _sample_values(values: np.ndarray, max_samples: int, rng: np.random.Generato
     return values[rng.choice(values.size, size=max_samples, replace=False)].astype(np.float32)
 
 
-def instance_statistics(labels_zyx: np.ndarray, spacing_xyz) -> dict:
-    """Per-instance figures of an instance mask (0 background, 1..N lesions) and per-slice counts.
-
-    Returns ``{"instances": [{"label", "voxels", "radius_mm", "extent_mm_zyx", "extent_voxels_zyx",
-    "extent_slices", "box_zyx"}], "per_slice_counts": [count per slice]}``; the radius is the
-    equivalent-sphere radius ``(3 V / 4π)^(1/3)``, ``box_zyx`` is ``[z0, y0, x0, z1, y1, x1]``
-    (voxels, half-open), ``extent_slices`` the number of slices the instance touches.
-    """
-    labels_zyx = np.asarray(labels_zyx)
-    spacing_zyx = np.asarray(spacing_xyz, dtype=np.float64)[::-1]
-    voxel_mm3 = float(np.prod(spacing_zyx))
-    ints = labels_zyx.astype(np.int64, copy=False)
-    counts = np.bincount(ints.ravel()) if ints.size else np.zeros(1, dtype=np.int64)
-    objects = ndimage.find_objects(ints)
-    z_idx, _, _ = np.nonzero(ints)
-    lab = ints[ints > 0]
-    per_slice = np.zeros(ints.shape[0], dtype=np.int64)
-    if lab.size:
-        pairs = np.unique(np.stack([z_idx, lab], axis=1), axis=0)
-        slices_of = np.bincount(pairs[:, 1], minlength=len(counts))
-        per_slice = np.bincount(pairs[:, 0], minlength=ints.shape[0])
-    else:
-        slices_of = np.zeros(len(counts), dtype=np.int64)
-    instances = []
-    for label, box in enumerate(objects, start=1):
-        if box is None:
-            continue
-        voxels = int(counts[label])
-        extent_vox = [int(s.stop - s.start) for s in box]
-        instances.append({
-            "label": label,
-            "voxels": voxels,
-            "radius_mm": float((3.0 * voxels * voxel_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)),
-            "extent_mm_zyx": [float(e * s) for e, s in zip(extent_vox, spacing_zyx)],
-            "extent_voxels_zyx": extent_vox,
-            "extent_slices": int(slices_of[label]),
-            "box_zyx": [int(s.start) for s in box] + [int(s.stop) for s in box],
-        })
-    return {"instances": instances, "per_slice_counts": per_slice.tolist()}
-
-
 def _scan_worker(job: tuple) -> dict:
     """Worker: figures of one scan (and its mask). Returns a dict with the intensity samples."""
     scan_id, image_path, label_path, seed, samples_per_scan, threshold = job
@@ -183,7 +121,6 @@ def _scan_worker(job: tuple) -> dict:
     rng = np.random.default_rng(seed)
     samples = _sample_values(body_values, samples_per_scan, rng)
     scan = {
-        "spacing_xyz": list(geometry.spacing_xyz),
         "spacing_zyx": list(geometry.spacing_zyx),
         "shape_zyx": list(geometry.shape_zyx),
         "body_fraction": float(mask.mean()),
@@ -195,7 +132,7 @@ def _scan_worker(job: tuple) -> dict:
         if tuple(labels.shape) != tuple(geometry.shape_zyx):
             raise ValueError(f"{label_path}: mask shape {labels.shape} differs from the image {geometry.shape_zyx}; "
                              "run lesionnet_verify_dataset and fix the mask.")
-        stats = instance_statistics(np.rint(labels).astype(np.int64), geometry.spacing_xyz)
+        stats = instance_statistics(np.rint(labels).astype(np.int64), geometry.spacing_zyx)
         scan["num_lesions"] = len(stats["instances"])
         result["instances"] = stats["instances"]
         result["per_slice_counts"] = stats["per_slice_counts"]
@@ -249,7 +186,7 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
             :data:`PRIOR_ERROR_REGISTRATION`).
         samples_per_scan: body voxels sampled per scan for the intensity statistics.
         seed: seed of the voxel subsampling.
-        symmetric_registration: register each unordered scan pair once (see ``registration_priors``).
+        symmetric_registration: register each unordered scan pair once (see :mod:`lesionnet.registration.cache`).
         output_folder: preprocessed dataset folder (default ``$lesionnet_preprocessed/<name>``).
         force: recompute even when the inputs are unchanged (cached registrations are still reused).
         progress: tqdm progress bars.
@@ -348,13 +285,13 @@ def _histogram(values, bin_width: float) -> dict:
 
 
 def unique_lesions(pairs) -> dict:
-    """``{scan_id: [(center_xyz, radius_mm), ...]}``: the distinct lesions the pairs name (source and
+    """``{scan_id: [(center_zyx, radius_mm), ...]}``: the distinct lesions the pairs name (source and
     target sides; centers equal to 1e-3 voxel are one lesion)."""
     lesions: dict = {}
     for p in pairs:
-        sides = [(p.source, p.source_center_xyz, p.source_radius_mm)]
-        if p.target_center_xyz is not None and p.target_radius_mm is not None:
-            sides.append((p.target, p.target_center_xyz, p.target_radius_mm))
+        sides = [(p.source, p.source_center_zyx, p.source_radius_mm)]
+        if p.target_center_zyx is not None and p.target_radius_mm is not None:
+            sides.append((p.target, p.target_center_zyx, p.target_radius_mm))
         for scan, center, radius in sides:
             key = tuple(round(float(c), 3) for c in center)
             lesions.setdefault(scan, {}).setdefault(key, float(radius))
@@ -400,8 +337,8 @@ def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folde
     per_pair = []
     for p in measured:
         reg = registrations[(p.source, p.target)]
-        prior_xyz = reg["registration"].map_index(p.source_center_xyz, geometries[p.source], geometries[p.target])
-        err = prior_error_mm_zyx(prior_xyz, p.target_center_xyz, geometries[p.target].spacing_xyz)
+        prior_zyx = reg["registration"].map_voxel(p.source_center_zyx, geometries[p.source], geometries[p.target])
+        err = prior_error_mm_zyx(prior_zyx, p.target_center_zyx, geometries[p.target].spacing_zyx)
         per_pair.append({"pair_id": p.pair_id, "abs_error_mm_zyx": err, "distance_mm": float(np.linalg.norm(err)),
                          "source_radius_mm": float(p.source_radius_mm), "target_radius_mm": float(p.target_radius_mm)})
     errors = np.array([e["abs_error_mm_zyx"] for e in per_pair], dtype=np.float64).reshape(-1, 3)
@@ -469,6 +406,5 @@ def load_fingerprint(dataset) -> dict:
     return fingerprint
 
 
-__all__ = ["FINGERPRINT_FILE", "extract_fingerprint", "load_fingerprint", "body_mask", "instance_statistics",
-           "quantile_summary", "unique_lesions", "preprocessed_folder_for", "resolve_raw_dataset",
-           "default_num_processes"]
+__all__ = ["FINGERPRINT_FILE", "extract_fingerprint", "load_fingerprint", "body_mask", "quantile_summary",
+           "unique_lesions"]

@@ -3,21 +3,20 @@
 ``lesionnet_plans.json`` (in ``$lesionnet_preprocessed/DatasetXXX_Name/``)::
 
     {
-      "plans_version": 1, "dataset": ..., "task": "tracking" | "detection",
+      "plans_version": 2, "dataset": ..., "task": "tracking" | "detection",
       "fingerprint_signature": ..., "memory_budget": {decision}, "usable_memory_bytes": ...,
       "normalization": {decision},
-      "data_configurations": {"lesionnetPlans_3d": {"target_spacing_zyx", "native_z", "normalization", ...}},
+      "data_configurations": {"lesionnetPlans_3d": {"target_spacing_zyx", "native_z", "normalization",
+                                                    "registration", ...}},
       "configurations": {
-        "tlt": {"data_identifier", "target_spacing_zyx", "template_patch_size_zyx", "search_patch_size_zyx",
-                "feature_stride", "sss_threshold", "max_template_tokens", "attention_depth",
-                "attention_heads", "attention_width", "batch_size", "network": {TLTConfig fields},
-                ..., "decisions": {name: {"value", "rule", "inputs"}}},
-        "dlt": {...}, "affine": {...}          # tracking datasets
-        "lntracker": {...}                     # detection datasets
+        "<method>": {"method", "data_identifier", <the method's own sizes>,
+                     "decisions": {name: {"value", "rule", "inputs"}}},
+        ...                                    # one per planned method of the dataset's task
       },
       "not_planned": {method: reason}
     }
 
+What each method's section holds is documented with the method (``documentation/methods/``).
 The file is rewritten only when its content changes.
 """
 from __future__ import annotations
@@ -25,16 +24,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Iterable
 
-from lesionnet.planning import memory_model as mm
-from lesionnet.planning.fingerprint import (
-    FINGERPRINT_FILE,
-    load_fingerprint,
-    preprocessed_folder_for,
-    resolve_raw_dataset,
-)
-from lesionnet.planning.planner import decision, plan_from_fingerprint
-from lesionnet.preprocessing.manifest import read_json_or_none, write_json_if_changed
+from lesionnet.datasets.dataset_id import resolve_raw_dataset
+from lesionnet.paths import preprocessed_folder_for
+from lesionnet.planning import memory as mm
+from lesionnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
+from lesionnet.planning.planner import PlanningMethod, plan_from_fingerprint
+from lesionnet.planning.rules import decision
+from lesionnet.utils.manifest import read_json_or_none, write_json_if_changed
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +98,14 @@ def plans_path_for(dataset, plans_name: str = DEFAULT_PLANS_NAME) -> Path:
     return preprocessed_folder_for(raw.folder) / f"{plans_name}.json"
 
 
-def plan_experiment(dataset, gpu_memory_gb: float | None = None, fingerprint: dict | None = None,
-                    output_folder: str | os.PathLike | None = None, token_budget: int = 1024,
-                    write: bool = True) -> dict:
-    """Plan every method for a dataset from its fingerprint and the memory budget.
+def plan_experiment(dataset, methods: Iterable[PlanningMethod], gpu_memory_gb: float | None = None,
+                    fingerprint: dict | None = None, output_folder: str | os.PathLike | None = None,
+                    token_budget: int = 1024, write: bool = True) -> dict:
+    """Plan ``methods`` for a dataset from its fingerprint and the memory budget.
 
     Args:
         dataset: dataset id, folder name, path or RawDataset.
+        methods: the methods to plan (``lesionnet.methods.REGISTRY.values()`` plans every registered one).
         gpu_memory_gb: budget in GiB (default: detected, see :func:`detect_memory_budget`).
         fingerprint: the fingerprint dict (default: read ``dataset_fingerprint.json``).
         output_folder: preprocessed dataset folder (default ``$lesionnet_preprocessed/<name>``).
@@ -121,7 +120,7 @@ def plan_experiment(dataset, gpu_memory_gb: float | None = None, fingerprint: di
         if fingerprint is None:
             raise FileNotFoundError(f"{out_folder / FINGERPRINT_FILE}: no fingerprint; run extract_fingerprint first.")
     budget = detect_memory_budget(gpu_memory_gb)
-    plans = plan_from_fingerprint(fingerprint, budget, token_budget=token_budget)
+    plans = plan_from_fingerprint(fingerprint, budget, methods, token_budget=token_budget)
     for name, config in plans["configurations"].items():
         if config.get("fits_memory_budget") is False:
             logger.warning("%s: even the smallest %s configuration (%.2f GiB) exceeds the usable budget "
@@ -146,17 +145,37 @@ def load_plans(dataset, plans_name: str = DEFAULT_PLANS_NAME) -> dict:
     return plans
 
 
+class NotPlannedError(KeyError):
+    """A method has no section in the plans; the message says why and what was planned."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_configuration(plans: dict, method: str) -> dict:
-    """One method's configuration from a plans dict, with a clear error when it was not planned."""
+    """One method's section of a plans dict, with a clear error when it was not planned."""
     configs = plans.get("configurations", {})
     if method in configs:
         return configs[method]
     reason = plans.get("not_planned", {}).get(method)
     known = ", ".join(sorted(configs)) or "none"
-    raise KeyError(f"method '{method}' is not planned for {plans.get('dataset')}"
-                   + (f": {reason}" if reason else "") + f". Planned: {known}.")
+    hint = "" if reason else " Re-run lesionnet_plan_and_preprocess to plan it."
+    raise NotPlannedError(f"method '{method}' is not planned for {plans.get('dataset')}"
+                          + (f": {reason}" if reason else "") + f". Planned: {known}.{hint}")
 
 
-__all__ = ["PLANS_FILE", "DEFAULT_PLANS_NAME",
+def get_data_configuration(plans: dict, section: dict) -> dict:
+    """The data configuration (preprocessing: spacing, normalisation, registration) a section names."""
+    data_id = section.get("data_identifier")
+    if not data_id:
+        raise ValueError(f"method '{section.get('method')}' works on the raw scans (no preprocessed data).")
+    configs = plans.get("data_configurations", {})
+    if data_id not in configs:
+        raise ValueError(f"the plans of {plans.get('dataset')} name data configuration '{data_id}' but do not define "
+                         "it; re-run lesionnet_plan_and_preprocess.")
+    return configs[data_id]
+
+
+__all__ = ["PLANS_FILE", "DEFAULT_PLANS_NAME", "NotPlannedError",
            "detect_memory_budget", "cpu_budget_bytes", "physical_memory_bytes", "plan_experiment",
-           "load_plans", "get_configuration", "plans_path_for"]
+           "load_plans", "get_configuration", "get_data_configuration", "plans_path_for"]

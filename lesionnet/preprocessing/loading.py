@@ -1,34 +1,33 @@
-"""Reading preprocessed data: cases (arrays + geometry), tracking pairs with their affine priors, crops and
-the Gaussian maps made on the fly.
+"""Reading preprocessed data: cases (arrays + geometry), tracking pairs with their affine priors, crops.
 
-Typical use in a trainer::
+Typical use in a method's batch stream::
 
-    from lesionnet.preprocessing.loading import PreprocessedDataset
-    data = PreprocessedDataset(501, "tlt")              # reads lesionnet_plans.json
-    cfg = data.configuration                            # template/search patch sizes, Tr, batch, ...
+    from lesionnet.preprocessing.loading import PreprocessedDataset, crop_zyx, centered_start_zyx
+    data = PreprocessedDataset(501, "lesionnetPlans_3d")      # a data configuration of the plans
     pair = data.pairs()[0]
     search = data.case(pair.target)
-    crop = crop_zyx(search.image, start_zyx, cfg["search_patch_size_zyx"])   # decompresses only that region
-    prior = pair_prior_map(pair, start_zyx, cfg["search_patch_size_zyx"], search.geometry, kind="tlt")
+    start = centered_start_zyx(pair.prior_center_zyx, size_zyx)
+    crop = crop_zyx(search.image, start, size_zyx)             # decompresses only that region
 
 Arrays are blosc2 ``NDArray`` objects opened read-only (slicing returns numpy); pass
-``as_numpy=True`` to :meth:`PreprocessedDataset.case` to decompress whole volumes instead.
+``as_numpy=True`` to :meth:`PreprocessedDataset.case` to decompress whole volumes instead. Centers
+are continuous voxel indices ``(z, y, x)`` of the preprocessed arrays; radii mm.
 """
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.planning.fingerprint import preprocessed_folder_for, resolve_raw_dataset
-from lesionnet.planning.plans_io import get_configuration, load_plans
-from lesionnet.preprocessing.manifest import read_json_or_none
+from lesionnet.paths import preprocessed_folder_for
 from lesionnet.preprocessing.preprocess import PAIRS_FILE
 from lesionnet.registration.affine import AffineRegistration
-from lesionnet.registration.anatomy_maps import dlt_gaussian, tlt_gaussian
+from lesionnet.utils.manifest import read_json_or_none
 
 
 @dataclass
@@ -51,16 +50,17 @@ class PreprocessedCase:
 
 @dataclass
 class PreprocessedPair:
-    """A training pair on the preprocessed grids (indices ``(x, y, z)``, radii mm) with its affine prior."""
+    """A training pair on the preprocessed grids (centers ``(z, y, x)`` voxels, radii mm) with its affine
+    prior; ``extra`` holds the centers on the raw scans (``*_center_zyx_raw``)."""
 
     pair_id: str
     source: str
     target: str
-    source_center_xyz: tuple
+    source_center_zyx: tuple
     source_radius_mm: float
-    target_center_xyz: tuple
+    target_center_zyx: tuple
     target_radius_mm: float
-    prior_center_xyz: tuple
+    prior_center_zyx: tuple
     prior_radius_mm: float
     registration: AffineRegistration
     patient: str | None = None
@@ -92,16 +92,17 @@ def load_tracking_pairs(folder: str | os.PathLike) -> list[PreprocessedPair]:
     """The training pairs of a tracking data folder, each with its directed affine registration."""
     folder = Path(folder)
     content = read_json_or_none(folder / PAIRS_FILE)
-    if content is None:
-        raise FileNotFoundError(f"{folder / PAIRS_FILE}: missing. Re-run lesionnet_plan_and_preprocess.")
+    if content is None or "source_center_zyx" not in (content.get("pairs") or [{}])[0]:
+        raise FileNotFoundError(f"{folder / PAIRS_FILE}: missing or written by an older lesionnet. "
+                                "Re-run lesionnet_plan_and_preprocess.")
     registrations = {k: AffineRegistration.from_dict(v["registration"]) for k, v in content["scan_pairs"].items()}
     out = []
     for r in content["pairs"]:
         out.append(PreprocessedPair(
-            r["pair_id"], r["source"], r["target"], tuple(r["source_center_xyz"]), r["source_radius_mm"],
-            tuple(r["target_center_xyz"]), r["target_radius_mm"], tuple(r["prior_center_xyz"]), r["prior_radius_mm"],
+            r["pair_id"], r["source"], r["target"], tuple(r["source_center_zyx"]), r["source_radius_mm"],
+            tuple(r["target_center_zyx"]), r["target_radius_mm"], tuple(r["prior_center_zyx"]), r["prior_radius_mm"],
             registrations[r["scan_pair"]], r.get("patient"),
-            {k: r[k] for k in ("source_center_xyz_raw", "target_center_xyz_raw") if k in r}))
+            {k: r[k] for k in ("source_center_zyx_raw", "target_center_zyx_raw") if k in r}))
     return out
 
 
@@ -121,51 +122,53 @@ def crop_zyx(array, start_zyx, size_zyx, pad_value: float = 0.0) -> np.ndarray:
     return out
 
 
-def centered_start_zyx(center_xyz, size_zyx) -> list:
-    """Start index (z, y, x) of a box of ``size_zyx`` voxels centred on a continuous ``center_xyz``."""
-    center_zyx = np.asarray(center_xyz, dtype=np.float64)[::-1]
-    return [int(np.floor(c - (s - 1) / 2.0 + 0.5)) for c, s in zip(center_zyx, size_zyx)]
+def centered_start_zyx(center_zyx, size_zyx) -> list:
+    """Start index (z, y, x) of a box of ``size_zyx`` voxels centred on a continuous ``center_zyx``."""
+    return [int(np.floor(float(c) - (s - 1) / 2.0 + 0.5)) for c, s in zip(center_zyx, size_zyx)]
 
 
-def gaussian_on_crop(center_xyz, radius_mm: float, start_zyx, size_zyx, spacing_xyz, kind: str = "tlt",
-                     n: float = 4.0) -> np.ndarray:
-    """Gaussian map of a lesion on a crop ``[start, start + size)`` of a grid (``kind``: ``"tlt"``
-    ``exp(-|p-c|²/(12 r²))`` or ``"dlt"`` ``exp(-|p-c|²/(2 (n r)²))``)."""
-    local_xyz = np.asarray(center_xyz, dtype=np.float64) - np.asarray(start_zyx, dtype=np.float64)[::-1]
-    if kind == "tlt":
-        return tlt_gaussian(size_zyx, local_xyz, radius_mm, spacing_xyz)
-    if kind == "dlt":
-        return dlt_gaussian(size_zyx, local_xyz, radius_mm, spacing_xyz, n=n)
-    raise ValueError(f"kind must be 'tlt' or 'dlt', got {kind!r}")
+def map_on_crop(make_map, center_zyx, radius_mm: float, start_zyx, size_zyx, spacing_zyx) -> np.ndarray:
+    """A lesion map on the crop ``[start, start + size)`` of a grid:
+    ``make_map(size_zyx, center relative to the crop, radius_mm, spacing_zyx)`` (e.g. a method's
+    lesion Gaussian)."""
+    local_zyx = np.asarray(center_zyx, dtype=np.float64) - np.asarray(start_zyx, dtype=np.float64)
+    return make_map(tuple(int(s) for s in size_zyx), local_zyx, radius_mm, spacing_zyx)
 
 
-def pair_prior_map(pair: PreprocessedPair, start_zyx, size_zyx, target_geometry: Geometry, kind: str = "tlt",
-                   n: float = 4.0) -> np.ndarray:
-    """The search-side prior ``T_aff(G_t)`` (center and radius projected by the affine) on a crop of the
-    target's preprocessed grid."""
-    return gaussian_on_crop(pair.prior_center_xyz, pair.prior_radius_mm, start_zyx, size_zyx,
-                            target_geometry.spacing_xyz, kind, n)
+class CaseCache:
+    """Decompressed preprocessed images, least recently used dropped beyond ``max_cases``."""
 
+    def __init__(self, load_image, max_cases: int = 64):
+        self._load = load_image
+        self._max = int(max_cases)
+        self._cache: OrderedDict = OrderedDict()
 
-def pair_template_map(pair: PreprocessedPair, start_zyx, size_zyx, source_geometry: Geometry, kind: str = "tlt",
-                      n: float = 4.0) -> np.ndarray:
-    """The template-side Gaussian ``G_t`` of the source lesion on a crop of the source's grid."""
-    return gaussian_on_crop(pair.source_center_xyz, pair.source_radius_mm, start_zyx, size_zyx,
-                            source_geometry.spacing_xyz, kind, n)
+    def __call__(self, scan_id: str):
+        if scan_id in self._cache:
+            self._cache.move_to_end(scan_id)
+            return self._cache[scan_id]
+        case = self._load(scan_id)
+        self._cache[scan_id] = case
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return case
 
 
 class PreprocessedDataset:
-    """A dataset's preprocessed data for one method, located through its plans."""
+    """One data configuration of a dataset's preprocessed data (``$lesionnet_preprocessed/<dataset>/<data_id>``).
 
-    def __init__(self, dataset, method: str, plans: dict | None = None):
+    ``data_identifier`` is a key of the plans' ``data_configurations`` (a method's section names its
+    one as ``data_identifier``).
+    """
+
+    def __init__(self, dataset, data_identifier: str):
         self.raw = resolve_raw_dataset(dataset)
-        self.plans = plans if plans is not None else load_plans(self.raw)
-        self.method = method
-        self.configuration = get_configuration(self.plans, method)
-        data_id = self.configuration.get("data_identifier")
-        if not data_id:
-            raise ValueError(f"method '{method}' works on the raw data (no preprocessed arrays).")
-        self.folder = preprocessed_folder_for(self.raw.folder) / data_id
+        self.data_identifier = data_identifier
+        self.folder = preprocessed_folder_for(self.raw.folder) / data_identifier
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"{self.folder}: no preprocessed data. Run lesionnet_plan_and_preprocess -d "
+                                    f"{self.raw.name}.")
+        self._cache = CaseCache(lambda scan_id: self.case(scan_id, as_numpy=True))
 
     @property
     def scan_ids(self) -> list:
@@ -175,9 +178,21 @@ class PreprocessedDataset:
     def case(self, scan_id: str, as_numpy: bool = False) -> PreprocessedCase:
         return load_case(self.folder, scan_id, as_numpy)
 
+    def cached_case(self, scan_id: str) -> PreprocessedCase:
+        """The case decompressed to numpy, kept in a cache of the 64 most recently used (for training)."""
+        return self._cache(scan_id)
+
     def pairs(self) -> list[PreprocessedPair]:
         return load_tracking_pairs(self.folder)
 
+    def training_items(self) -> dict:
+        """``{item id: patient id}`` of what the dataset's task trains on, for the patient splits: the
+        pairs of a tracking dataset, the scans of a detection dataset (patient = scan id up to its
+        first ``_``, the raw format's rule)."""
+        if self.raw.task == "tracking":
+            return {p.pair_id: p.patient or p.source.split("_")[0] for p in self.pairs()}
+        return {scan: scan.split("_")[0] for scan in self.scan_ids}
 
-__all__ = ["PreprocessedCase", "PreprocessedPair", "PreprocessedDataset", "load_case", "load_tracking_pairs",
-           "crop_zyx", "centered_start_zyx", "gaussian_on_crop", "pair_prior_map", "pair_template_map"]
+
+__all__ = ["PreprocessedCase", "PreprocessedPair", "PreprocessedDataset", "CaseCache", "load_case",
+           "load_tracking_pairs", "crop_zyx", "centered_start_zyx", "map_on_crop"]

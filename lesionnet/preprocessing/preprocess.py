@@ -11,11 +11,14 @@ for detection) this writes, under ``$lesionnet_preprocessed/DatasetXXX_Name/<dat
   with, the output files' signatures, and (detection) the instances with their 3D boxes. It is
   written last, so it is the case's commit record: a case without a valid sidecar is redone;
 * ``pairs.json`` — tracking only: every training pair with centers converted to the preprocessed
-  grids, its affine prior (``prior_center_xyz`` = ``T_aff(source_center)`` in the target's
-  preprocessed grid, ``prior_radius_mm`` = ``r · |det A|^(1/3)``) and, per directed scan pair, the
-  :class:`AffineRegistration` dict. The Gaussian maps (TLT's SSS/RAAM maps, DLT's anatomy signals,
-  labels) are made on the fly on each training crop from these centers and radii
-  (:mod:`lesionnet.preprocessing.loading`), which costs microseconds and no disk.
+  grids (``(z, y, x)`` voxel indices), its affine prior (``prior_center_zyx`` = ``T_aff(source_center)``
+  in the target's preprocessed grid, ``prior_radius_mm`` = ``r · |det A|^(1/3)``) and, per directed
+  scan pair, the :class:`AffineRegistration` dict. The Gaussian maps a method needs (attention masks,
+  anatomy signals, labels) are made on the fly on each training crop from these centers and radii,
+  which costs microseconds and no disk.
+
+Each scan goes through :func:`lesionnet.preprocessing.case.preprocess_case` and each prior through
+:func:`lesionnet.preprocessing.case.lesion_on_grids`, the functions every predictor runs on its input.
 
 Registrations come from ``registrations/`` (filled by the fingerprint run); only missing or stale
 ones are computed. Re-running redoes only cases whose input files (size, mtime) or relevant plan
@@ -30,31 +33,21 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.image_io import read_geometry, read_image
-from lesionnet.planning.fingerprint import (
-    default_num_processes,
-    instance_statistics,
-    preprocessed_folder_for,
-    resolve_raw_dataset,
-)
-from lesionnet.planning.plans_io import load_plans
-from lesionnet.preprocessing.manifest import (
+from lesionnet.datasets.instances import instance_statistics
+from lesionnet.paths import preprocessed_folder_for
+from lesionnet.preprocessing.case import lesion_on_grids, preprocess_case, registration_settings_of
+from lesionnet.preprocessing.resampling import map_voxel, resample_array, target_geometry
+from lesionnet.registration.cache import DEFAULT_PRIOR_REGISTRATION, ensure_registrations, registration_key
+from lesionnet.utils.files import TEMP_PREFIX, atomic_path
+from lesionnet.utils.manifest import (
     file_signature,
     read_json_or_none,
     stable_hash,
     write_json_if_changed,
 )
-from lesionnet.preprocessing.normalization import normalize
-from lesionnet.preprocessing.registration_priors import (
-    DEFAULT_PRIOR_REGISTRATION,
-    ensure_registrations,
-    project_pair,
-    registration_key,
-)
-from lesionnet.preprocessing.resampling import resample_array, target_geometry
-from lesionnet.registration.affine import RegistrationSettings
-from lesionnet.utils.files import TEMP_PREFIX, atomic_path
-from lesionnet.utils.parallel import run_jobs
+from lesionnet.utils.parallel import default_num_processes, run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +80,6 @@ def write_array(path: str | os.PathLike, array: np.ndarray) -> None:
                        cparams=cparams)
 
 
-def _registration_settings(data_configuration: dict) -> tuple[RegistrationSettings, bool]:
-    reg = data_configuration.get("registration") or {}
-    settings = reg.get("settings")
-    symmetric = bool(reg.get("symmetric", True))
-    if not settings:
-        return DEFAULT_PRIOR_REGISTRATION, symmetric
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items()}
-    kwargs["threads"] = 1
-    return RegistrationSettings(**kwargs), symmetric
-
-
 def _case_up_to_date(folder: Path, scan_id: str, inputs: dict, key: str) -> bool:
     sidecar = read_json_or_none(folder / f"{scan_id}.json")
     if not isinstance(sidecar, dict) or sidecar.get("plan_key") != key or sidecar.get("inputs") != inputs:
@@ -114,10 +96,8 @@ def _preprocess_case(job: tuple) -> dict:
     scan_id, image_path, label_path, folder, data_config, key, inputs = job
     folder = Path(folder)
     image, geometry = read_image(image_path)
-    target = target_geometry(geometry, data_config["target_spacing_zyx"])
+    normalised, target = preprocess_case(image, geometry, data_config)
     interpolation = data_config.get("image_interpolation", "linear")
-    resampled = resample_array(image, geometry, target, interpolation)
-    normalised = normalize(resampled, data_config["normalization"])
     outputs = {}
     write_array(folder / f"{scan_id}{IMAGE_SUFFIX}", normalised)
     outputs[f"{scan_id}{IMAGE_SUFFIX}"] = file_signature(folder / f"{scan_id}{IMAGE_SUFFIX}")
@@ -142,8 +122,8 @@ def _preprocess_case(job: tuple) -> dict:
         seg = seg.astype(dtype)
         write_array(folder / f"{scan_id}{SEG_SUFFIX}", seg)
         outputs[f"{scan_id}{SEG_SUFFIX}"] = file_signature(folder / f"{scan_id}{SEG_SUFFIX}")
-        stats = instance_statistics(seg, target.spacing_xyz)
-        original = instance_statistics(labels, geometry.spacing_xyz)
+        stats = instance_statistics(seg, target.spacing_zyx)
+        original = instance_statistics(labels, geometry.spacing_zyx)
         lost = sorted({i["label"] for i in original["instances"]} - {i["label"] for i in stats["instances"]})
         sidecar.update({
             "seg_file": f"{scan_id}{SEG_SUFFIX}",
@@ -159,14 +139,14 @@ def _preprocess_case(job: tuple) -> dict:
     return {"scan_id": scan_id, "shape_zyx": list(target.shape_zyx)}
 
 
-def preprocess_dataset(dataset, plans: dict | None = None, num_processes: int | None = None,
+def preprocess_dataset(dataset, plans: dict, num_processes: int | None = None,
                        data_identifiers=None, output_folder: str | os.PathLike | None = None,
                        progress: bool = True) -> dict:
     """Preprocess a dataset's training scans for every planned data configuration.
 
     Args:
         dataset: dataset id, folder name, path or RawDataset.
-        plans: the plans dict (default: read ``lesionnet_plans.json``).
+        plans: the plans dict (:func:`lesionnet.planning.plans_io.load_plans` reads ``lesionnet_plans.json``).
         num_processes: worker processes (default: usable CPU cores).
         data_identifiers: restrict to these data configurations (default: all in the plans).
         output_folder: preprocessed dataset folder (default ``$lesionnet_preprocessed/<name>``).
@@ -178,7 +158,6 @@ def preprocess_dataset(dataset, plans: dict | None = None, num_processes: int | 
     """
     raw = resolve_raw_dataset(dataset)
     out_folder = Path(output_folder) if output_folder is not None else preprocessed_folder_for(raw.folder)
-    plans = plans if plans is not None else load_plans(raw)
     num_processes = num_processes or default_num_processes()
     scans = raw.scan_ids("Tr")
     summary = {}
@@ -236,7 +215,7 @@ def _write_tracking_pairs(raw, folder: Path, out_folder: Path, data_config: dict
                           progress: bool) -> bool:
     scans = set(raw.scan_ids("Tr"))
     pairs = [p for p in raw.pairs("Tr") if p.source in scans and p.target in scans and p.has_target]
-    settings, symmetric = _registration_settings(data_config)
+    settings, symmetric = registration_settings_of(data_config, DEFAULT_PRIOR_REGISTRATION)
     scan_paths = {s: raw.image_path(s) for s in scans}
     registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in pairs], settings,
                                          num_processes, symmetric, progress)
@@ -247,21 +226,21 @@ def _write_tracking_pairs(raw, folder: Path, out_folder: Path, data_config: dict
         src_raw, tgt_raw = raw_geometry[p.source], raw_geometry[p.target]
         src_pre, tgt_pre = pre_geometry[p.source], pre_geometry[p.target]
         reg = registrations[(p.source, p.target)]["registration"]
-        source_xyz = src_pre.world_to_index(src_raw.index_to_world(p.source_center_xyz))
-        target_xyz = tgt_pre.world_to_index(tgt_raw.index_to_world(p.target_center_xyz))
-        prior_xyz, prior_radius = project_pair(reg, source_xyz, p.source_radius_mm, src_pre, tgt_pre)
+        source_zyx, prior_zyx, prior_radius = lesion_on_grids(reg, p.source_center_zyx, p.source_radius_mm, src_raw,
+                                                              src_pre, tgt_pre)
+        target_zyx = map_voxel(p.target_center_zyx, tgt_raw, tgt_pre)
         records.append({
             "pair_id": p.pair_id, "source": p.source, "target": p.target, "patient": p.patient_id,
-            "source_center_xyz": [float(v) for v in source_xyz], "source_radius_mm": float(p.source_radius_mm),
-            "target_center_xyz": [float(v) for v in target_xyz], "target_radius_mm": float(p.target_radius_mm),
-            "prior_center_xyz": [float(v) for v in prior_xyz], "prior_radius_mm": float(prior_radius),
-            "source_center_xyz_raw": [float(v) for v in p.source_center_xyz],
-            "target_center_xyz_raw": [float(v) for v in p.target_center_xyz],
+            "source_center_zyx": [float(v) for v in source_zyx], "source_radius_mm": float(p.source_radius_mm),
+            "target_center_zyx": [float(v) for v in target_zyx], "target_radius_mm": float(p.target_radius_mm),
+            "prior_center_zyx": [float(v) for v in prior_zyx], "prior_radius_mm": float(prior_radius),
+            "source_center_zyx_raw": [float(v) for v in p.source_center_zyx],
+            "target_center_zyx_raw": [float(v) for v in p.target_center_zyx],
             "scan_pair": registration_key(p.source, p.target),
         })
     content = {
         "plan_key": key,
-        "coordinates": ("centers are continuous voxel indices (x, y, z) of the preprocessed arrays; "
+        "coordinates": ("centers are continuous voxel indices (z, y, x) of the preprocessed arrays; "
                         "*_raw of the raw scans"),
         "pairs": records,
         "scan_pairs": {registration_key(s, t): {"source": s, "target": t, "inverted": bool(v["inverted"]),

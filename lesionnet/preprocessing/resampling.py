@@ -3,7 +3,7 @@
 The resampled grid covers the same field of view as the original: its first and last voxel *edges*
 coincide with the original's (shape ``round(n · s / t)``, origin shifted by half the spacing
 difference along each index direction), and direction cosines are kept. Points therefore keep their
-world position; convert indices between the grids with :func:`map_index` (world round trip).
+world position; convert indices between the grids with :func:`map_voxel` (world round trip).
 Images use linear (default) or B-spline interpolation, masks nearest neighbour; samples that fall
 just outside the original grid take the nearest voxel's value (no artificial air border).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
 from lesionnet.datasets.image_io import to_sitk
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
@@ -24,11 +24,10 @@ def target_geometry(geometry: Geometry, target_spacing_zyx) -> Geometry:
     new_spacing_zyx = [s if t is None else float(t) for s, t in zip(spacing_zyx, target_spacing_zyx)]
     new_shape_zyx = [n if t is None else max(1, int(round(n * s / t)))
                      for n, s, t in zip(geometry.shape_zyx, spacing_zyx, target_spacing_zyx)]
-    old_xyz = np.asarray(spacing_zyx[::-1], dtype=np.float64)
-    new_xyz = np.asarray(new_spacing_zyx[::-1], dtype=np.float64)
-    shift_index_mm = (new_xyz - old_xyz) / 2.0          # along each index axis, in mm
-    origin = np.asarray(geometry.origin_xyz) + geometry.direction_matrix @ shift_index_mm
-    return Geometry(tuple(new_xyz), tuple(origin), geometry.direction, tuple(new_shape_zyx))
+    # the first voxel's edge stays put: its center moves by half the spacing difference, in mm
+    half_shift_zyx = (np.asarray(new_spacing_zyx, dtype=np.float64) - np.asarray(spacing_zyx, dtype=np.float64)) / 2.0
+    origin = np.asarray(geometry.origin_xyz) + geometry.direction_matrix @ np.asarray(zyx_to_xyz(half_shift_zyx))
+    return Geometry(zyx_to_xyz(new_spacing_zyx), tuple(origin), geometry.direction, tuple(new_shape_zyx))
 
 
 def is_same_grid(geometry: Geometry, target: Geometry) -> bool:
@@ -67,9 +66,10 @@ def resample_array(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, 
     return np.ascontiguousarray(out, dtype=dtype)
 
 
-def map_index(index_xyz, source: Geometry, target: Geometry) -> np.ndarray:
-    """Continuous voxel index ``(x, y, z)`` in ``source`` → the index of the same world point in ``target``."""
-    return target.world_to_index(source.index_to_world(index_xyz))
+def map_voxel(index_zyx, source: Geometry, target: Geometry) -> np.ndarray:
+    """Continuous voxel index ``(z, y, x)`` in ``source`` → the ``(z, y, x)`` index of the same world point in
+    ``target``."""
+    return target.world_to_voxel(source.voxel_to_world(index_zyx))
 
 
-__all__ = ["target_geometry", "resample_array", "map_index", "INTERPOLATORS"]
+__all__ = ["target_geometry", "resample_array", "map_voxel", "INTERPOLATORS"]

@@ -91,9 +91,9 @@ class AffineRegistration:
         c = np.asarray(self.center_mm)
         return (pts - c) @ np.asarray(self.matrix).T + c + np.asarray(self.translation_mm)
 
-    def map_index(self, index_source_xyz, source: Geometry, target: Geometry) -> np.ndarray:
-        """Continuous voxel index ``(x, y, z)`` in the source scan → continuous index in the target scan."""
-        return target.world_to_index(self.map_points(source.index_to_world(index_source_xyz)))
+    def map_voxel(self, index_source_zyx, source: Geometry, target: Geometry) -> np.ndarray:
+        """Continuous voxel index ``(z, y, x)`` in the source scan → continuous ``(z, y, x)`` index in the target."""
+        return target.world_to_voxel(self.map_points(source.voxel_to_world(index_source_zyx)))
 
     @property
     def isotropic_scale(self) -> float:

@@ -2,10 +2,11 @@
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes)::
 
-    {"format": 1, "method": "tlt", "epoch": completed epochs, "network_config": {...},
-     "training_config": {...}, "model": state_dict, "optimizer": state_dict, "scheduler": state_dict,
-     "rng": {"torch": ByteTensor, "numpy": [...], "python": [...]}, "history": {...},
-     "best_metric": float, "plans_name": str, "fold": int | "all"}
+    {"format": 2, "method": <name>, "epoch": completed epochs, "configuration": {plan section},
+     "training_config": {...}, "model": state_dict, "optimizer": state_dict,
+     "rng": {"torch": ByteTensor, "numpy": [...], "python": [...]}, "history": [...],
+     "best_metric": {"name", "mode", "value"}, "metadata": {"dataset", "plans_name", "fold", ...},
+     "initial_validation": {...}}
 
 A file that cannot be read (truncated by a killed copy, a disk full, a foreign file) raises
 :class:`CheckpointError` naming the file; nothing ever falls back to a fresh start silently.
@@ -23,10 +24,12 @@ import torch
 
 from lesionnet.utils.files import atomic_path
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 LATEST, BEST, FINAL = "checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth"
 CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL}
-REQUIRED_KEYS = ("format", "method", "epoch", "network_config", "model")
+#: a fold's description for predictors: method, dataset, plans, fold, preset, plan section, data configuration
+NETWORK_FILE = "network.json"
+REQUIRED_KEYS = ("format", "method", "epoch", "configuration", "model")
 
 
 class CheckpointError(RuntimeError):
@@ -50,6 +53,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e}). The file is "
                               "truncated or corrupt; delete it to start over, or restore it.") from e
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == 1:
+        raise CheckpointError(f"{path}: written by lesionnet before methods became plug-ins (checkpoint format 1); "
+                              "this lesionnet reads format 2. Train the model again.")
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
         raise CheckpointError(f"{path}: not a lesionnet checkpoint (missing keys {missing}).")

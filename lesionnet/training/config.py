@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from lesionnet.training.augmentation import AugmentationConfig
 from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -18,15 +17,18 @@ class TrainingConfig:
     Attributes:
         num_epochs: epochs of ``iterations_per_epoch`` optimiser steps each.
         batch_size: samples per step (default: the plan's).
-        optimizer: ``adam`` (TLT/DLT papers), ``adamw`` or ``sgd`` (momentum 0.99, nesterov).
-        learning_rate: initial learning rate (TLT paper: 1e-4 with Adam).
+        optimizer: ``adam`` (the trackers' papers), ``adamw`` or ``sgd`` (momentum 0.99, nesterov).
+        learning_rate: initial learning rate (1e-4 with Adam, the trackers' papers).
         lr_schedule: ``poly`` (``lr · (1 - epoch / num_epochs) ** 0.9``, nnU-Net) or ``constant``.
         grad_clip_norm: gradient-norm clipping (0: off).
         num_workers: batchgenerators worker processes for the batches (0: build them in this process).
         seed: seeds the network initialisation, the batch stream and dropout; with ``num_workers`` and
             the thread count fixed a CPU run is bit-for-bit repeatable.
-        max_val_pairs: validate on at most this many pairs of the fold (a fixed subset; None: all).
-        augmentation: see :class:`lesionnet.training.augmentation.AugmentationConfig`.
+        max_val_pairs: validate on at most this many items (pairs, scans) of the fold (a fixed subset;
+            None: all).
+        augmentation: the method's augmentation settings, as a plain dict that the method reads (e.g.
+            :class:`lesionnet.training.pair_augmentation.PairAugmentation`); the method fills in its
+            defaults (``Method.training_defaults``).
     """
 
     num_epochs: int = 100
@@ -40,11 +42,11 @@ class TrainingConfig:
     num_workers: int = 0
     seed: int = 0
     max_val_pairs: int | None = None
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    augmentation: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.augmentation, dict):
-            self.augmentation = AugmentationConfig.from_dict(self.augmentation)
+        if not isinstance(self.augmentation, dict):
+            raise ValueError(f"augmentation must be a dict of the method's settings, got {self.augmentation!r}")
         for name in ("num_epochs", "iterations_per_epoch", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -56,9 +58,7 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["augmentation"] = self.augmentation.to_dict()
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":

@@ -1,4 +1,8 @@
-"""``train_model(501, "tlt", 0)``: everything ``lesionnet_train`` does, as an importable function.
+"""``train_model(501, REGISTRY["tlt"], 0)``: everything ``lesionnet_train`` does, as an importable function.
+
+It knows no method by name: it takes a method object (``lesionnet.methods.REGISTRY[name]``), reads the
+method's section of the plans, applies a preset, splits the dataset's training items by patient and
+hands a :class:`FoldJob` to the shared :class:`~lesionnet.training.trainer.Trainer`.
 
 Results layout (nnU-Net style)::
 
@@ -6,41 +10,29 @@ Results layout (nnU-Net style)::
         checkpoint_latest.pth  checkpoint_best.pth  checkpoint_final.pth
         training_log.txt  progress.png  training_summary.json  network.json
 
-``network.json`` records what a predictor needs to rebuild the model: method, network configuration,
-patch sizes, target spacing, normalisation and the plans it came from.
+``network.json`` records what a predictor needs to rebuild the model: the method, the plan section
+it was built from (preset applied), the data configuration (spacing, normalisation, registration),
+and the dataset, plans and fold it came from.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lesionnet import paths
-from lesionnet.planning.fingerprint import preprocessed_folder_for, resolve_raw_dataset
-from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, load_plans
+from lesionnet.datasets.dataset_id import resolve_raw_dataset
+from lesionnet.paths import preprocessed_folder_for
+from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.training.config import TrainingConfig
-from lesionnet.training.splits import fold_pair_ids, load_or_create_splits
-from lesionnet.training.tlt_method import TLTMethod
+from lesionnet.training.splits import fold_item_ids, load_or_create_splits
 from lesionnet.training.trainer import Trainer, TrainingResult
-from lesionnet.utils.files import write_json
+from lesionnet.utils.mappings import deep_merge
 
 logger = logging.getLogger(__name__)
-
-TRAINABLE_METHODS = ("tlt",)
-NETWORK_FILE = "network.json"
-
-#: network presets: "plan" is the planned configuration; "small" is a CPU-sized TLT (same structure,
-#: narrower extractor, 2 layers per line) used by the demo; "tiny" is for tests
-TLT_PRESETS = {
-    "plan": {},
-    "small": {"channels": [16, 32, 48, 64], "num_heads": 4, "layers_per_line": 2, "ffn_dim": 128,
-              "head_hidden": 64, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3,
-              "gaussian_input_channels": True},
-    "tiny": {"channels": [8, 16, 16, 24], "num_heads": 4, "layers_per_line": 1, "ffn_dim": 48,
-             "head_hidden": 24, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3},
-}
 
 
 def training_output_folder(dataset_name: str, method: str, fold, plans_name: str = DEFAULT_PLANS_NAME) -> Path:
@@ -48,16 +40,17 @@ def training_output_folder(dataset_name: str, method: str, fold, plans_name: str
     return paths.results_dir() / dataset_name / f"{method}__{plans_name}" / f"fold_{fold}"
 
 
-def network_config_for(configuration: dict, preset: str = "plan") -> dict:
-    """The planned TLT network with a preset's overrides (the plan's SSS threshold is always kept)."""
-    if preset not in TLT_PRESETS:
-        raise ValueError(f"unknown network preset {preset!r}; choose one of {sorted(TLT_PRESETS)}.")
-    return {**configuration["network"], **TLT_PRESETS[preset]}
+def configuration_with_preset(method, section: dict, preset: str = "plan") -> dict:
+    """The method's plan section with one of its presets merged in (``plan`` keeps it as planned)."""
+    if preset not in method.presets:
+        raise ValueError(f"unknown preset {preset!r} for '{method.name}'; choose one of {sorted(method.presets)}.")
+    return deep_merge(section, method.presets[preset])
 
 
-def default_training_config(configuration: dict, **overrides) -> TrainingConfig:
-    """Training settings from the plan (batch size) with ``overrides`` (None values ignored)."""
-    values = {"batch_size": int(configuration.get("batch_size", 2))}
+def default_training_config(method, section: dict, **overrides) -> TrainingConfig:
+    """The method's training defaults for a section (batch size from the plan, augmentation), with
+    ``overrides`` (None values ignored)."""
+    values = dict(method.training_defaults(section))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainingConfig(**values)
 
@@ -71,53 +64,80 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def train_model(dataset, method: str = "tlt", fold: int | str = 0, plans_name: str = DEFAULT_PLANS_NAME,
-                preset: str = "plan", resume: bool = False, device: str | None = None, progress: bool = True,
+class FoldJob:
+    """One method trained on one fold: what the :class:`~lesionnet.training.trainer.Trainer` runs
+    (its ``TrainingMethod``), built from the method, its plan section and the fold's data.
+
+    The loss step is the DETR shape: ``outputs = network(**inputs)`` with the batch arrays the model
+    names in ``input_keys``, then ``criterion(outputs, batch)`` with every array of the batch as a
+    tensor on the device.
+    """
+
+    def __init__(self, method, section: dict, data: PreprocessedDataset, train_ids: list, val_ids: list):
+        self.method = method
+        self.name = method.name
+        self.configuration = section
+        self.selection_metric = tuple(method.selection_metric)
+        self.data = data
+        self.train_ids = list(train_ids)
+        self.val_ids = list(val_ids)
+        self.model = None
+
+    def build_network(self) -> torch.nn.Module:
+        self.model = self.method.build(self.configuration)
+        return self.model.network
+
+    def batches(self, config: TrainingConfig, first_batch: int):
+        return self.method.batches(self.data, self.train_ids, self.configuration, config, first_batch)
+
+    def compute_loss(self, network: torch.nn.Module, batch: dict, device: torch.device) -> dict:
+        tensors = {k: torch.as_tensor(v, device=device) for k, v in batch.items() if isinstance(v, np.ndarray)}
+        outputs = network(**{k: tensors[k] for k in self.model.input_keys})
+        return self.model.criterion(outputs, tensors)
+
+    def validate(self, network: torch.nn.Module, device: torch.device) -> dict:
+        if not self.val_ids:
+            return {}
+        return self.method.validate(self.model, self.data, self.val_ids, self.configuration, device)
+
+
+def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_PLANS_NAME, preset: str = "plan",
+                resume: bool = False, device: str | None = None, progress: bool = True,
                 **training_overrides) -> TrainingResult:
-    """Train ``method`` on fold ``fold`` of a preprocessed dataset (see the module docstring).
+    """Train ``method`` (a trainable method object) on fold ``fold`` of a preprocessed dataset (see the
+    module docstring).
 
     ``training_overrides`` are :class:`TrainingConfig` fields (``num_epochs``, ``iterations_per_epoch``,
-    ``learning_rate``, ``seed``, ``num_workers``, ...); None values keep the defaults.
+    ``learning_rate``, ``seed``, ``num_workers``, ``max_val_pairs``, ...); None values keep the defaults.
     """
-    if method not in TRAINABLE_METHODS:
-        raise ValueError(f"method '{method}' cannot be trained yet; trainable: {TRAINABLE_METHODS} "
-                         "('affine' needs no training).")
+    if not method.trainable:
+        raise ValueError(f"'{method.name}' cannot be trained ({method.description}).")
     raw = resolve_raw_dataset(dataset)
+    if method.task != raw.task:
+        raise ValueError(f"'{method.name}' is a {method.task} method; {raw.name} is a {raw.task} dataset.")
     plans = load_plans(raw, plans_name)
-    configuration = get_configuration(plans, method)
-    data = PreprocessedDataset(raw, method, plans=plans)
-    pairs = data.pairs()
-    if not pairs:
-        raise ValueError(f"{data.folder}: no training pairs.")
-    # preprocessing stores TrackingPair.patient_id; the fallback is the same rule (scan id up to its first "_")
-    patients = {p.pair_id: p.patient or p.source.split("_")[0] for p in pairs}
-    splits = load_or_create_splits(preprocessed_folder_for(raw.folder), patients)
-    train_ids, val_ids = fold_pair_ids(splits, fold)
-    by_id = {p.pair_id: p for p in pairs}
-    missing = [i for i in train_ids + val_ids if i not in by_id]
+    section = configuration_with_preset(method, get_configuration(plans, method.name), preset)
+    data_configuration = get_data_configuration(plans, section)
+    data = PreprocessedDataset(raw, section["data_identifier"])
+    items = data.training_items()
+    if not items:
+        raise ValueError(f"{data.folder}: no training items (pairs or scans).")
+    splits = load_or_create_splits(preprocessed_folder_for(raw.folder), items)
+    train_ids, val_ids = fold_item_ids(splits, fold)
+    missing = [i for i in train_ids + val_ids if i not in items]
     if missing:
-        raise ValueError(f"splits_final.json names pairs that are not preprocessed: {missing[:5]}")
-    network_config = network_config_for(configuration, preset)
-    config = default_training_config(configuration, **training_overrides)
-    max_val = config.max_val_pairs
-    val_pairs = [by_id[i] for i in val_ids][:max_val] if max_val else [by_id[i] for i in val_ids]
-    method_impl = TLTMethod(data.case, configuration, [by_id[i] for i in train_ids], val_pairs, network_config)
-    output = training_output_folder(raw.name, method, fold, plans_name)
-    output.mkdir(parents=True, exist_ok=True)
-    write_json(output / NETWORK_FILE, {
-        "method": method, "dataset": raw.name, "plans_name": plans_name, "fold": fold, "preset": preset,
-        "network_config": network_config, "data_identifier": configuration["data_identifier"],
-        "target_spacing_zyx": configuration["target_spacing_zyx"],
-        "template_patch_size_zyx": configuration["template_patch_size_zyx"],
-        "search_patch_size_zyx": configuration["search_patch_size_zyx"],
-        "normalization": configuration["normalization"],
-        "registration": plans["configurations"].get("affine", {}).get("registration", {}),
-    })
-    logger.info("%s fold %s: %d training pairs, %d validation pairs -> %s", raw.name, fold, len(train_ids),
-                len(val_pairs), output)
-    trainer = Trainer(method_impl, config, output, resolve_device(device), resume=resume,
-                      metadata={"dataset": raw.name, "plans_name": plans_name, "fold": str(fold), "preset": preset},
-                      progress=progress)
+        raise ValueError(f"splits_final.json names items that are not preprocessed: {missing[:5]}")
+    config = default_training_config(method, section, **training_overrides)
+    if config.max_val_pairs:
+        val_ids = val_ids[:config.max_val_pairs]
+    output = training_output_folder(raw.name, method.name, fold, plans_name)
+    network_info = {"method": method.name, "dataset": raw.name, "plans_name": plans_name, "fold": fold,
+                    "preset": preset, "configuration": section, "data_configuration": data_configuration}
+    logger.info("%s fold %s: %d training items, %d validation items -> %s", raw.name, fold, len(train_ids),
+                len(val_ids), output)
+    trainer = Trainer(FoldJob(method, section, data, train_ids, val_ids), config, output, resolve_device(device),
+                      resume=resume, progress=progress, network_info=network_info,
+                      metadata={"dataset": raw.name, "plans_name": plans_name, "fold": str(fold), "preset": preset})
     return trainer.run()
 
 
@@ -125,3 +145,7 @@ def set_cpu_threads(num_threads: int | None) -> None:
     """Pin torch's intra-op threads (bit-for-bit CPU repeatability needs the same count in every run)."""
     if num_threads:
         torch.set_num_threads(int(num_threads))
+
+
+__all__ = ["train_model", "training_output_folder", "configuration_with_preset", "default_training_config",
+           "resolve_device", "FoldJob", "set_cpu_threads"]

@@ -1,9 +1,10 @@
 """Cross-validation splits by patient: ``splits_final.json`` in the preprocessed dataset folder.
 
-All pairs of a patient fall into one fold, so no anatomy is seen in training and validation at once.
-The file is a list of ``n_folds`` dicts ``{"train": [pair_id, ...], "val": [pair_id, ...]}`` (the
-nnU-Net layout, with pair ids instead of case ids) plus nothing else; it is written once and then
-read, so a user can edit it to define custom folds.
+The split items are what the dataset's task trains on: lesion pairs for tracking, scans for detection
+(:meth:`lesionnet.preprocessing.loading.PreprocessedDataset.training_items`). All items of a patient
+fall into one fold, so no anatomy is seen in training and validation at once. The file is a list of
+``n_folds`` dicts ``{"train": [item_id, ...], "val": [item_id, ...]}`` (the nnU-Net layout) plus
+nothing else; it is written once and then read, so a user can edit it to define custom folds.
 """
 from __future__ import annotations
 
@@ -21,21 +22,21 @@ SPLITS_FILE = "splits_final.json"
 NUM_FOLDS = 5
 
 
-def make_patient_splits(pair_patients: dict, num_folds: int = NUM_FOLDS, seed: int = 12345) -> list[dict]:
-    """Split pairs into ``num_folds`` folds by patient.
+def make_patient_splits(item_patients: dict, num_folds: int = NUM_FOLDS, seed: int = 12345) -> list[dict]:
+    """Split items into ``num_folds`` folds by patient.
 
     Args:
-        pair_patients: ``{pair_id: patient_id}``.
+        item_patients: ``{item_id: patient_id}``.
         num_folds: number of folds; capped at the number of patients (at least 2 patients are needed).
         seed: seed of the patient shuffle.
 
     Returns:
-        ``[{"train": sorted pair ids, "val": sorted pair ids}, ...]``; each patient's pairs are in the
+        ``[{"train": sorted item ids, "val": sorted item ids}, ...]``; each patient's items are in the
         validation set of exactly one fold.
     """
-    patients = sorted(set(pair_patients.values()))
+    patients = sorted(set(item_patients.values()))
     if len(patients) < 2:
-        raise ValueError(f"cross-validation needs at least 2 patients, the training pairs have {len(patients)}.")
+        raise ValueError(f"cross-validation needs at least 2 patients, the training data have {len(patients)}.")
     folds = min(int(num_folds), len(patients))
     order = np.random.default_rng(seed).permutation(len(patients))
     val_patients = [set() for _ in range(folds)]
@@ -43,37 +44,37 @@ def make_patient_splits(pair_patients: dict, num_folds: int = NUM_FOLDS, seed: i
         val_patients[rank % folds].add(patients[index])
     splits = []
     for fold_patients in val_patients:
-        val = sorted(p for p, patient in pair_patients.items() if patient in fold_patients)
-        train = sorted(p for p, patient in pair_patients.items() if patient not in fold_patients)
+        val = sorted(p for p, patient in item_patients.items() if patient in fold_patients)
+        train = sorted(p for p, patient in item_patients.items() if patient not in fold_patients)
         splits.append({"train": train, "val": val})
     return splits
 
 
-def load_or_create_splits(folder: str | os.PathLike, pair_patients: dict, num_folds: int = NUM_FOLDS) -> list[dict]:
+def load_or_create_splits(folder: str | os.PathLike, item_patients: dict, num_folds: int = NUM_FOLDS) -> list[dict]:
     """Read ``folder/splits_final.json``, or create it with :func:`make_patient_splits` (atomically).
 
-    An existing file must name only known pair ids; otherwise the error names the file.
+    An existing file must name only known item ids; otherwise the error names the file.
     """
     path = Path(folder) / SPLITS_FILE
     if path.is_file():
         splits = load_json(path)
-        known = set(pair_patients)
+        known = set(item_patients)
         if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s)
                                                    for s in splits):
             raise ValueError(f"{path}: expected a list of {{'train': [...], 'val': [...]}} folds.")
         unknown = {p for s in splits for key in ("train", "val") for p in s[key]} - known
         if unknown:
-            raise ValueError(f"{path}: names pairs that are not in the training data: {sorted(unknown)[:5]}. "
+            raise ValueError(f"{path}: names items that are not in the training data: {sorted(unknown)[:5]}. "
                              "Delete the file to recreate the splits.")
         return splits
-    splits = make_patient_splits(pair_patients, num_folds)
+    splits = make_patient_splits(item_patients, num_folds)
     write_json(path, splits)
     logger.info("Created %d-fold patient splits in %s", len(splits), path)
     return splits
 
 
-def fold_pair_ids(splits: list[dict], fold: int | str) -> tuple[list[str], list[str]]:
-    """``(train ids, val ids)`` of ``fold``; ``"all"`` trains on every pair and validates on none."""
+def fold_item_ids(splits: list[dict], fold: int | str) -> tuple[list[str], list[str]]:
+    """``(train ids, val ids)`` of ``fold``; ``"all"`` trains on every item and validates on none."""
     if fold == "all":
         every = sorted({p for s in splits for key in ("train", "val") for p in s[key]})
         return every, []

@@ -1,14 +1,16 @@
-"""The shared training loop: one loop for every method (TLT, DLT, LN-Tracker).
+"""The shared training loop: one loop for every method, which it knows by its parts only.
 
-A *method* supplies the parts that differ (see :class:`TrainingMethod`): its network, its batches,
-its loss and its validation. The loop owns everything else:
+A training job supplies the parts that differ (see :class:`TrainingMethod`; :mod:`.run_training`
+builds one from a registered method, its plan section and the fold's data): its network, its
+batches, its loss, its validation and the metric that picks the best checkpoint. The loop owns
+everything else:
 
 * Adam/AdamW/SGD and the learning-rate schedule of :class:`~lesionnet.training.config.TrainingConfig`;
 * epochs of a fixed number of iterations, a tqdm bar per epoch;
-* validation after every epoch (tracking metrics of the fold's validation pairs);
-* ``checkpoint_latest.pth`` after every epoch, ``checkpoint_best.pth`` at the lowest validation MED,
-  ``checkpoint_final.pth`` at the end (all written atomically; see
-  :mod:`lesionnet.training.checkpoints`);
+* validation after every epoch (the method's metrics on the fold's validation data);
+* ``checkpoint_latest.pth`` after every epoch, ``checkpoint_best.pth`` at the best value of the
+  method's selection metric (lowest or highest, as the method says), ``checkpoint_final.pth`` at the
+  end (all written atomically; see :mod:`lesionnet.training.checkpoints`);
 * ``resume=True`` (``--c``) continues from ``checkpoint_latest.pth`` with its model, optimiser,
   epoch, history and RNG states; the batch stream and dropout are seeded per epoch from the seed,
   so a resumed run ends with the same weights as an uninterrupted one;
@@ -33,6 +35,7 @@ from lesionnet.training.checkpoints import (
     CHECKPOINT_FORMAT,
     FINAL,
     LATEST,
+    NETWORK_FILE,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -50,32 +53,47 @@ SUMMARY_FILE = "training_summary.json"
 
 
 class TrainingMethod(Protocol):
-    """What a method gives the shared trainer."""
+    """What a training job gives the shared trainer.
+
+    Attributes:
+        name: the method's name (recorded in the checkpoints; ``--c`` refuses another method's).
+        configuration: the plan section the network is built from (recorded in the checkpoints;
+            ``--c`` refuses a different one).
+        selection_metric: ``(metric, "min" | "max")``: the validation metric (without the ``val_``
+            prefix) whose best value selects ``checkpoint_best.pth``.
+    """
 
     name: str
-    network_config: dict
+    configuration: dict
+    selection_metric: tuple
 
     def build_network(self) -> torch.nn.Module:
         """A freshly initialised network (the global torch seed is set before this is called)."""
 
     def batches(self, config: TrainingConfig, first_batch: int) -> Iterator[dict]:
-        """The infinite training batch stream starting at batch number ``first_batch``."""
+        """The infinite training batch stream starting at batch number ``first_batch``; when the object
+        has a ``close()`` the trainer calls it at the end (e.g. to stop worker processes)."""
 
     def compute_loss(self, network: torch.nn.Module, batch: dict, device: torch.device) -> dict:
         """``{"loss": scalar tensor to minimise, other name: scalar tensor, ...}`` for one batch."""
 
     def validate(self, network: torch.nn.Module, device: torch.device) -> dict:
-        """Validation metrics (``med_mm``, ``cpm_10mm``, ``cpm_radius``, ...); ``{}`` when there are no
-        validation pairs. Called with the network in eval mode."""
+        """Validation metrics; ``{}`` when there is no validation data. Called in eval mode."""
 
 
 @dataclass
 class TrainingResult:
     output_folder: Path
     epochs_run: int
-    best_val_med_mm: float | None
+    best_metric: dict | None        # {"name": "val_<metric>", "mode": "min" | "max", "value": ...}
     final_metrics: dict
     seconds: float
+
+
+def _improves(value: float | None, best: float | None, mode: str) -> bool:
+    if value is None:
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
 
 
 def _seed_everything(seed: int, epoch: int) -> None:
@@ -132,10 +150,13 @@ class Trainer:
         resume: continue from ``checkpoint_latest.pth`` (an unreadable one is an error, never a restart).
         metadata: extra JSON-able values stored in the checkpoints (dataset, plans name, fold, ...).
         progress: tqdm bars.
+        network_info: written to ``network.json`` once the run has started (a resumed run only after its
+            checkpoint was accepted): what a predictor needs to rebuild the model.
     """
 
     def __init__(self, method: TrainingMethod, config: TrainingConfig, output_folder: str | os.PathLike,
-                 device="cpu", resume: bool = False, metadata: dict | None = None, progress: bool = True):
+                 device="cpu", resume: bool = False, metadata: dict | None = None, progress: bool = True,
+                 network_info: dict | None = None):
         self.method = method
         self.config = config
         self.output_folder = Path(output_folder)
@@ -144,15 +165,28 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.initial_validation: dict | None = None     # validation of the untrained network (new runs)
         self.progress = progress
+        self.network_info = network_info
 
     # ------------------------------------------------------------------------------------ state
-    def _checkpoint(self, epoch: int, network, optimizer, history, best_med) -> dict:
+    @property
+    def selection(self) -> tuple[str, str]:
+        """``("val_<metric>", "min" | "max")`` of the method's selection metric."""
+        metric, mode = self.method.selection_metric
+        if mode not in ("min", "max"):
+            raise ValueError(f"{self.method.name}: selection_metric mode must be 'min' or 'max', got {mode!r}")
+        return f"val_{metric}", mode
+
+    def _best_record(self, value: float | None) -> dict:
+        name, mode = self.selection
+        return {"name": name, "mode": mode, "value": value}
+
+    def _checkpoint(self, epoch: int, network, optimizer, history, best_value) -> dict:
         return {
             "format": CHECKPOINT_FORMAT, "method": self.method.name, "epoch": int(epoch),
-            "network_config": self.method.network_config, "training_config": self.config.to_dict(),
+            "configuration": self.method.configuration, "training_config": self.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "optimizer": optimizer.state_dict(), "rng": capture_rng_state(), "history": history,
-            "best_val_med_mm": best_med, "metadata": self.metadata,
+            "best_metric": self._best_record(best_value), "metadata": self.metadata,
             "initial_validation": self.initial_validation,
         }
 
@@ -165,6 +199,10 @@ class Trainer:
             if checkpoint["method"] != self.method.name:
                 raise ValueError(f"{latest}: a '{checkpoint['method']}' checkpoint, "
                                  f"cannot continue '{self.method.name}'.")
+            if checkpoint["configuration"] != self.method.configuration:
+                raise ValueError(f"{latest}: this run was started with another network configuration (another "
+                                 "--preset or another plan); continue it with the same settings, or train into "
+                                 "another folder.")
             workers = self.config.num_workers
             self.config = TrainingConfig.from_dict(checkpoint["training_config"])
             self.config.num_workers = workers
@@ -176,7 +214,7 @@ class Trainer:
             logger.info("Continuing from %s (epoch %d of %d)", latest, checkpoint["epoch"], self.config.num_epochs)
             self.initial_validation = checkpoint.get("initial_validation")
             return network, optimizer, int(checkpoint["epoch"]), list(checkpoint["history"]), \
-                checkpoint.get("best_val_med_mm")
+                checkpoint["best_metric"]["value"]
         if self.resume:
             logger.warning("--c: no checkpoint in %s; starting a new training run.", self.output_folder)
         elif any((self.output_folder / name).exists() for name in (LATEST, FINAL)):
@@ -205,7 +243,10 @@ class Trainer:
 
     def _run(self) -> TrainingResult:
         start_time = time.perf_counter()
-        network, optimizer, start_epoch, history, best_med = self._start()
+        network, optimizer, start_epoch, history, best_value = self._start()
+        metric_name, mode = self.selection
+        if self.network_info is not None:
+            write_json(self.output_folder / NETWORK_FILE, self.network_info)
         cfg = self.config
         n_params = sum(p.numel() for p in network.parameters())
         logger.info("Training %s (%d parameters) on %s: epochs %d..%d of %d x %d iterations, batch %d, %s lr %g",
@@ -217,11 +258,10 @@ class Trainer:
             for epoch in range(start_epoch, cfg.num_epochs):
                 record = self._epoch(epoch, network, optimizer, stream)
                 history.append(record)
-                med = record.get("val_med_mm")
-                improved = med is not None and (best_med is None or med < best_med)
+                improved = _improves(record.get(metric_name), best_value, mode)
                 if improved:
-                    best_med = med
-                checkpoint = self._checkpoint(epoch + 1, network, optimizer, history, best_med)
+                    best_value = record[metric_name]
+                checkpoint = self._checkpoint(epoch + 1, network, optimizer, history, best_value)
                 save_checkpoint(self.output_folder / LATEST, checkpoint)
                 if improved:
                     save_checkpoint(self.output_folder / BEST, checkpoint)
@@ -231,20 +271,22 @@ class Trainer:
                 logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                              if isinstance(v, float)))
         finally:
-            if stream is not None and hasattr(stream, "_finish"):
-                stream._finish()
-        final = self._checkpoint(cfg.num_epochs, network, optimizer, history, best_med)
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        final = self._checkpoint(cfg.num_epochs, network, optimizer, history, best_value)
         save_checkpoint(self.output_folder / FINAL, final)
         seconds = time.perf_counter() - start_time
         final_metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
-        summary = {"method": self.method.name, "epochs": cfg.num_epochs, "best_val_med_mm": best_med,
+        summary = {"method": self.method.name, "epochs": cfg.num_epochs, "best": self._best_record(best_value),
                    "final": final_metrics, "untrained": self.initial_validation, "seconds_this_run": round(seconds, 1),
                    "training_seconds_total": round(sum(h["epoch_seconds"] for h in history), 1),
                    "training_config": cfg.to_dict(), "metadata": self.metadata}
         write_json(self.output_folder / SUMMARY_FILE, summary)
-        logger.info("Finished: %s (best validation MED %s mm)", self.output_folder / FINAL,
-                    "n/a" if best_med is None else f"{best_med:.2f}")
-        return TrainingResult(self.output_folder, cfg.num_epochs - start_epoch, best_med, final_metrics, seconds)
+        logger.info("Finished: %s (best %s %s)", self.output_folder / FINAL, metric_name,
+                    "n/a" if best_value is None else f"{best_value:.4g}")
+        return TrainingResult(self.output_folder, cfg.num_epochs - start_epoch, self._best_record(best_value),
+                              final_metrics, seconds)
 
     def _epoch(self, epoch: int, network, optimizer, stream) -> dict:
         cfg = self.config

@@ -1,6 +1,7 @@
 """One way to run independent jobs: in this process or a process pool, with a progress bar."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
@@ -33,3 +34,11 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
                         on_result(results[futures[future]])
                     bar.update()
     return results
+
+
+def default_num_processes() -> int:
+    """Worker processes when ``-np`` is not given: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

@@ -64,12 +64,12 @@ def centered_geometry(shape_zyx, spacing_zyx) -> Geometry:
     return Geometry(tuple(spacing_xyz), tuple(origin_xyz), shape_zyx=tuple(int(v) for v in shape_zyx))
 
 
-def distance_to_border_mm(geometry: Geometry, index_xyz) -> float:
-    """Smallest distance (mm) from a continuous voxel index to the outer voxel centers of the grid."""
-    index_xyz = np.asarray(index_xyz, dtype=np.float64)
-    upper = np.asarray(geometry.shape_xyz, dtype=np.float64) - 1.0
-    spacing = np.asarray(geometry.spacing_xyz)
-    return float(np.min(np.minimum(index_xyz, upper - index_xyz) * spacing))
+def distance_to_border_mm(geometry: Geometry, index_zyx) -> float:
+    """Smallest distance (mm) from a continuous voxel index (z, y, x) to the outer voxel centers of the grid."""
+    index_zyx = np.asarray(index_zyx, dtype=np.float64)
+    upper = np.asarray(geometry.shape_zyx, dtype=np.float64) - 1.0
+    spacing_zyx = np.asarray(geometry.spacing_zyx)
+    return float(np.min(np.minimum(index_zyx, upper - index_zyx) * spacing_zyx))
 
 
 def smooth_bias_field(shape_zyx, coefficients_zyx: np.ndarray) -> np.ndarray:

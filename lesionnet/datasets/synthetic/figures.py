@@ -16,8 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lesionnet.datasets.geometry import xyz_to_zyx  # noqa: E402
-
 logger = logging.getLogger(__name__)
 
 SOFT_TISSUE_WINDOW = (-160.0, 240.0)   # HU, level 40 / width 400
@@ -33,22 +31,23 @@ def _choose_pair(patient):
     return max(candidates, key=lambda k: patient.lesions[k].radii_mm[0])
 
 
-def _draw_scan(axes_axial, axes_coronal, axes_zoom, image_zyx, geometry, center_xyz, radius_mm, window, title,
-               other_centers_xyz=(), zoom_mm: float = 40.0):
-    """Axial slice through ``center_xyz``, coronal slice through its row, and a zoomed axial crop.
+def _draw_scan(axes_axial, axes_coronal, axes_zoom, image_zyx, geometry, center_zyx, radius_mm, window, title,
+               other_centers_zyx=(), zoom_mm: float = 40.0):
+    """Axial slice through ``center_zyx`` (continuous voxel index (z, y, x)), coronal slice through its row,
+    and a zoomed axial crop.
 
     The full views mark the lesion with a dashed circle of 1.6 × its radius (so the lesion itself stays
     visible); the zoomed crop draws the true radius and a dot at the center.
     """
     spacing_z, spacing_y, spacing_x = geometry.spacing_zyx
-    cz, cy, cx = xyz_to_zyx(center_xyz)
+    cz, cy, cx = center_zyx
     z_index = int(np.clip(round(cz), 0, image_zyx.shape[0] - 1))
     y_index = int(np.clip(round(cy), 0, image_zyx.shape[1] - 1))
     show = dict(cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
     axes_axial.imshow(image_zyx[z_index], aspect=spacing_y / spacing_x, **show)
     axes_coronal.imshow(image_zyx[:, y_index, :], aspect=spacing_z / spacing_x, origin="lower", **show)
     axes_zoom.imshow(image_zyx[z_index], aspect=spacing_y / spacing_x, **show)
-    for (ox, oy, oz) in other_centers_xyz:
+    for (oz, oy, ox) in other_centers_zyx:
         if abs(oz - cz) * spacing_z < 6.0:
             axes_axial.plot(ox, oy, marker="x", color="deepskyblue", markersize=6, mew=1.5)
     ring = dict(fill=False, color="red", lw=1.2, ls="--")
@@ -81,9 +80,9 @@ def render_tracking_figure(path, seed: int = 0, config=None, patient_index: int 
     fig, axes = plt.subplots(3, 2, figsize=(9, 12.5), gridspec_kw={"height_ratios": [1.0, 0.62, 0.8]})
     for column, t in enumerate((0, 1)):
         image, geometry = patient.render(t)
-        others = [patient.lesion_center_xyz(t, j) for j in range(len(patient.lesions)) if j != k]
+        others = [patient.lesion_center_zyx(t, j) for j in range(len(patient.lesions)) if j != k]
         _draw_scan(axes[0, column], axes[1, column], axes[2, column], image, geometry,
-                   patient.lesion_center_xyz(t, k), patient.lesion_radius_mm(t, k), window,
+                   patient.lesion_center_zyx(t, k), patient.lesion_radius_mm(t, k), window,
                    f"{'source' if t == 0 else 'target'} {patient.scan_id(t)}: lesion {k} ({patient.lesions[k].organ}), "
                    f"r = {patient.lesion_radius_mm(t, k):.1f} mm", others)
     fig.suptitle("Dataset501_SynthLesionTracking, one pair: dashed red = 1.6 × radius around the true center, "

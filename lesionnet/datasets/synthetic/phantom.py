@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from lesionnet.datasets.geometry import xyz_to_zyx
 from lesionnet.datasets.synthetic import shapes
 from lesionnet.datasets.synthetic.transforms import random_unit_vector, rotation_matrix
 
@@ -66,54 +67,55 @@ class TextureField:
 
     Attributes:
         values_zyx: the field on the grid, array ``[z, y, x]``.
-        origin_xyz: canonical position (mm) of grid node (0, 0, 0).
+        origin_mm: canonical position (x, y, z) (mm) of grid node (0, 0, 0).
         spacing_mm: isotropic grid spacing (mm).
     """
 
     values_zyx: np.ndarray
-    origin_xyz: tuple
+    origin_mm: tuple
     spacing_mm: float
 
     @classmethod
-    def random(cls, rng: np.random.Generator, half_extent_xyz=(170.0, 130.0, 130.0), spacing_mm: float = 4.0,
+    def random(cls, rng: np.random.Generator, half_extent_mm=(170.0, 130.0, 130.0), spacing_mm: float = 4.0,
                smoothing_mm: float = 5.0) -> "TextureField":
-        """Gaussian-smoothed white noise covering ``±half_extent_xyz`` (mm), renormalised to unit std."""
-        shape_xyz = [int(np.ceil(2 * h / spacing_mm)) + 1 for h in half_extent_xyz]
-        noise = rng.standard_normal(size=shape_xyz[::-1]).astype(np.float32)
+        """Gaussian-smoothed white noise covering ``±half_extent_mm`` (canonical (x, y, z), mm), renormalised
+        to unit std."""
+        shape_zyx = tuple(int(np.ceil(2 * h / spacing_mm)) + 1 for h in xyz_to_zyx(half_extent_mm))
+        noise = rng.standard_normal(size=shape_zyx).astype(np.float32)
         smooth = ndimage.gaussian_filter(noise, smoothing_mm / spacing_mm, mode="wrap")
         smooth = (smooth - smooth.mean()) / max(float(smooth.std()), 1e-6)
-        return cls(smooth, tuple(-h for h in half_extent_xyz), spacing_mm)
+        return cls(smooth, tuple(-h for h in half_extent_mm), spacing_mm)
 
     def sample(self, x, y, z) -> np.ndarray:
         """Field values at canonical points (trilinear; constant continuation outside the grid)."""
-        coords = np.stack([(z - self.origin_xyz[2]) / self.spacing_mm,
-                           (y - self.origin_xyz[1]) / self.spacing_mm,
-                           (x - self.origin_xyz[0]) / self.spacing_mm]).astype(np.float32)
-        return ndimage.map_coordinates(self.values_zyx, coords, order=1, mode="nearest")
+        coords_zyx = np.stack([(z - self.origin_mm[2]) / self.spacing_mm,
+                               (y - self.origin_mm[1]) / self.spacing_mm,
+                               (x - self.origin_mm[0]) / self.spacing_mm]).astype(np.float32)
+        return ndimage.map_coordinates(self.values_zyx, coords_zyx, order=1, mode="nearest")
 
 
 @dataclass(frozen=True)
 class Organ:
-    """An ellipsoidal organ: center and semi-axes in canonical mm, intensity in HU."""
+    """An ellipsoidal organ: center (x, y, z) and semi-axes in canonical mm, intensity in HU."""
 
-    center_xyz: tuple
+    center_mm: tuple
     semi_axes_mm: tuple
     hu: float
 
     def bounding_box(self) -> tuple:
-        """``(low_xyz, high_xyz)`` canonical box (mm) enclosing the ellipsoid."""
-        c, s = np.asarray(self.center_xyz), np.asarray(self.semi_axes_mm)
+        """``(low_mm, high_mm)`` canonical box (corner points (x, y, z), mm) enclosing the ellipsoid."""
+        c, s = np.asarray(self.center_mm), np.asarray(self.semi_axes_mm)
         return c - s, c + s
 
 
-def _vessel_tree(rng: np.random.Generator, root_xyz, main_direction, num_primary: int, lengths_mm,
+def _vessel_tree(rng: np.random.Generator, root_mm, main_direction, num_primary: int, lengths_mm,
                  radii_mm, spread_deg: float) -> list:
     """Segments ``(start, end, radius_mm)`` of a random branching tree (three generations)."""
     segments = []
     frontier = []
     for _ in range(num_primary):
         direction = np.asarray(main_direction, float) + 0.9 * random_unit_vector(rng)
-        frontier.append((np.asarray(root_xyz, float), direction / np.linalg.norm(direction)))
+        frontier.append((np.asarray(root_mm, float), direction / np.linalg.norm(direction)))
     for generation, (length_range, radius) in enumerate(zip(lengths_mm, radii_mm)):
         next_frontier = []
         for start, direction in frontier:
@@ -182,7 +184,7 @@ class TorsoPhantom:
             root = np.array([side * 22.0 * sx, 0.0, 45.0 * sz])
             lung_vessels += _vessel_tree(rng, root, (side, 0.0, 0.0), 5, ((30, 50), (20, 35), (12, 22)),
                                          (3.0, 1.8, 1.0), 40.0)
-        liver_center = np.asarray(organs["liver"].center_xyz)
+        liver_center = np.asarray(organs["liver"].center_mm)
         liver_vessels = _vessel_tree(rng, liver_center + np.array([25.0, 10.0, 0.0]), (-1.0, 0.0, 0.0), 4,
                                      ((30, 45), (15, 30)), (4.0, 2.5), 45.0)
         return cls(
@@ -206,7 +208,7 @@ class TorsoPhantom:
         return (ax - self.fat_thickness_mm, ay - self.fat_thickness_mm)
 
     def organ_box(self, name: str) -> tuple:
-        """Canonical ``(low_xyz, high_xyz)`` box (mm) to draw lesion candidates for organ ``name``.
+        """Canonical box ``(low_mm, high_mm)`` (corners (x, y, z), mm) to draw lesion candidates for organ ``name``.
 
         ``name`` is one of ``liver``, ``spleen``, ``lung`` (both lungs), ``soft_tissue`` (the body inside
         the fat layer).
@@ -283,7 +285,7 @@ class TorsoPhantom:
             if idx[0].size == 0:
                 continue
             xs, ys, zs = x[idx], y[idx], z[idx]
-            occupancy = shapes.ellipsoid(xs, ys, zs, lung.center_xyz, lung.semi_axes_mm, edge_mm)
+            occupancy = shapes.ellipsoid(xs, ys, zs, lung.center_mm, lung.semi_axes_mm, edge_mm)
             occupancy *= shapes.elliptic_cylinder(xs, ys, (0, 0), (iax - 5.0, iay - 5.0), edge_mm)
             vessels = shapes.capsules(xs, ys, zs, self.lung_vessels, edge_mm)
             value = lung.hu + TEXTURE_HU["lung"] * texture[idx]
@@ -298,7 +300,7 @@ class TorsoPhantom:
             if idx[0].size == 0:
                 continue
             xs, ys, zs = x[idx], y[idx], z[idx]
-            occupancy = shapes.ellipsoid(xs, ys, zs, organ.center_xyz, organ.semi_axes_mm, edge_mm)
+            occupancy = shapes.ellipsoid(xs, ys, zs, organ.center_mm, organ.semi_axes_mm, edge_mm)
             occupancy *= shapes.elliptic_cylinder(xs, ys, (0, 0), self.interior_semi_axes_mm, edge_mm)
             value = organ.hu + TEXTURE_HU["organ"] * texture[idx]
             labels = label
@@ -313,8 +315,8 @@ class TorsoPhantom:
     def _stomach_value(self, organ, xs, ys, zs, edge_mm, wall_value):
         """Stomach: 3 mm wall, fluid inside, an air cap in its upper third."""
         semi_inner = tuple(s - 3.0 for s in organ.semi_axes_mm)
-        lumen = shapes.ellipsoid(xs, ys, zs, organ.center_xyz, semi_inner, edge_mm)
-        air = shapes.ramp(organ.center_xyz[2] + 0.35 * organ.semi_axes_mm[2] - zs, edge_mm)
+        lumen = shapes.ellipsoid(xs, ys, zs, organ.center_mm, semi_inner, edge_mm)
+        air = shapes.ramp(organ.center_mm[2] + 0.35 * organ.semi_axes_mm[2] - zs, edge_mm)
         lumen_value = self.hu["stomach_fluid"] * (1 - air) + self.hu["air"] * air
         return wall_value * (1 - lumen) + lumen * lumen_value
 

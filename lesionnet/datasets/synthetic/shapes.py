@@ -15,16 +15,16 @@ def ramp(signed_distance_mm, edge_mm: float) -> np.ndarray:
     return np.clip(0.5 - signed_distance_mm / max(edge_mm, 1e-6), 0.0, 1.0)
 
 
-def ellipsoid_signed_distance(x, y, z, center_xyz, semi_axes_mm, rotation=None) -> np.ndarray:
+def ellipsoid_signed_distance(x, y, z, center_mm, semi_axes_mm, rotation=None) -> np.ndarray:
     """Approximate signed distance (mm) to an ellipsoid.
 
     Args:
         x, y, z: point coordinates (mm), arrays of equal shape.
-        center_xyz: ellipsoid center (mm).
+        center_mm: ellipsoid center, a point (x, y, z) in mm.
         semi_axes_mm: semi-axis lengths (mm) along the ellipsoid's own axes.
         rotation: optional 3×3 matrix whose columns are the ellipsoid axes in (x, y, z).
     """
-    dx, dy, dz = x - center_xyz[0], y - center_xyz[1], z - center_xyz[2]
+    dx, dy, dz = x - center_mm[0], y - center_mm[1], z - center_mm[2]
     if rotation is not None:
         r = np.asarray(rotation)
         dx, dy, dz = (r[0, 0] * dx + r[1, 0] * dy + r[2, 0] * dz,
@@ -37,9 +37,9 @@ def ellipsoid_signed_distance(x, y, z, center_xyz, semi_axes_mm, rotation=None) 
     return f / np.maximum(grad, 1e-6)
 
 
-def ellipsoid(x, y, z, center_xyz, semi_axes_mm, edge_mm: float, rotation=None) -> np.ndarray:
+def ellipsoid(x, y, z, center_mm, semi_axes_mm, edge_mm: float, rotation=None) -> np.ndarray:
     """Occupancy of an ellipsoid (see :func:`ellipsoid_signed_distance`)."""
-    return ramp(ellipsoid_signed_distance(x, y, z, center_xyz, semi_axes_mm, rotation), edge_mm)
+    return ramp(ellipsoid_signed_distance(x, y, z, center_mm, semi_axes_mm, rotation), edge_mm)
 
 
 def elliptic_cylinder(x, y, center_xy, semi_axes_mm, edge_mm: float) -> np.ndarray:
@@ -56,10 +56,10 @@ def slab(values, low: float, high: float, edge_mm: float) -> np.ndarray:
     return np.minimum(ramp(low - values, edge_mm), ramp(values - high, edge_mm))
 
 
-def capsule_distance(x, y, z, start_xyz, end_xyz) -> np.ndarray:
-    """Distance (mm) from points to the segment ``start_xyz``–``end_xyz``."""
-    s = np.asarray(start_xyz, dtype=np.float64)
-    seg = np.asarray(end_xyz, dtype=np.float64) - s
+def capsule_distance(x, y, z, start_mm, end_mm) -> np.ndarray:
+    """Distance (mm) from points to the segment ``start_mm``–``end_mm`` (points (x, y, z) in mm)."""
+    s = np.asarray(start_mm, dtype=np.float64)
+    seg = np.asarray(end_mm, dtype=np.float64) - s
     length2 = max(float(seg @ seg), 1e-12)
     px, py, pz = x - s[0], y - s[1], z - s[2]
     t = np.clip((px * seg[0] + py * seg[1] + pz * seg[2]) / length2, 0.0, 1.0)
@@ -68,7 +68,7 @@ def capsule_distance(x, y, z, start_xyz, end_xyz) -> np.ndarray:
 
 
 def capsules(x, y, z, segments, edge_mm: float) -> np.ndarray:
-    """Occupancy of a union of capsules; ``segments`` holds ``(start_xyz, end_xyz, radius_mm)``.
+    """Occupancy of a union of capsules; ``segments`` holds ``(start_mm, end_mm, radius_mm)``.
 
     Only points inside the bounding box of each capsule are evaluated, so many thin capsules are cheap.
     """

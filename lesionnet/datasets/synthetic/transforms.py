@@ -11,7 +11,9 @@ The scan is rendered by sampling the phantom at ``phi_t(w)`` for every voxel; a 
 canonical center is ``c`` is therefore centered at ``phi_t^{-1}(c)`` in the scan, which
 :meth:`WorldToCanonical.inverse` finds by Newton iteration to far below 0.01 mm.
 
-All point arrays here have shape ``(..., 3)`` in (x, y, z) order, in mm.
+All point arrays here are physical points of shape ``(..., 3)``, the vector (x, y, z) in mm (world:
+``points_world``, canonical: ``points_canonical_mm``); the only voxel indices are the (z, y, x) index
+grids of :meth:`WorldToCanonical.voxel_grid_to_canonical`.
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def rotation_matrix(axis_xyz, angle_rad: float) -> np.ndarray:
-    """3×3 rotation by ``angle_rad`` about the unit vector ``axis_xyz`` (Rodrigues' formula)."""
-    axis = np.asarray(axis_xyz, dtype=np.float64)
+def rotation_matrix(axis, angle_rad: float) -> np.ndarray:
+    """3×3 rotation by ``angle_rad`` about the direction ``axis`` (a physical (x, y, z) vector; Rodrigues' formula)."""
+    axis = np.asarray(axis, dtype=np.float64)
     axis = axis / np.linalg.norm(axis)
     k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
     return np.eye(3) + np.sin(angle_rad) * k + (1.0 - np.cos(angle_rad)) * (k @ k)
@@ -70,24 +72,24 @@ class AffinePose:
         configurations differing only in magnitudes give comparable poses for the same seed.
         """
         rotation = random_rotation(rng, max_rotation_deg)
-        scale_xyz = rng.uniform(scale_range[0], scale_range[1], size=3)
+        axis_scales = rng.uniform(scale_range[0], scale_range[1], size=3)  # along the x, y, z axes
         translation = random_unit_vector(rng) * rng.uniform(0.0, max_translation_mm)
-        return cls(np.diag(scale_xyz) @ rotation, translation)
+        return cls(np.diag(axis_scales) @ rotation, translation)
 
     @property
     def scale(self) -> float:
         """Isotropic scale of the linear part, ``|det(matrix)|^(1/3)`` (canonical mm per world mm)."""
         return float(abs(np.linalg.det(self.matrix)) ** (1.0 / 3.0))
 
-    def apply(self, world_xyz) -> np.ndarray:
-        """World point(s) ``(..., 3)`` → canonical point(s) ``(..., 3)`` under the affine part."""
-        world_xyz = np.asarray(world_xyz, dtype=np.float64)
-        return world_xyz @ self.matrix.T + self.offset_mm
+    def apply(self, points_world) -> np.ndarray:
+        """World point(s) ``(..., 3)`` (mm) → canonical point(s) ``(..., 3)`` (mm) under the affine part."""
+        points_world = np.asarray(points_world, dtype=np.float64)
+        return points_world @ self.matrix.T + self.offset_mm
 
-    def invert(self, canonical_xyz) -> np.ndarray:
-        """Canonical point(s) ``(..., 3)`` → world point(s) under the affine part."""
-        canonical_xyz = np.asarray(canonical_xyz, dtype=np.float64)
-        return (canonical_xyz - self.offset_mm) @ np.linalg.inv(self.matrix).T
+    def invert(self, points_canonical_mm) -> np.ndarray:
+        """Canonical point(s) ``(..., 3)`` (mm) → world point(s) (mm) under the affine part."""
+        points_canonical_mm = np.asarray(points_canonical_mm, dtype=np.float64)
+        return (points_canonical_mm - self.offset_mm) @ np.linalg.inv(self.matrix).T
 
 
 @dataclass(frozen=True)
@@ -141,12 +143,12 @@ class FourierDisplacement:
         """Upper bound of the spectral norm of the Jacobian of ``d`` (dimensionless)."""
         return float(np.sum(np.linalg.norm(self.amplitudes_mm, axis=1) * np.linalg.norm(self.wave_vectors, axis=1)))
 
-    def __call__(self, points_xyz) -> np.ndarray:
-        """Displacement (mm) at point(s) ``(..., 3)``; same shape as the input."""
-        points_xyz = np.asarray(points_xyz, dtype=np.float64)
+    def __call__(self, points_mm) -> np.ndarray:
+        """Displacement (mm) at point(s) ``(..., 3)`` (mm); same shape as the input."""
+        points_mm = np.asarray(points_mm, dtype=np.float64)
         if self.num_modes == 0:
-            return np.zeros_like(points_xyz)
-        angles = points_xyz @ self.wave_vectors.T + self.phases  # (..., K)
+            return np.zeros_like(points_mm)
+        angles = points_mm @ self.wave_vectors.T + self.phases  # (..., K)
         return np.sin(angles) @ self.amplitudes_mm
 
     def displace_components(self, x, y, z) -> tuple:
@@ -163,12 +165,12 @@ class FourierDisplacement:
             out_z += a[2] * s
         return out_x, out_y, out_z
 
-    def jacobian(self, points_xyz) -> np.ndarray:
-        """Jacobian ``∂d_i/∂q_j`` at point(s) ``(..., 3)`` → ``(..., 3, 3)``."""
-        points_xyz = np.asarray(points_xyz, dtype=np.float64)
+    def jacobian(self, points_mm) -> np.ndarray:
+        """Jacobian ``∂d_i/∂q_j`` at point(s) ``(..., 3)`` (mm) → ``(..., 3, 3)``."""
+        points_mm = np.asarray(points_mm, dtype=np.float64)
         if self.num_modes == 0:
-            return np.zeros(points_xyz.shape + (3,))
-        cosines = np.cos(points_xyz @ self.wave_vectors.T + self.phases)  # (..., K)
+            return np.zeros(points_mm.shape + (3,))
+        cosines = np.cos(points_mm @ self.wave_vectors.T + self.phases)  # (..., K)
         # J_ij = sum_k a_ki cos_k w_kj
         return np.einsum("...k,ki,kj->...ij", cosines, self.amplitudes_mm, self.wave_vectors)
 
@@ -184,35 +186,37 @@ class WorldToCanonical:
     def identity(cls) -> "WorldToCanonical":
         return cls(AffinePose.identity(), FourierDisplacement.zero())
 
-    def __call__(self, world_xyz) -> np.ndarray:
+    def __call__(self, points_world) -> np.ndarray:
         """World point(s) ``(..., 3)`` → canonical point(s) ``(..., 3)``, mm."""
-        q = self.pose.apply(world_xyz)
+        q = self.pose.apply(points_world)
         return q + self.displacement(q)
 
-    def index_grid_to_canonical(self, geometry, index_x, index_y, index_z) -> tuple:
-        """Canonical ``(x, y, z)`` (float32 arrays, mm) of voxel indices given as broadcastable arrays.
+    def voxel_grid_to_canonical(self, geometry, index_z, index_y, index_x) -> tuple:
+        """Canonical points ``(x, y, z)`` (three float32 arrays, mm) of voxel indices along z, y and x
+        given as broadcastable arrays.
 
-        The index → world affine is taken from ``geometry`` (``Geometry.index_to_world`` of the origin
-        and the three unit indices), composed with the affine part, then displaced.
+        The voxel → world affine is taken from ``geometry`` (``Geometry.voxel_to_world`` of the origin
+        and the three unit voxel steps), composed with the affine part, then displaced.
         """
-        basis = geometry.index_to_world(np.vstack([np.zeros(3), np.eye(3)]))
-        world_origin, world_columns = basis[0], (basis[1:] - basis[0]).T  # columns: world step per index axis
-        linear = self.pose.matrix @ world_columns
+        basis = geometry.voxel_to_world(np.vstack([np.zeros(3), np.eye(3)]))
+        world_origin, world_steps = basis[0], basis[1:] - basis[0]  # rows: world step per voxel step along z, y, x
+        step_z, step_y, step_x = (self.pose.matrix @ world_steps.T).T  # canonical step per voxel step
         offset = self.pose.apply(world_origin)
-        q = [np.float32(offset[i]) + np.float32(linear[i, 0]) * index_x + np.float32(linear[i, 1]) * index_y
-             + np.float32(linear[i, 2]) * index_z for i in range(3)]
+        # float32 sums in the order x, y, z: another order rounds differently and changes the generated images
+        q = [np.float32(offset[i]) + np.float32(step_x[i]) * index_x + np.float32(step_y[i]) * index_y
+             + np.float32(step_z[i]) * index_z for i in range(3)]
         q = [np.asarray(v, dtype=np.float32) for v in np.broadcast_arrays(*q)]
         if self.displacement.num_modes == 0:
             return tuple(q)
         return self.displacement.displace_components(*q)
 
-    def inverse(self, canonical_xyz, tol_mm: float = 1e-6, max_iterations: int = 50) -> np.ndarray:
-        """Canonical point(s) ``(..., 3)`` → world point(s), solving ``q + d(q) = c`` by Newton iteration.
+    def inverse(self, points_canonical_mm, tol_mm: float = 1e-6, max_iterations: int = 50) -> np.ndarray:
+        """Canonical point(s) ``(..., 3)`` → world point(s) (mm), solving ``q + d(q) = c`` by Newton iteration.
 
         Raises ``RuntimeError`` when the iteration does not reach ``tol_mm`` (the displacement field is
         then too strong to be invertible; lower ``nonrigid_displacement_mm``).
         """
-        target = np.asarray(canonical_xyz, dtype=np.float64)
+        target = np.asarray(points_canonical_mm, dtype=np.float64)
         q = target.copy()
         for _ in range(max_iterations):
             residual = q + self.displacement(q) - target

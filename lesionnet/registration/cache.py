@@ -22,19 +22,17 @@ from typing import Iterable
 
 import numpy as np
 
-from lesionnet.datasets.geometry import Geometry
-from lesionnet.preprocessing.manifest import (
-    file_signature,
-    read_json_or_none,
-    stable_hash,
-)
 from lesionnet.registration.affine import (
     AffineRegistration,
     RegistrationSettings,
     register_affine,
 )
-from lesionnet.registration.anatomy_maps import project_lesion
 from lesionnet.utils.files import write_json
+from lesionnet.utils.manifest import (
+    file_signature,
+    read_json_or_none,
+    stable_hash,
+)
 from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
@@ -168,23 +166,12 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
     return out
 
 
-def project_pair(registration: AffineRegistration, source_center_xyz, source_radius_mm: float,
-                 source_geometry: Geometry, target_geometry: Geometry) -> tuple[np.ndarray, float]:
-    """Affine prior of a lesion: ``(center index (x, y, z) in the target grid, radius mm)``.
-
-    The registration maps world points, so it applies to raw and resampled grids alike; pass the
-    geometries of the grids the centers refer to.
-    """
-    return project_lesion(registration, source_center_xyz, source_radius_mm, source_geometry, target_geometry)
-
-
-def prior_error_mm_zyx(prior_center_xyz, target_center_xyz, target_spacing_xyz) -> list:
-    """``|prior - target| × spacing`` per axis (mm), returned in (z, y, x) order."""
-    err_xyz = np.abs(np.asarray(prior_center_xyz, dtype=np.float64) - np.asarray(target_center_xyz, dtype=np.float64))
-    err_xyz = err_xyz * np.asarray(target_spacing_xyz, dtype=np.float64)
-    return [float(err_xyz[2]), float(err_xyz[1]), float(err_xyz[0])]
+def prior_error_mm_zyx(prior_center_zyx, target_center_zyx, target_spacing_zyx) -> list:
+    """``|prior - target| × spacing`` per axis (mm), (z, y, x); centers are voxel indices of the target."""
+    err = np.abs(np.asarray(prior_center_zyx, dtype=np.float64) - np.asarray(target_center_zyx, dtype=np.float64))
+    return [float(v) for v in err * np.asarray(target_spacing_zyx, dtype=np.float64)]
 
 
 __all__ = ["REGISTRATION_FOLDER", "DEFAULT_PRIOR_REGISTRATION", "registration_key", "settings_key",
-           "invert_registration", "registration_jobs", "ensure_registrations", "project_pair",
+           "invert_registration", "registration_jobs", "ensure_registrations",
            "prior_error_mm_zyx"]

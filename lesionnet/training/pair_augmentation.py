@@ -1,4 +1,5 @@
-"""Augmentation of tracking samples (template + search patches with their Gaussian maps).
+"""Augmentation of paired tracking samples (template + search patches with their lesion maps), for any
+tracker trained on pairs (see :mod:`lesionnet.training.pair_sampling`).
 
 * Spatial, applied *consistently*: a random flip per axis flips the template image, the template
   Gaussian, the search image, the search prior and the target center together, so the pair still
@@ -12,7 +13,7 @@
   The Gaussian maps are never changed by intensity transforms.
 
 Every draw comes from numpy's global RNG, which the data loader seeds per batch (see
-:mod:`lesionnet.training.tlt_data`), so a batch is a pure function of (seed, batch index).
+:mod:`lesionnet.training.batch_stream`), so a batch is a pure function of (seed, batch index).
 """
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ from batchgenerators.transforms.color_transforms import (
 )
 from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
 
+from lesionnet.utils.dataclass_dict import dataclass_from_dict
+
 
 @dataclass
-class AugmentationConfig:
-    """Probabilities and ranges of the augmentation (``enabled=False`` turns all of it off)."""
+class PairAugmentation:
+    """Probabilities and ranges of the pair augmentation (``enabled=False`` turns all of it off). A method
+    stores it as the ``augmentation`` dict of its :class:`~lesionnet.training.config.TrainingConfig`."""
 
     enabled: bool = True
     flip_probability: float = 0.5            # per axis (z, y, x)
@@ -45,11 +49,13 @@ class AugmentationConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentationConfig":
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    def from_dict(cls, d: dict) -> "PairAugmentation":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return dataclass_from_dict(cls, values, "pair augmentation setting")
 
 
-def intensity_transforms(config: AugmentationConfig) -> Compose:
+def intensity_transforms(config: PairAugmentation) -> Compose:
     """batchgenerators intensity transforms for the ``template`` and ``search`` keys of a batch dict."""
     transforms = []
     for key in ("template", "search"):
@@ -83,7 +89,7 @@ def flip_sample(sample: dict, axes_zyx) -> dict:
     return out
 
 
-def augment_batch(samples: list[dict], config: AugmentationConfig) -> list[dict]:
+def augment_batch(samples: list[dict], config: PairAugmentation) -> list[dict]:
     """Consistent random flips per sample (numpy's global RNG); intensity transforms are applied to the
     stacked batch by the loader (see :func:`intensity_transforms`)."""
     if not config.enabled:

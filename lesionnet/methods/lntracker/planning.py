@@ -1,0 +1,136 @@
+"""LN-Tracker's planning rules and its section of the plan (the LN-Tracker network itself is not
+implemented yet: the section is planned, and the detection data are preprocessed for it, so that its
+sizes and memory can be reviewed; no command trains or predicts with it).
+
+Slices keep their native thickness (detection runs slice by slice); the in-plane patch is the whole
+median slice; queries come from the most lesions seen in one slice, the 2.5D slice context from the
+slice thickness, and width, depth and batch from the memory budget through an estimate-only memory
+model (:mod:`lesionnet.methods.lntracker.memory`). Patch sizes are pixels ``(y, x)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lesionnet.methods.lntracker import memory
+from lesionnet.planning.planner import PlanningContext
+from lesionnet.planning.rules import (
+    build_chain,
+    decision,
+    median_resampled_shape,
+    patch_reduction_levels,
+    round_up,
+    rule_max_batch,
+    rule_native_z_spacing,
+    select_from_chain,
+)
+
+#: paper configuration: the upper defaults of the memory-driven choices
+PAPER = {"num_queries": 300, "slices_per_side": 4, "hidden_dim": 256, "encoder_layers": 6, "decoder_layers": 9,
+         "batch_size": 8}
+HIDDEN_DIMS = (128, 192, 256)
+ENCODER_LAYERS = (3, 6)
+DECODER_LAYERS = (3, 6, 9)
+QUERY_LEVELS = (25, 50, 100, 200, 300)
+#: stride of the coarsest backbone level; the in-plane patch is a multiple of it
+STRIDE = 32
+#: the paper's inference thresholds
+THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5}
+#: the plan's keys that grow with the memory budget
+MEMORY_DRIVEN_KEYS = ("patch_size_yx", "num_queries", "slices_per_side", "hidden_dim", "encoder_layers",
+                      "decoder_layers", "batch_size")
+
+
+def rule_queries(per_slice_max: int, factor: float = 10.0, minimum: int = 20,
+                 paper: int = PAPER["num_queries"]) -> dict:
+    """Detection queries: ``factor`` × the most lesions seen in one slice, rounded up to 10, between
+    ``minimum`` and the paper's 300 (DETR keeps queries an order of magnitude above the objects)."""
+    value = int(min(paper, max(minimum, round_up(factor * max(0, per_slice_max), 10))))
+    return decision(value, f"clip(roundup10({factor:g} × max lesions per slice), {minimum}, {paper})",
+                    per_slice_max=per_slice_max)
+
+
+def rule_slice_context(median_thickness_mm: float, context_mm: float = 8.0,
+                       max_per_side: int = PAPER["slices_per_side"]) -> dict:
+    """2.5D context: slices on each side covering about ``context_mm`` (LN-DETR's 9 slices of 2 mm
+    reach ±8 mm), at least 1, at most the paper's 4 per side."""
+    per_side = int(min(max_per_side, max(1, round(context_mm / max(median_thickness_mm, 1e-6)))))
+    return decision(per_side, f"round({context_mm:g} mm / median slice thickness), between 1 and {max_per_side}",
+                    median_slice_thickness_mm=median_thickness_mm, num_slices=2 * per_side + 1)
+
+
+def rule_capacity(patch_yx, spacing_yx, desired_queries: int, desired_slices_per_side: int,
+                  usable_bytes: float, max_batch: int, device: str = "cuda") -> dict:
+    """LN-Tracker queries, slice context, hidden width, encoder/decoder depth and batch from the memory
+    budget (estimate-only memory model). Chain: in-plane patch shrinking towards 128 at the minimal
+    network; then queries up to the data-driven number, slices per side up to the data-driven context,
+    hidden width 128 → 256, decoder 3 → 9 and encoder 3 → 6 layers (the paper's); then the batch."""
+    patches = patch_reduction_levels(patch_yx, [min(p, 128) for p in patch_yx], spacing_yx, STRIDE)
+    queries = sorted({q for q in QUERY_LEVELS if q < desired_queries} | {desired_queries})
+    start = {"patch_size_yx": patches[0], "num_queries": queries[0], "slices_per_side": 1, "hidden_dim": HIDDEN_DIMS[0],
+             "encoder_layers": ENCODER_LAYERS[0], "decoder_layers": DECODER_LAYERS[0], "batch_size": 1}
+    steps = [("patch_size_yx", p) for p in patches[1:]]
+    steps += [("num_queries", q) for q in queries[1:]]
+    steps += [("slices_per_side", k) for k in range(2, desired_slices_per_side + 1)]
+    steps += [("hidden_dim", h) for h in HIDDEN_DIMS[1:]]
+    steps += [("decoder_layers", d) for d in DECODER_LAYERS[1:]]
+    steps += [("encoder_layers", e) for e in ENCODER_LAYERS[1:]]
+    steps += [("batch_size", b) for b in range(2, max_batch + 1)]
+    chain = build_chain(start, steps)
+
+    def estimate(c):
+        return memory.training_step_memory(c["patch_size_yx"], c["batch_size"], c["slices_per_side"],
+                                           c["num_queries"], c["hidden_dim"], c["encoder_layers"],
+                                           c["decoder_layers"], device=device)
+
+    chosen = select_from_chain(chain, estimate, usable_bytes)
+    return decision(chosen["config"], "last element of the LN-Tracker capacity chain (patch -> queries -> slice "
+                    "context -> width/depth up to the paper's -> batch) whose estimated training memory fits the "
+                    "budget (LN-Tracker memory model is an unverified estimate)",
+                    usable_bytes=usable_bytes, max_batch=max_batch, planned_patch_yx=patch_yx,
+                    desired_queries=desired_queries, desired_slices_per_side=desired_slices_per_side, device=device,
+                    chain_index=chosen["index"], chain_length=chosen["chain_length"], fits=chosen["fits"],
+                    estimate=chosen["estimate"].to_dict())
+
+
+def plan(context: PlanningContext) -> dict:
+    """LN-Tracker's section of the plan (see the module docstring)."""
+    fingerprint = context.fingerprint
+    spacing_rec = rule_native_z_spacing(context.spacings_zyx)
+    spacing = spacing_rec["value"]
+    shapes = context.scan_shapes_zyx
+    median_shape = median_resampled_shape(shapes, context.scan_spacings_zyx, spacing)
+    patch_yx = [round_up(n, STRIDE) for n in median_shape[1:]]
+    patch_rec = decision(patch_yx, f"whole median slice at the target in-plane spacing, rounded up to {STRIDE}",
+                         median_shape_zyx=median_shape)
+    per_slice_max = int(fingerprint.get("detection", {}).get("per_slice_instance_counts", {}).get("max", 0))
+    queries_rec = rule_queries(per_slice_max)
+    thickness = fingerprint.get("slice_thickness_mm", {}).get(
+        "p50", float(np.median(np.asarray(context.spacings_zyx)[:, 0])))
+    context_rec = rule_slice_context(thickness)
+    batch_rec = rule_max_batch(int(sum(s[0] for s in shapes)), PAPER["batch_size"])
+    cap_rec = rule_capacity(patch_yx, spacing[1:], queries_rec["value"], context_rec["value"], context.usable_bytes,
+                            batch_rec["value"], context.device)
+    cap = cap_rec["value"]
+    data_id, data_config = context.data_configuration(spacing, native_z=True)
+    return {
+        "data_identifier": data_id,
+        "data_configuration": data_config,
+        "patch_size_yx": cap["patch_size_yx"],
+        "slices_per_side": cap["slices_per_side"],
+        "num_input_slices": 2 * cap["slices_per_side"] + 1,
+        "num_queries": cap["num_queries"],
+        "hidden_dim": cap["hidden_dim"],
+        "encoder_layers": cap["encoder_layers"],
+        "decoder_layers": cap["decoder_layers"],
+        "batch_size": cap["batch_size"],
+        "thresholds": dict(THRESHOLDS),
+        "estimated_memory_bytes": cap_rec["inputs"]["estimate"]["total_bytes"],
+        "memory_model_verified": False,
+        "fits_memory_budget": cap_rec["inputs"]["fits"],
+        "decisions": {"target_spacing": spacing_rec, "patch_size_yx": patch_rec, "num_queries": queries_rec,
+                      "slice_context": context_rec, "max_batch_size": batch_rec, "capacity": cap_rec},
+    }
+
+
+__all__ = ["PAPER", "STRIDE", "THRESHOLDS", "MEMORY_DRIVEN_KEYS", "rule_queries", "rule_slice_context",
+           "rule_capacity", "plan"]

@@ -1,0 +1,126 @@
+"""The ``tlt`` method: everything the generic layers need to plan, train, validate and run TLT.
+
+* plan: :func:`lesionnet.methods.tlt.planning.plan`; memory: :mod:`lesionnet.methods.tlt.memory`;
+* presets: ``small`` (the CPU-sized network of the demo: same structure, narrower extractor, 2 layers
+  per line, the Gaussians as extra input channels) and ``tiny`` (tests), as overrides of the plan's
+  ``network``; the plan's SSS threshold and fine matching head are kept;
+* build: :func:`~lesionnet.methods.tlt.network.build_tlt` + :class:`~lesionnet.methods.tlt.loss.TLTLoss`,
+  decoding with ``predict_center``;
+* batches: paired samples around the affine prior (:mod:`lesionnet.training.pair_sampling`) with TLT's
+  Gaussian; validation: tracking the fold's validation pairs on the preprocessed grids, the best
+  checkpoint at the lowest validation MED;
+* predictor: :class:`~lesionnet.methods.tlt.predictor.TLTCaseTracker`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lesionnet.evaluation.validation import tracking_validation_metrics
+from lesionnet.methods.base import Method
+from lesionnet.methods.tlt import memory, planning
+from lesionnet.methods.tlt.loss import TLTLoss
+from lesionnet.methods.tlt.maps import lesion_gaussian
+from lesionnet.methods.tlt.network import build_tlt
+from lesionnet.methods.tlt.predictor import TLTCaseTracker
+from lesionnet.methods.tlt.tracker import track_lesion
+from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
+from lesionnet.training.built_model import BuiltModel
+from lesionnet.training.pair_augmentation import PairAugmentation
+from lesionnet.training.pair_sampling import PairBatchMaker, PairSampler
+
+#: network presets as overrides of the plan section
+PRESETS = {
+    "plan": {},
+    "small": {"network": {"channels": [16, 32, 48, 64], "num_heads": 4, "layers_per_line": 2, "ffn_dim": 128,
+                          "head_hidden": 64, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3,
+                          "gaussian_input_channels": True}},
+    "tiny": {"network": {"channels": [8, 16, 16, 24], "num_heads": 4, "layers_per_line": 1, "ffn_dim": 48,
+                         "head_hidden": 24, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3}},
+}
+INPUT_KEYS = ("template", "template_gaussian", "search", "search_prior")
+
+
+def _pairs_by_id(data, item_ids) -> list:
+    by_id = {p.pair_id: p for p in data.pairs()}
+    return [by_id[i] for i in item_ids]
+
+
+class TLTMethod(Method):
+    name = "tlt"
+    task = "tracking"
+    description = "Transformer Lesion Tracker (MICCAI 2022)"
+    trainable = True
+    predicts = True
+    makes_heatmaps = True
+    presets = PRESETS
+    selection_metric = ("med_mm", "min")
+    memory_driven_keys = planning.MEMORY_DRIVEN_KEYS
+    #: the demo's TLT training on a CPU: the small network, 24 epochs of 40 steps of 4 pairs
+    demo_training = {"preset": "small", "num_epochs": 24, "iterations_per_epoch": 40, "batch_size": 4,
+                     "learning_rate": 1e-3, "max_val_pairs": 40, "seed": 0}
+
+    # ------------------------------------------------------------------------------- planning
+    def plan(self, context) -> dict:
+        return planning.plan(context)
+
+    def memory(self, section: dict, device: str):
+        template, search = section["template_patch_size_zyx"], section["search_patch_size_zyx"]
+        tokens = min(section["max_template_tokens"], int(np.prod([t // section["feature_stride"] for t in template])))
+        return memory.training_step_memory(template, search, section["batch_size"], template_tokens=tokens,
+                                           device=device, **section["network"])
+
+    def summary(self, section: dict, data_configuration: dict | None) -> str:
+        net = section["network"]
+        spacing = "x".join(f"{v:.2f}" for v in (data_configuration or {}).get("target_spacing_zyx", []))
+        return (f"tlt: spacing {spacing} mm, template {section['template_patch_size_zyx']}, search "
+                f"{section['search_patch_size_zyx']}, Tr {net['sss_threshold']}, depth {net['layers_per_line']}, "
+                f"heads {net['num_heads']}, width {net['channels'][-1]}, batch {section['batch_size']}")
+
+    # ------------------------------------------------------------------------------- training
+    def build(self, section: dict) -> BuiltModel:
+        network = build_tlt(section["network"])
+        loss = TLTLoss(stride=network.output_stride)
+
+        def criterion(outputs: dict, batch: dict) -> dict:
+            losses = loss(outputs, batch["target_center_zyx"], batch["target_radius_mm"], batch["spacing_zyx"])
+            return {"loss": losses["loss"], "focal": losses["focal"].detach(), "l1_mm": losses["l1_mm"].detach()}
+
+        return BuiltModel(network, criterion, network.predict_center, INPUT_KEYS)
+
+    def training_defaults(self, section: dict) -> dict:
+        return {"batch_size": int(section.get("batch_size", 2)), "augmentation": PairAugmentation().to_dict()}
+
+    def batches(self, data, item_ids, section: dict, config, first_batch: int):
+        augmentation = PairAugmentation.from_dict(config.augmentation)
+        jitter = augmentation.prior_jitter_mm if augmentation.enabled else 0.0
+        sampler = PairSampler(data.cached_case, section["template_patch_size_zyx"], section["search_patch_size_zyx"],
+                              lesion_gaussian, prior_jitter_mm=jitter)
+        loader = SeededBatchLoader(_pairs_by_id(data, item_ids), PairBatchMaker(sampler, augmentation),
+                                   config.batch_size, config.seed, first_batch, config.num_workers)
+        return make_batch_stream(loader, config.num_workers)
+
+    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
+        pairs = _pairs_by_id(data, item_ids)
+        if not pairs:
+            return {}
+        predicted, spacings = [], []
+        for pair in pairs:
+            source, target = data.cached_case(pair.source), data.cached_case(pair.target)
+            result = track_lesion(model.network, source.image, pair.source_center_zyx, pair.source_radius_mm,
+                                  source.geometry.spacing_zyx, target.image, pair.prior_center_zyx,
+                                  pair.prior_radius_mm, target.geometry.spacing_zyx, section["template_patch_size_zyx"],
+                                  section["search_patch_size_zyx"], device=device)
+            predicted.append(result.center_zyx)
+            spacings.append(target.geometry.spacing_zyx)
+        return tracking_validation_metrics(predicted, [p.target_center_zyx for p in pairs], spacings,
+                                           [p.target_radius_mm for p in pairs], [p.pair_id for p in pairs])
+
+    # ------------------------------------------------------------------------------- prediction
+    def predictor(self, request) -> TLTCaseTracker:
+        return TLTCaseTracker(request.models, request.device, request.step_size, request.search_region_zyx,
+                              request.heatmap_folder)
+
+
+TLT = TLTMethod()
+
+__all__ = ["TLTMethod", "TLT", "PRESETS", "INPUT_KEYS"]

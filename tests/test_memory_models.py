@@ -1,0 +1,96 @@
+"""The methods' memory models: exact parameter counts, growth with every size, and TLT's model against the
+measured peak of a training step (in a fresh process)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lesionnet.methods import REGISTRY
+from lesionnet.methods.dlt import memory as dlt_memory
+from lesionnet.methods.lntracker import memory as lntracker_memory
+from lesionnet.methods.tlt import memory as tlt_memory
+from lesionnet.methods.tlt.network import build_tlt, count_parameters
+from lesionnet.planning import memory as mm
+
+
+@pytest.mark.parametrize("net", [tlt_memory.network_config(), tlt_memory.network_config(64, 2, 1),
+                                 tlt_memory.network_config(128, 4, 2),
+                                 {**tlt_memory.network_config(64, 2, 1), "fine_matching": True},
+                                 {**tlt_memory.network_config(64, 2, 1), "gaussian_input_channels": True,
+                                  "fine_matching": True}])
+def test_tlt_parameter_count_is_exact(net):
+    assert tlt_memory.parameter_count(**net) == count_parameters(build_tlt(net))
+
+
+def test_tlt_paper_parameter_count():
+    assert tlt_memory.parameter_count() == pytest.approx(5.98e6, rel=0.01)
+
+
+def test_memory_models_grow_with_every_size():
+    base = dict(template_patch_zyx=(16, 32, 32), search_patch_zyx=(24, 64, 64), batch_size=1)
+    m0 = tlt_memory.training_step_memory(**base).total_bytes
+    assert tlt_memory.training_step_memory(**{**base, "batch_size": 2}).total_bytes > m0
+    assert tlt_memory.training_step_memory(**{**base, "search_patch_zyx": (32, 64, 64)}).total_bytes > m0
+    assert tlt_memory.training_step_memory(**base, **{k: v for k, v in tlt_memory.network_config(64, 2, 1).items()
+                                    if k != "sss_threshold"}).total_bytes < m0
+    assert tlt_memory.training_step_memory(**base, num_heads=8, attention_dropout=0.1).total_bytes > m0
+    d0 = dlt_memory.training_step_memory((16, 64, 64), (16, 64, 64), 1, 16, 32).total_bytes
+    assert dlt_memory.training_step_memory((16, 64, 64), (16, 64, 64), 1, 32, 32).total_bytes > d0
+    assert dlt_memory.training_step_memory((16, 64, 64), (16, 64, 64), 1, 16, 64).total_bytes > d0
+    l0 = lntracker_memory.training_step_memory((256, 256), 1, 1, 100).total_bytes
+    assert lntracker_memory.training_step_memory((256, 256), 1, 2, 100).total_bytes > l0
+    assert lntracker_memory.training_step_memory((256, 256), 1, 1, 300).total_bytes > l0
+    assert mm.usable_memory_bytes(1 * mm.GIB, "cuda") < mm.usable_memory_bytes(2 * mm.GIB, "cuda")
+
+
+def measure_isolated(template, search, batch) -> dict:
+    """``measure_training_step_memory`` launched from a small fresh Python process.
+
+    Linux keeps ``ru_maxrss`` across ``execve``: a child started directly from this (large) pytest process
+    would report this process's peak as its baseline and under-measure the step. A launcher that never
+    imports torch keeps the inherited high-water mark below the measuring child's own baseline.
+    """
+    import subprocess
+    import sys
+    code = ("import json; from lesionnet.methods.tlt.memory_measure import measure_training_step_memory as m; "
+            f"print(json.dumps(m(None, {tuple(template)}, {tuple(search)}, {int(batch)}, radius_mm=8.0, "
+            "spacing_zyx=(2.5, 2.0, 2.0))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _check_measured(template, search, batch):
+    measured = measure_isolated(template, search, batch)
+    kept = max(measured["template_tokens_kept"])
+    estimate = tlt_memory.training_step_memory(template, search, batch, template_tokens=kept)
+    saved_ratio = estimate.activation_bytes / mm.MIB / measured["saved_tensors_mib"]
+    step_ratio = estimate.step_peak_bytes / mm.MIB / measured["step_peak_mib"]
+    assert 0.7 <= saved_ratio <= 1.3, (saved_ratio, measured)
+    assert 0.7 <= step_ratio <= 1.3, (step_ratio, measured)
+    return step_ratio
+
+
+def test_tlt_memory_model_matches_measured_peak_small_crop():
+    """Forward + backward of the paper network on CPU, measured in a subprocess (ru_maxrss), ±30 %."""
+    _check_measured((16, 64, 64), (16, 64, 64), 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template,search,batch", [((32, 96, 96), (32, 96, 96), 1), ((24, 128, 128), (24, 128, 128), 1),
+                                                   ((16, 64, 64), (16, 64, 64), 2), ((16, 48, 48), (40, 128, 128), 1)])
+def test_tlt_memory_model_matches_measured_peak(template, search, batch):
+    _check_measured(template, search, batch)
+
+
+def test_every_planned_method_declares_a_memory_model_of_its_section():
+    from test_planner import budget, detection_fingerprint, tracking_fingerprint
+
+    from lesionnet.planning.planner import plan_from_fingerprint
+    for fingerprint in (tracking_fingerprint([4.0, 8.0, 12.0]), detection_fingerprint()):
+        plans = plan_from_fingerprint(fingerprint, budget(8), REGISTRY.values())
+        for name, section in plans["configurations"].items():
+            estimate = REGISTRY[name].memory(section, plans["memory_budget"]["inputs"]["device"])
+            if section.get("estimated_memory_bytes") is not None:
+                assert estimate.total_bytes == section["estimated_memory_bytes"], name
