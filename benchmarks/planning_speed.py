@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     os.environ["lesionnet_raw"] = str(work / "raw")
     os.environ["lesionnet_preprocessed"] = str(work / "preprocessed")
     from lesionnet.cli.plan_and_preprocess import run
+    from lesionnet.methods import REGISTRY
     from lesionnet.planning.fingerprint import extract_fingerprint
     from lesionnet.planning.plans_io import plan_experiment
     from lesionnet.preprocessing.preprocess import preprocess_dataset
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     extract_fingerprint(raw_folder, num_processes=args.num_processes, progress=False, force=True)
     t_scan_pass = time.perf_counter() - t0
     t0 = time.perf_counter()
-    plans = plan_experiment(raw_folder, gpu_memory_gb=args.gpu_memory_gb, fingerprint=fingerprint)
+    plans = plan_experiment(raw_folder, REGISTRY.values(), gpu_memory_gb=args.gpu_memory_gb, fingerprint=fingerprint)
     t_plan = time.perf_counter() - t0
     t_preprocess = t_rerun = None
     rerun = {"preprocessing": {}}

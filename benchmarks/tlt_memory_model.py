@@ -1,9 +1,10 @@
-"""Benchmark: the planner's TLT memory model against measured peak memory of a training step on CPU.
+"""Benchmark: TLT's memory model (``lesionnet.methods.tlt.memory``) against measured peak memory of a
+training step on CPU.
 
 For each case (patch sizes, batch, network width/heads/depth) one forward + TLT loss + backward of
-``lesionnet.networks.tlt`` runs in a fresh subprocess
-(:func:`lesionnet.networks.memory_measure.measure_training_step_memory`: ``ru_maxrss`` after the step
-minus ``ru_maxrss`` after building the model and inputs). The measuring child is started from a small
+``lesionnet.methods.tlt.network`` runs in a fresh subprocess
+(:func:`lesionnet.methods.tlt.memory_measure.measure_training_step_memory`: the RSS high-water mark of
+the step minus the RSS after building the model and inputs). The measuring child is started from a small
 launcher process that never imports torch, because Linux carries ``ru_maxrss`` across ``execve``: a
 child started straight from a large process inherits that process's high-water mark as its baseline.
 
@@ -30,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lesionnet.planning import memory_model as mm  # noqa: E402
+from lesionnet.methods.tlt import memory as tlt_memory  # noqa: E402
+from lesionnet.planning.memory import MIB  # noqa: E402
 from lesionnet.utils.files import write_json, write_text  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -50,7 +52,7 @@ QUICK = CASES[:2]
 
 def measure(template, search, batch, network: dict) -> dict:
     config = {k: v for k, v in network.items()}
-    code = ("import json; from lesionnet.networks.memory_measure import measure_training_step_memory as m; "
+    code = ("import json; from lesionnet.methods.tlt.memory_measure import measure_training_step_memory as m; "
             f"print(json.dumps(m({config!r}, {tuple(template)}, {tuple(search)}, {int(batch)}, radius_mm=10.0, "
             "spacing_zyx=(2.5, 2.0, 2.0))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=REPO)
@@ -65,19 +67,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for template, search, batch, (width, heads, depth) in (QUICK if args.quick else CASES):
-        network = mm.tlt_network_config(width, heads, depth)
+        network = tlt_memory.network_config(width, heads, depth)
         measured = measure(template, search, batch, network)
-        est = mm.tlt_memory(template, search, batch, channels=network["channels"], num_heads=heads,
-                            layers_per_line=depth, ffn_dim=network["ffn_dim"], head_hidden=network["head_hidden"],
-                            template_tokens=max(measured["template_tokens_kept"]))
+        est = tlt_memory.training_step_memory(template, search, batch, channels=network["channels"], num_heads=heads,
+                                              layers_per_line=depth, ffn_dim=network["ffn_dim"],
+                                              head_hidden=network["head_hidden"],
+                                              template_tokens=max(measured["template_tokens_kept"]))
         row = {
             "template_zyx": list(template), "search_zyx": list(search), "batch": batch,
             "width_heads_depth": [width, heads, depth], "parameters": measured["parameters"],
             "parameters_model": est.parameters, "template_tokens_kept": measured["template_tokens_kept"],
             "measured_saved_mib": measured["saved_tensors_mib"],
-            "model_saved_mib": round(est.activation_bytes / mm.MIB, 1),
-            "measured_step_mib": measured["step_peak_mib"], "model_step_mib": round(est.step_peak_bytes / mm.MIB, 1),
-            "model_total_training_mib": round(est.total_bytes / mm.MIB, 1),
+            "model_saved_mib": round(est.activation_bytes / MIB, 1),
+            "measured_step_mib": measured["step_peak_mib"], "model_step_mib": round(est.step_peak_bytes / MIB, 1),
+            "model_total_training_mib": round(est.total_bytes / MIB, 1),
             "baseline_rss_mib": measured["baseline_rss_mib"], "wall_s": measured["wall_s"],
         }
         row["saved_ratio"] = round(row["model_saved_mib"] / row["measured_saved_mib"], 3)
