@@ -100,6 +100,14 @@ def test_no_generic_module_names_a_method(names):
     assert not mentions, "\n".join(mentions)
 
 
+def test_every_package_folder_is_a_regular_package():
+    """``setup.py``'s ``find_packages`` installs only folders with an ``__init__.py``."""
+    missing = [folder.relative_to(PACKAGE.parent).as_posix() for folder in [PACKAGE, *PACKAGE.rglob("*")]
+               if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py"))
+               and not (folder / "__init__.py").is_file()]
+    assert not missing, missing
+
+
 def test_no_module_is_longer_than_the_limit():
     long = [f"{path.relative_to(PACKAGE.parent)}: {n} lines" for path, _, _ in _modules()
             if (n := path.read_text().count("\n")) > MAX_LINES]

@@ -17,6 +17,14 @@ from lesionnet.utils.logging_setup import configure_logging
 logger = logging.getLogger("lesionnet_predict")
 
 
+def _tracking_method(name: str):
+    """A registered tracking method that can predict; the argparse error says why not and lists the others."""
+    try:
+        return get_method(name, "tracking", "predict")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionnet_predict",
@@ -25,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"Methods: {describe_methods('tracking', 'predict')}.")
     parser.add_argument("-i", "--input", required=True, help="input folder with scans (and pairs.json)")
     parser.add_argument("-o", "--output", required=True, help="output folder; gets predictions.json")
-    parser.add_argument("-m", "--method", default="affine",
-                        choices=[m.name for m in methods_with("tracking", "predict")],
+    predictors = [m.name for m in methods_with("tracking", "predict")]
+    parser.add_argument("-m", "--method", default="affine", type=_tracking_method,
+                        metavar="{" + ",".join(predictors) + "}",
                         help="tracking method (default: affine); trainable methods need a trained model")
     parser.add_argument("-d", "--dataset", default=None,
                         help="dataset (id or name) whose trained model to use (default: the dataset IN belongs to, "
@@ -61,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
                                       checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
                                       device=args.device)
-        method = get_method(args.method, "tracking", "predict")
-        run = predict_tracking(args.input, args.output, method, args.pairs, resume=args.resume,
+        run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
                                save_overlays=args.save_overlays, progress=not args.no_progress,
                                model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain)
     except (TrackingInputError, ValueError, FileNotFoundError, ModelNotFoundError, CheckpointError,

@@ -19,6 +19,14 @@ def _fold(value: str):
     return value if value == "all" else int(value)
 
 
+def _trainable_method(name: str):
+    """A registered method that can be trained; the argparse error says why not and lists the others."""
+    try:
+        return get_method(name, capability="train")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     trainable = methods_with(capability="train")
     presets = sorted({name for m in trainable for name in m.presets})
@@ -28,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Results go to $lesionnet_results/<dataset>/<method>__<plans>/fold_<FOLD>/. "
                     f"Trainable methods: {describe_methods(capability='train')}.")
     parser.add_argument("dataset", help="dataset id (501) or name")
-    parser.add_argument("method", choices=[m.name for m in trainable],
+    parser.add_argument("method", type=_trainable_method, metavar="{" + ",".join(m.name for m in trainable) + "}",
                         help="method to train (must fit the dataset's task)")
     parser.add_argument("fold", type=_fold, help="cross-validation fold 0-4, or 'all' (no validation)")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default 100)")
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     set_cpu_threads(args.threads)
     try:
-        result = train_model(args.dataset, get_method(args.method, capability="train"), args.fold,
+        result = train_model(args.dataset, args.method, args.fold,
                              plans_name=args.plans, preset=args.preset, resume=args.resume, device=args.device,
                              progress=not args.no_progress, num_epochs=args.epochs,
                              iterations_per_epoch=args.iterations, batch_size=args.batch_size,
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = result.best_metric or {}
     best_text = "n/a" if best.get("value") is None else f"{best['name']} {best['value']:.4g}"
-    print(f"Trained {args.method} fold {args.fold}: {result.output_folder} (best {best_text})")
+    print(f"Trained {args.method.name} fold {args.fold}: {result.output_folder} (best {best_text})")
     return 0
 
 

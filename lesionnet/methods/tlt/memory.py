@@ -3,7 +3,7 @@ network's layers (``ResNetEncoder3d`` + ``CrossAttentionLayer`` with fused scale
 which stores no attention matrix unless ``attention_dropout > 0``).
 
 Checked against measured peaks in a fresh process (:mod:`lesionnet.methods.tlt.memory_measure`,
-``tests/test_tlt_memory.py``, ``benchmarks/tlt_memory_model.py``): within 0.90-1.06 of the measured
+``tests/test_memory_models.py``, ``benchmarks/tlt_memory_model.py``): within 0.90-1.06 of the measured
 step peak on CPU. Sizes are voxels ``(z, y, x)``; the result is a
 :class:`lesionnet.planning.memory.MemoryEstimate` in bytes.
 """

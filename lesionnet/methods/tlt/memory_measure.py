@@ -107,7 +107,7 @@ def measure_training_step_memory(config=None, template_shape=PAPER_CROP_ZYX, sea
 
 
 def main(argv=None) -> None:
-    """``python -m lesionnet.networks.memory_measure [--template D H W] [--search D H W] ...``: measure
+    """``python -m lesionnet.methods.tlt.memory_measure [--template D H W] [--search D H W] ...``: measure
     SSS on and off and print both figures and their ratio (JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", help=argparse.SUPPRESS)
