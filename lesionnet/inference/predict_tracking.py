@@ -7,7 +7,7 @@ network run) is done once per case. Output folder layout::
     OUT/predictions.json                all cases (lesionnet format = a DLS results file)
     OUT/markups/{target}.mrk.json       predicted centers per target scan, for 3D Slicer
     OUT/overlays/{pair_id}.png          with save_overlays: slices through each prediction
-    OUT/heatmaps/{pair_id}.nii.gz       with save_heatmaps (learned trackers): the blended heatmap
+    OUT/heatmaps/{pair_id}.nii.gz       with save_heatmaps (methods that make heatmaps): the blended heatmap
 
 The method is any tracking method object (``lesionnet.methods.REGISTRY``): its ``predictor(request)``
 gives the per-case tracker. For a trainable method the trained model is found with

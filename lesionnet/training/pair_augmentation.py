@@ -20,12 +20,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from batchgenerators.transforms.abstract_transforms import Compose
-from batchgenerators.transforms.color_transforms import (
-    BrightnessMultiplicativeTransform,
-    ContrastAugmentationTransform,
-)
-from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
 
 from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
@@ -55,8 +49,18 @@ class PairAugmentation:
         return dataclass_from_dict(cls, values, "pair augmentation setting")
 
 
-def intensity_transforms(config: PairAugmentation) -> Compose:
-    """batchgenerators intensity transforms for the ``template`` and ``search`` keys of a batch dict."""
+def intensity_transforms(config: PairAugmentation):
+    """batchgenerators intensity transforms (a ``Compose``) for the ``template`` and ``search`` keys of a
+    batch dict."""
+    # imported here: batchgenerators' transforms pull in scipy.signal and scipy.stats (about a second),
+    # which a command that only predicts or prints its help does not need
+    from batchgenerators.transforms.abstract_transforms import Compose
+    from batchgenerators.transforms.color_transforms import (
+        BrightnessMultiplicativeTransform,
+        ContrastAugmentationTransform,
+    )
+    from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
+
     transforms = []
     for key in ("template", "search"):
         transforms += [
