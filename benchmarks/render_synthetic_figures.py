@@ -3,8 +3,9 @@
     python benchmarks/render_synthetic_figures.py [--output_folder documentation/images] [--seed 0]
 
 Writes ``synthetic_pair.png`` (Dataset501: source and target scan of one pair, axial and coronal, lesion
-centers and radii marked) and ``synthetic_lymph_nodes.png`` (Dataset502: axial slices and a coronal
-slice with the instance mask outlined). Uses matplotlib's Agg backend; needs no data on disk.
+centers and radii marked), ``synthetic_lymph_nodes.png`` (Dataset502: axial slices and a coronal
+slice with the instance mask outlined) and ``synthetic_followup.png`` (Dataset503: one pair, as
+for 501). Uses matplotlib's Agg backend; needs no data on disk.
 """
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from lesionnet.datasets.synthetic.figures import render_lymph_node_figure, render_tracking_figure
+from lesionnet.datasets.synthetic.figures import (
+    render_followup_figure,
+    render_lymph_node_figure,
+    render_tracking_figure,
+)
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "documentation" / "images"
 
@@ -28,6 +33,7 @@ def main(argv=None) -> None:
     render_tracking_figure(args.output_folder / "synthetic_pair.png", seed=args.seed, patient_index=args.patient_index)
     render_lymph_node_figure(args.output_folder / "synthetic_lymph_nodes.png", seed=args.seed,
                              case_index=args.case_index)
+    render_followup_figure(args.output_folder / "synthetic_followup.png", seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -12,27 +12,22 @@ times on the machine that ran it (stated in the output).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import SimpleITK as sitk
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import machine_description, replace_section  # noqa: E402
 
 from lesionnet import paths
 from lesionnet.cli.demo import run_demo, validation_line
 from lesionnet.evaluation.tracker_comparison import markdown_table
 from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_tracking_file
-from lesionnet.utils.files import write_json, write_text
+from lesionnet.utils.files import write_json
 from lesionnet.utils.logging_setup import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine_description() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, Python "
-            f"{platform.python_version()}, SimpleITK {sitk.Version.VersionString()}")
 
 
 def trained_method_lines(results: dict, predictions: Path) -> list[str]:
@@ -78,10 +73,6 @@ def main(argv=None) -> int:
     results["predictions_folder"] = "$lesionnet_results/" + predictions.relative_to(paths.results_dir()).as_posix()
     write_json(ROOT / "benchmarks" / "results" / "tracking.json", results)
     text = "\n".join([
-        "# Benchmarks",
-        "",
-        "## Lesion tracking on Dataset501 (synthetic), test split",
-        "",
         "Produced by `python benchmarks/tracking.py` (seed 0, default dataset configuration) on "
         f"{results['machine']}; metrics follow the DLS conventions (documentation/evaluation.md). "
         "`identity` predicts the unmoved source center (its world position read in the target scan); "
@@ -97,7 +88,8 @@ def main(argv=None) -> int:
         "",
         *method_lines,
     ])
-    write_text(ROOT / "documentation" / "benchmarks.md", text)
+    replace_section(ROOT / "documentation" / "benchmarks.md", "Lesion tracking on Dataset501 (synthetic), test split",
+                    text)
     print(text)
     return 0
 

@@ -7,10 +7,13 @@ from scipy.spatial.transform import Rotation
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.registration.affine import AffineRegistration, RegistrationSettings
+from lesionnet.registration.deformable import DeformableSettings
 
 #: registration settings that make the fingerprint / preprocessing path fast enough for tests
 FAST_REGISTRATION = RegistrationSettings(working_spacing_mm=8.0, shrink_factors=(2, 1), smoothing_sigmas_mm=(4.0, 0.0),
                                          iterations_similarity=20, iterations_affine=20, threads=1)
+#: B-spline settings of the deformable prior candidate, made fast for tests (few iterations and samples)
+FAST_DEFORMABLE = DeformableSettings(iterations=3, metric_samples=1000, threads=1)
 
 
 def phantom_hu(points_mm: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ def test_affine_beats_identity_and_reuses_registration(input_folder, tmp_path, c
     assert affine["MED"] < 4.0, affine
     assert identity["MED"] > 3 * affine["MED"], (affine, identity)
     doc = read_predictions(tmp_path / "affine" / "predictions.json")
-    assert doc["method"] == "affine" and doc["registration"]["working_spacing_mm"] == 2.0
+    assert doc["method"] == "affine" and doc["registration"]["working_spacing_mm"] == 4.0
     record = doc["results"][0]
     assert len(record["predict target center world"]) == 3 and record["processing time"] > 0
     # one registration per directed scan pair: the three lesions of a direction share its time
@@ -174,3 +174,14 @@ def test_markups_and_overlays(input_folder, tmp_path):
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
     assert overlays == sorted(f"{r['pair_id']}.png" for r in doc["results"])
     assert (out / "overlays" / overlays[0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_deformable_method_predicts_through_the_cli(input_folder, tmp_path):
+    assert predict_main(["-i", str(input_folder), "-o", str(tmp_path / "deformable"), "-m", "deformable",
+                         "--no_progress"]) == 0
+    summary = evaluate_tracking_file(tmp_path / "deformable" / "predictions.json").summary()
+    # a flat analytic phantom under a pure affine motion: the B-spline has little to add here (the planner
+    # measures on training pairs whether it helps), but it must stay in the right place
+    assert summary["n"] == 6 and summary["MED"] < 10.0, summary
+    doc = read_predictions(tmp_path / "deformable" / "predictions.json")
+    assert doc["method"] == "deformable" and doc["registration"]["kind"] == "deformable"

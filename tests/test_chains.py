@@ -61,7 +61,7 @@ class ShiftTracker:
 
 
 def _identity(tracking_input, pairs):
-    return RegistrationTracker(register=False)(tracking_input, pairs)
+    return RegistrationTracker(None)(tracking_input, pairs)
 
 
 # ------------------------------------------------------------------------------------ time order and hops

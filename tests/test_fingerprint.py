@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from phantoms import FAST_REGISTRATION
+from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.instances import instance_statistics
@@ -29,6 +29,12 @@ from lesionnet.planning.fingerprint import (
 from lesionnet.registration import cache as registration_cache
 from lesionnet.registration.affine import AffineRegistration
 from lesionnet.registration.cache import REGISTRATION_FOLDER, invert_registration, registration_jobs
+
+
+@pytest.fixture(autouse=True)
+def fast_deformable_candidate(monkeypatch):
+    """The fingerprint's deformable prior candidate, made fast for tests (same code path)."""
+    monkeypatch.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
 
 
 def make_501(raw_dir, num_patients=2, **overrides):
@@ -132,8 +138,8 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
     raw = make_501(tmp_path / "raw")
     out = tmp_path / "pre"
     calls = []
-    real = registration_cache.register_affine
-    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_prior
+    monkeypatch.setattr(registration_cache, "register_prior", lambda *a, **k: calls.append(a[2].kind) or real(*a, **k))
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                              progress=False)
     meta = json.loads((raw / "dataset.json").read_text())
@@ -141,14 +147,22 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
     scans = {p["source"] for p in pairs} | {p["target"] for p in pairs}
     assert fp["num_scans"] == meta["numTraining"] == len(fp["scans"])
     assert fp["tracking"]["num_pairs"] == len(pairs)
-    # each unordered scan pair registered exactly once, cached on disk
+    # each unordered scan pair registered exactly once per candidate prior, cached on disk
     unordered = {tuple(sorted((p["source"], p["target"]))) for p in pairs}
-    assert len(calls) == len(unordered) == fp["tracking"]["num_registrations"]
+    assert sorted(calls) == sorted(["affine", "deformable"] * len(unordered))
+    assert fp["tracking"]["num_registrations"] == len(unordered)
     assert len(list((out / REGISTRATION_FOLDER / PLANNING_CACHE).glob("*.json"))) == len(unordered)
+    assert len(list((out / REGISTRATION_FOLDER / PLANNING_CACHE / "deformable").glob("*.json"))) == len(unordered)
     assert fp["tracking"]["num_pairs_measured"] == len(pairs)
     assert not fp["tracking"]["prior_error_registration"]["sampled"]
     # the preprocessing registrations are recorded for the planner, not computed here
-    assert fp["tracking"]["registration"]["settings"]["working_spacing_mm"] == 2.0
+    candidates = fp["tracking"]["prior_candidates"]
+    assert set(candidates) == {"affine", "deformable"}
+    assert candidates["affine"]["prior_settings"]["working_spacing_mm"] == 4.0
+    assert candidates["deformable"]["prior_settings"]["kind"] == "deformable"
+    for candidate in candidates.values():
+        assert candidate["num_pairs"] == len(pairs) and candidate["seconds_per_scan_pair_median"] > 0
+        assert 0 <= candidate["CPM@10mm"] <= 100 and candidate["MED"] > 0
     assert not list((out / REGISTRATION_FOLDER).glob("*.json"))
     # figures
     for scan in fp["scans"].values():
@@ -156,7 +170,7 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
         assert scan["intensity"]["num_samples"] > 0
     assert fp["intensity"]["p0.5"] < fp["intensity"]["p50"] < fp["intensity"]["p99.5"]
     assert fp["lesions"]["radius_mm"]["count"] == sum(s["num_lesions"] for s in fp["scans"].values())
-    errors = np.array([p["abs_error_mm_zyx"] for p in fp["tracking"]["pairs"]])
+    errors = np.array([p["abs_error_mm_zyx"]["affine"] for p in fp["tracking"]["pairs"]])
     assert errors.shape == (len(pairs), 3) and (errors >= 0).all()
     assert np.median(np.linalg.norm(errors, axis=1)) < 30.0, "the affine prior is roughly right"
     assert fp["slice_thickness_mm"]["count"] == fp["num_scans"]
@@ -168,7 +182,7 @@ def test_tracking_fingerprint_end_to_end(tmp_path, monkeypatch):
     again = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                                 progress=False)
     assert again == json.loads(path.read_text()) and path.stat().st_mtime_ns == mtime
-    assert len(calls) == len(unordered)
+    assert len(calls) == 2 * len(unordered)
 
 
 def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_path, monkeypatch):
@@ -177,8 +191,8 @@ def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_
     extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
                         progress=False)
     calls = []
-    real = registration_cache.register_affine
-    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_prior
+    monkeypatch.setattr(registration_cache, "register_prior", lambda *a, **k: calls.append(a[2].kind) or real(*a, **k))
     # touching dataset.json changes the fingerprint's inputs, not the scans: no registration is redone
     (raw / "dataset.json").write_text((raw / "dataset.json").read_text())
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION, output_folder=out,
@@ -189,19 +203,20 @@ def test_fingerprint_recomputes_after_input_change_but_reuses_registrations(tmp_
 def test_prior_error_from_a_capped_sample_of_scan_pairs(tmp_path, monkeypatch):
     raw = make_501(tmp_path / "raw", num_patients=3)
     calls = []
-    real = registration_cache.register_affine
-    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_prior
+    monkeypatch.setattr(registration_cache, "register_prior", lambda *a, **k: calls.append(a[2].kind) or real(*a, **k))
     fp = extract_fingerprint(raw, num_processes=1, registration_settings=FAST_REGISTRATION,
                              output_folder=tmp_path / "pre", progress=False, max_registrations=1)
     tracking = fp["tracking"]
-    assert len(calls) == 1 and tracking["num_scan_pairs_to_register"] > 1
+    assert sorted(calls) == ["affine", "deformable"] and tracking["num_scan_pairs_to_register"] > 1
     assert tracking["prior_error_registration"]["sampled"]
     (only,) = tracking["prior_error_registration"]["scan_pairs"]
     assert 0 < tracking["num_pairs_measured"] == len(tracking["pairs"]) < tracking["num_pairs"]
     pairs = {p["pair_id"]: p for p in json.loads((raw / "pairsTr.json").read_text())}
     assert all("__".join(sorted((pairs[e["pair_id"]]["source"], pairs[e["pair_id"]]["target"]))) == only
                for e in tracking["pairs"])
-    assert tracking["prior_error_mm"]["distance"]["count"] == tracking["num_pairs_measured"]
+    for candidate in tracking["prior_candidates"].values():
+        assert candidate["prior_error_mm"]["distance"]["count"] == tracking["num_pairs_measured"]
     with pytest.raises(ValueError, match="max_registrations"):
         extract_fingerprint(raw, num_processes=1, output_folder=tmp_path / "pre2", progress=False, max_registrations=0)
 

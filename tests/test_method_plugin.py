@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from phantoms import FAST_REGISTRATION
+from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import predict as predict_cli
@@ -156,6 +156,7 @@ def dirs(raw_501, tmp_path, monkeypatch):
     monkeypatch.setenv("lesionnet_preprocessed", str(tmp_path / "preprocessed"))
     monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
     monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
     monkeypatch.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     return tmp_path

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from phantoms import FAST_REGISTRATION
+from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.methods import REGISTRY
 from lesionnet.methods.lntracker.planning import rule_queries, rule_slice_context
 from lesionnet.methods.tlt.maps import keep_radius_mm
 from lesionnet.methods.tlt.planning import count_kept_tokens, rule_fine_matching, rule_sss_threshold
+from lesionnet.planning import fingerprint as fp_module
 from lesionnet.planning import memory as mm
 from lesionnet.planning import planner
 from lesionnet.planning.fingerprint import extract_fingerprint
@@ -24,6 +25,7 @@ from lesionnet.planning.rules import (
     round_up,
     rule_max_batch,
     rule_native_z_spacing,
+    rule_registration_prior,
     rule_search_patch,
     rule_target_spacing,
     rule_template_patch,
@@ -31,6 +33,12 @@ from lesionnet.planning.rules import (
     select_from_chain,
     template_search_reduction_levels,
 )
+
+
+@pytest.fixture(autouse=True)
+def fast_deformable_candidate(monkeypatch):
+    """The fingerprint's deformable prior candidate, made fast for tests (same code path)."""
+    monkeypatch.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
 
 
 def plan_from_fingerprint(fingerprint: dict, budget_record: dict) -> dict:
@@ -58,7 +66,7 @@ def tracking_fingerprint(radii, errors_zyx=None, spacings_zyx=None, shapes_zyx=N
     shapes_zyx = shapes_zyx or [[120, 400, 400]] * len(spacings_zyx)
     if errors_zyx is None:
         errors_zyx = np.abs(rng.normal(0, [4.0, 3.0, 3.0], size=(len(radii), 3)))
-    pairs = [{"pair_id": f"p{i}", "abs_error_mm_zyx": list(map(float, e)),
+    pairs = [{"pair_id": f"p{i}", "abs_error_mm_zyx": {"affine": list(map(float, e))},
               "target_radius_mm": float(radii[i % len(radii)]),
               "source_radius_mm": float(radii[i % len(radii)])} for i, e in enumerate(errors_zyx)]
     return {
@@ -69,7 +77,7 @@ def tracking_fingerprint(radii, errors_zyx=None, spacings_zyx=None, shapes_zyx=N
         "slice_thickness_mm": {"p50": float(np.median([s[0] for s in spacings_zyx]))},
         "intensity": {"num_samples": 100, "p0.5": -900.0, "p50": 20.0, "p99.5": 800.0, "mean": -100.0, "std": 300.0},
         "lesions": {"radii_mm": radii},
-        "tracking": {"pairs": pairs, "registration": {"settings": {}, "symmetric": True}},
+        "tracking": {"pairs": pairs, "registration_symmetric": True},
     }
 
 
@@ -395,3 +403,40 @@ def test_fine_matching_rule_turns_on_when_lesions_are_smaller_than_a_feature_cel
     assert fine["value"]["enabled"] is False
     # the kernel never exceeds the template (made odd)
     assert rule_fine_matching([30.0], [1.0, 1.0, 1.0], [24, 31, 40])["value"]["kernel_zyx"] == [23, 31, 39]
+
+
+# ------------------------------------------------------------------------------------------ registration prior
+def _candidates(affine_cpm, deformable_cpm, affine_med, deformable_med, affine_s, deformable_s):
+    return {"affine": {"CPM@10mm": affine_cpm, "MED": affine_med, "seconds_per_scan_pair_median": affine_s,
+                       "num_pairs": 40},
+            "deformable": {"CPM@10mm": deformable_cpm, "MED": deformable_med,
+                           "seconds_per_scan_pair_median": deformable_s, "num_pairs": 40}}
+
+
+@pytest.mark.parametrize("figures, expected", [
+    ((40.0, 80.0, 8.0, 4.0, 2.0, 6.0), "deformable"),   # much better, 3x the time
+    ((40.0, 80.0, 8.0, 4.0, 2.0, 9.0), "affine"),       # better, but 4.5x the time
+    ((40.0, 43.0, 8.0, 7.5, 2.0, 4.0), "affine"),       # 3 points only
+    ((40.0, 50.0, 8.0, 8.5, 2.0, 4.0), "affine"),       # more hits but a worse MED
+])
+def test_registration_prior_rule(figures, expected):
+    record = rule_registration_prior(_candidates(*figures))
+    assert record["value"] == expected and record["rule"].startswith(expected)
+    assert record["inputs"]["candidates"]["deformable"]["CPM@10mm"] == figures[1]
+
+
+def test_planned_prior_sets_the_data_configuration_and_the_search_errors():
+    radii = [8.0] * 20
+    fp = tracking_fingerprint(radii, errors_zyx=np.full((20, 3), 9.0))
+    for p in fp["tracking"]["pairs"]:
+        p["abs_error_mm_zyx"]["deformable"] = [1.0, 1.0, 1.0]
+    fp["tracking"]["prior_candidates"] = _candidates(10.0, 90.0, 15.6, 1.7, 2.0, 5.0)
+    fp["tracking"]["prior_candidates"]["deformable"]["prior_settings"] = {"kind": "deformable", "grid_spacing_mm": 60}
+    context = planner.PlanningContext(fp, budget(24.0))
+    assert context.registration_prior["value"] == "deformable"
+    assert context.prior_errors_mm_zyx == [[1.0, 1.0, 1.0]] * 20
+    _, config = context.data_configuration([2.0, 1.0, 1.0])
+    assert config["registration"] == {"prior": "deformable", "symmetric": True,
+                                      "settings": {"kind": "deformable", "grid_spacing_mm": 60}}
+    fp["tracking"]["prior_candidates"]["deformable"]["seconds_per_scan_pair_median"] = 20.0
+    assert planner.PlanningContext(fp, budget(24.0)).registration_prior["value"] == "affine"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from phantoms import FAST_REGISTRATION
+from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess as cli
 from lesionnet.datasets.geometry import Geometry
@@ -20,6 +20,8 @@ from lesionnet.datasets.synthetic import (
 )
 from lesionnet.methods.tlt.maps import lesion_gaussian
 from lesionnet.planning import fingerprint as fp_module
+from lesionnet.planning import planner as planner_module
+from lesionnet.planning.rules import decision
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing.case import lesion_on_grids, preprocess_scan, register_scan_pair, registration_settings_of
 from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx, load_case, map_on_crop
@@ -35,14 +37,15 @@ def fast_registration(monkeypatch):
     """The command's default registration, made fast for tests (same code path)."""
     monkeypatch.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
     monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
 
 
 @pytest.fixture
 def count_registrations(monkeypatch):
     calls = []
-    real = registration_cache.register_affine
-    monkeypatch.setattr(registration_cache, "register_affine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = registration_cache.register_prior
+    monkeypatch.setattr(registration_cache, "register_prior", lambda *a, **k: calls.append(1) or real(*a, **k))
     return calls
 
 
@@ -141,8 +144,8 @@ def test_tracking_end_to_end_and_noop_rerun(lesionnet_dirs, fast_registration, c
     for name in ("dataset_fingerprint.json", "lesionnet_plans.json", "lesionnetPlans_3d/pairs.json"):
         assert (out / name).is_file(), name
     registrations_done = len(count_registrations)
-    priors = len(list((out / "registrations").glob("*.json")))
-    planning = len(list((out / "registrations" / "planning").glob("*.json")))
+    planning = len(list((out / "registrations" / "planning").rglob("*.json")))
+    priors = len(list((out / "registrations").rglob("*.json"))) - planning
     assert registrations_done == priors + planning and priors > 0 and planning > 0
 
     plans = json.loads((out / "lesionnet_plans.json").read_text())
@@ -242,7 +245,7 @@ def test_detection_end_to_end(lesionnet_dirs):
     assert set(plans["configurations"]) == {"lntracker"}
     data_config = plans["data_configurations"][config["data_identifier"]]
     assert data_config["native_z"] and data_config["target_spacing_zyx"][0] is None
-    assert set(plans["not_planned"]) == {"identity", "affine", "tlt", "dlt"}
+    assert set(plans["not_planned"]) == {"identity", "affine", "deformable", "tlt", "dlt"}
     folder = out / config["data_identifier"]
     raw = lesionnet_dirs["raw"] / "Dataset502_SynthLymphNodes"
     for label_path in sorted((raw / "labelsTr").iterdir()):
@@ -304,3 +307,36 @@ def test_deleted_output_is_redone(lesionnet_dirs, fast_registration):
     result = cli.run(501, gpu_memory_gb=4, num_processes=1, progress=False)
     assert result["preprocessing"]["lesionnetPlans_3d"]["processed"] == [victim.name[: -len(".b2nd")]]
     assert victim.is_file()
+
+
+def test_planned_deformable_prior_flows_through_preprocessing_and_prediction(lesionnet_dirs, fast_registration,
+                                                                              monkeypatch):
+    """When the planner chooses the deformable prior, preprocessing caches deformable registrations, the pairs'
+    priors come from them, and a predictor's registration (same function) gives the same priors."""
+    monkeypatch.setattr(planner_module, "rule_registration_prior",
+                        lambda candidates: decision("deformable", "forced for this test"))
+    _make_501(lesionnet_dirs["raw"])
+    assert cli.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "8", "--no_progress"]) == 0
+    out = lesionnet_dirs["preprocessed"] / "Dataset501_SynthLesionTracking"
+    plans = json.loads((out / "lesionnet_plans.json").read_text())
+    section = plans["configurations"]["tlt"]
+    data_config = plans["data_configurations"][section["data_identifier"]]
+    assert plans["registration_prior"]["value"] == "deformable"
+    assert data_config["registration"]["prior"] == "deformable"
+    assert data_config["registration"]["settings"]["kind"] == "deformable"
+    assert list((out / "registrations" / "deformable").glob("*.json"))
+    data = PreprocessedDataset(501, section["data_identifier"])
+    pairs = data.pairs()
+    assert all(type(p.registration).__name__ == "DeformableRegistration" for p in pairs)
+    raw_images = lesionnet_dirs["raw"] / "Dataset501_SynthLesionTracking" / "imagesTr"
+    pair = next(p for p in pairs if p.source > p.target)          # a direction registered as an inverse
+    source = preprocess_scan(raw_images / f"{pair.source}_0000.nii.gz", data_config)
+    target = preprocess_scan(raw_images / f"{pair.target}_0000.nii.gz", data_config)
+    settings, symmetric = registration_settings_of(data_config, threads=1)
+    assert settings.kind == "deformable" and settings.affine.threads == 1
+    registration = register_scan_pair(source, target, pair.source, pair.target, settings, symmetric)
+    _, prior_zyx, prior_radius = lesion_on_grids(registration, pair.extra["source_center_zyx_raw"],
+                                                 pair.source_radius_mm, source.raw_geometry, source.geometry,
+                                                 target.geometry)
+    np.testing.assert_allclose(prior_zyx, pair.prior_center_zyx, atol=1e-6)
+    assert prior_radius == pytest.approx(pair.prior_radius_mm, abs=1e-9)

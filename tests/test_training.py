@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from phantoms import FAST_REGISTRATION
+from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import train as train_cli
@@ -44,6 +44,7 @@ def preprocessed_501(tmp_path_factory):
         mp.setenv("lesionnet_raw", str(dirs["raw"]))
         mp.setenv("lesionnet_preprocessed", str(dirs["preprocessed"]))
         mp.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+        mp.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
         mp.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
         mp.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
         generate_tracking_dataset(dirs["raw"] / DATASET, TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)),
@@ -327,6 +328,7 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
     from lesionnet.cli import demo
 
     monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
+    monkeypatch.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
     monkeypatch.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     monkeypatch.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
     generate_tracking_dataset(lesionnet_dirs["raw"] / DATASET,
@@ -335,12 +337,13 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2, "seed": 0})
     assert demo.main(["--no_progress"]) == 0
     out = capsys.readouterr().out
-    for method in ("identity", "affine", "tlt"):
+    for method in ("identity", "affine", "deformable", "tlt"):
         assert f"| {method} |" in out
     assert "tlt training (tiny preset, fold 0)" in out
     assert "tlt on the fold-0 validation pairs, untrained -> trained: CPM@10mm" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
-    assert list(results["methods"]) == ["identity", "affine", "tlt"] and results["training"]["tlt"]["seconds"] > 0
+    assert list(results["methods"]) == ["identity", "affine", "deformable", "tlt"]
+    assert results["training"]["tlt"]["seconds"] > 0
     assert set(results["training"]["tlt"]["validation"]) == {"untrained", "trained"}
     # a second run reuses the model and still reports its training time and validation
     assert demo.main(["--no_progress"]) == 0

@@ -12,15 +12,12 @@
   sides; a lesion = scan + center); detection — the equivalent-sphere radius of each instance of the
   masks, with its extents (mm, voxels, slices);
 * lesions per scan;
-* tracking: the affine-prior error of the training pairs, per axis, ``|T_aff(source_center) −
-  target_center| × target spacing`` (mm), measured on a seeded random sample of at most
-  ``max_registrations`` scan pairs (default :data:`MAX_PRIOR_ERROR_SCAN_PAIRS`), registered at a
-  coarse working spacing (:data:`PRIOR_ERROR_REGISTRATION`, 6 mm) in the pool and cached in
-  ``registrations/planning/``. The error of such a registration is dominated by the non-rigid part
-  of the anatomy change, not by the working spacing, so the estimate is close to (and if anything a
-  little above) the error of the 2 mm registrations that preprocessing later computes for every pair
-  (see :mod:`lesionnet.registration.cache`); registering every pair here would make
-  planning cost seconds per scan pair;
+* tracking: the error of each candidate registration prior (:data:`PRIOR_KINDS`: affine, deformable) on
+  the training pairs, per axis, ``|T(source_center) − target_center| × target spacing`` (mm), with
+  CPM@10mm, MED and the median seconds per scan pair, measured on a seeded random sample of at most
+  ``max_registrations`` scan pairs (default :data:`MAX_PRIOR_ERROR_SCAN_PAIRS`) with the priors' own
+  recipes (single-threaded, in the pool) and cached in ``registrations/planning/``. The planner's
+  ``rule_registration_prior`` picks the prior that TLT and DLT start from from these figures;
 * detection: per-slice instance counts and lesion extents in slices.
 
 A re-run whose inputs (file sizes and mtimes, settings) are unchanged returns the stored fingerprint
@@ -28,6 +25,7 @@ without reading any scan or writing anything.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -48,7 +46,9 @@ from lesionnet.registration.cache import (
     prior_error_mm_zyx,
     registration_jobs,
     settings_key,
+    settings_without_threads,
 )
+from lesionnet.registration.deformable import DeformableSettings
 from lesionnet.utils.manifest import (
     file_signature,
     read_json_or_none,
@@ -60,14 +60,19 @@ from lesionnet.utils.parallel import default_num_processes, run_jobs
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
 BODY_THRESHOLD_HU = -500.0
 SAMPLES_PER_SCAN = 10_000
 QUANTILES = (0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5)
-#: registration settings of the prior-error estimate: 6 mm working spacing, two levels, single thread
-PRIOR_ERROR_REGISTRATION = RegistrationSettings(threads=1, working_spacing_mm=6.0, shrink_factors=(2, 1),
-                                                smoothing_sigmas_mm=(6.0, 0.0), iterations_similarity=80,
-                                                iterations_affine=80)
+#: affine settings of the prior-error estimate (the affine prior's own recipe, single thread); the
+#: deformable estimate runs its B-spline stage after this affine (:func:`candidate_settings`)
+PRIOR_ERROR_REGISTRATION = RegistrationSettings(threads=1)
+#: the deformable candidate's B-spline settings (its affine stage is the affine candidate's)
+DEFORMABLE_PRIOR = DeformableSettings(threads=1)
+#: the registration priors whose error the fingerprint measures
+PRIOR_KINDS = ("affine", "deformable")
+#: a prior "finds" a lesion when it lands within min(radius, this) of it (the CPM@10mm convention)
+CPM_CAP_MM = 10.0
 #: scan pairs registered for the prior-error estimate (a seeded random sample when there are more)
 MAX_PRIOR_ERROR_SCAN_PAIRS = 12
 PLANNING_CACHE = "planning"
@@ -165,6 +170,7 @@ def fingerprint_inputs(raw: RawDataset, settings: RegistrationSettings, samples_
         inputs["registration_settings_key"] = settings_key(settings)
         inputs["registration_symmetric"] = bool(symmetric)
         inputs["prior_registration_settings_key"] = settings_key(prior_settings or DEFAULT_PRIOR_REGISTRATION)
+        inputs["prior_kinds"] = list(PRIOR_KINDS)
         inputs["max_registrations"] = int(max_registrations)
     else:
         inputs["labels"] = {s: file_signature(raw.label_path(s)) for s in scans}
@@ -182,8 +188,8 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
     Args:
         dataset: dataset id (``501``), folder name, folder path or :class:`RawDataset`.
         num_processes: worker processes (default: usable CPU cores).
-        registration_settings: registration settings of the prior-error estimate (tracking; default
-            :data:`PRIOR_ERROR_REGISTRATION`).
+        registration_settings: affine settings of the prior-error estimates (tracking; default
+            :data:`PRIOR_ERROR_REGISTRATION`); the deformable estimate starts with the same affine.
         samples_per_scan: body voxels sampled per scan for the intensity statistics.
         seed: seed of the voxel subsampling.
         symmetric_registration: register each unordered scan pair once (see :mod:`lesionnet.registration.cache`).
@@ -191,8 +197,9 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
         force: recompute even when the inputs are unchanged (cached registrations are still reused).
         progress: tqdm progress bars.
         max_registrations: scan pairs registered for the prior-error estimate (a seeded sample).
-        prior_registration_settings: the registration settings that preprocessing will use for the
-            training priors, recorded for the planner (default :data:`DEFAULT_PRIOR_REGISTRATION`).
+        prior_registration_settings: the affine settings that preprocessing will use for the training
+            priors (also the affine stage of a deformable prior), recorded per candidate for the planner
+            (default :data:`DEFAULT_PRIOR_REGISTRATION`).
 
     Returns:
         The fingerprint dict (also written to ``output_folder/dataset_fingerprint.json``).
@@ -332,34 +339,61 @@ def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folde
     sampled = set(sample_scan_pairs([(p.source, p.target) for p in usable], max_registrations, seed, symmetric))
     measured = [p for p in usable if (tuple(sorted((p.source, p.target))) if symmetric else (p.source, p.target))
                 in sampled]
-    registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in measured], settings,
-                                         num_processes, symmetric, progress, cache_subfolder=PLANNING_CACHE)
-    per_pair = []
-    for p in measured:
-        reg = registrations[(p.source, p.target)]
-        prior_zyx = reg["registration"].map_voxel(p.source_center_zyx, geometries[p.source], geometries[p.target])
-        err = prior_error_mm_zyx(prior_zyx, p.target_center_zyx, geometries[p.target].spacing_zyx)
-        per_pair.append({"pair_id": p.pair_id, "abs_error_mm_zyx": err, "distance_mm": float(np.linalg.norm(err)),
-                         "source_radius_mm": float(p.source_radius_mm), "target_radius_mm": float(p.target_radius_mm)})
-    errors = np.array([e["abs_error_mm_zyx"] for e in per_pair], dtype=np.float64).reshape(-1, 3)
+    per_pair = [{"pair_id": p.pair_id, "source_radius_mm": float(p.source_radius_mm),
+                 "target_radius_mm": float(p.target_radius_mm), "abs_error_mm_zyx": {}, "distance_mm": {}}
+                for p in measured]
+    candidates, num_registrations = {}, 0
+    for kind in PRIOR_KINDS:
+        estimate = candidate_settings(kind, settings)
+        registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in measured],
+                                             estimate, num_processes, symmetric, progress,
+                                             cache_subfolder=PLANNING_CACHE)
+        num_registrations = max(num_registrations, len({r["key"] for r in registrations.values()}))
+        for p, record in zip(measured, per_pair):
+            reg = registrations[(p.source, p.target)]["registration"]
+            prior_zyx = reg.map_voxel(p.source_center_zyx, geometries[p.source], geometries[p.target])
+            err = prior_error_mm_zyx(prior_zyx, p.target_center_zyx, geometries[p.target].spacing_zyx)
+            record["abs_error_mm_zyx"][kind], record["distance_mm"][kind] = err, float(np.linalg.norm(err))
+        seconds = {r["key"]: r["registration"].seconds for r in registrations.values()}
+        candidates[kind] = _candidate_figures(per_pair, kind, list(seconds.values()), estimate,
+                                              candidate_settings(kind, prior_settings))
     return {
         "num_pairs": len(usable),
         "num_directed_scan_pairs": len({(p.source, p.target) for p in usable}),
-        "num_registrations": len({r["key"] for r in registrations.values()}),
+        "num_registrations": num_registrations,
         "num_scan_pairs_to_register": len(all_jobs),
         "num_pairs_measured": len(measured),
         "prior_error_registration": {
-            "settings": {k: v for k, v in settings.to_dict().items() if k != "threads"},
             "max_registrations": int(max_registrations), "sampled": len(sampled) < len(all_jobs),
             "scan_pairs": [f"{a}__{b}" for a, b in sorted(sampled)]},
-        "registration": {"settings": {k: v for k, v in prior_settings.to_dict().items() if k != "threads"},
-                         "symmetric": bool(symmetric)},
-        "prior_error_mm": {
-            "z": quantile_summary(errors[:, 0]), "y": quantile_summary(errors[:, 1]),
-            "x": quantile_summary(errors[:, 2]),
-            "distance": quantile_summary([e["distance_mm"] for e in per_pair]),
-        },
+        "registration_symmetric": bool(symmetric),
+        "prior_candidates": candidates,
         "pairs": per_pair,
+    }
+
+
+def candidate_settings(kind: str, affine: RegistrationSettings):
+    """The settings of prior ``kind`` built on the affine settings ``affine`` (single-threaded)."""
+    if kind == "affine":
+        return dataclasses.replace(affine, threads=1)
+    return dataclasses.replace(DEFORMABLE_PRIOR, affine=dataclasses.replace(affine, threads=1), threads=1)
+
+
+def _candidate_figures(per_pair: list, kind: str, seconds: list, estimate, prior) -> dict:
+    """What the planner's prior rule reads of one candidate: errors, CPM@10mm, MED, seconds per scan pair."""
+    errors = np.array([p["abs_error_mm_zyx"][kind] for p in per_pair], dtype=np.float64).reshape(-1, 3)
+    distance = np.array([p["distance_mm"][kind] for p in per_pair], dtype=np.float64)
+    radius = np.array([p["target_radius_mm"] for p in per_pair], dtype=np.float64)
+    hits = distance <= np.minimum(radius, CPM_CAP_MM)
+    return {
+        "estimate_settings": settings_without_threads(estimate),
+        "prior_settings": settings_without_threads(prior),
+        "num_pairs": int(distance.size),
+        "CPM@10mm": float(100.0 * hits.mean()) if distance.size else float("nan"),
+        "MED": float(distance.mean()) if distance.size else float("nan"),
+        "seconds_per_scan_pair_median": float(np.median(seconds)) if seconds else float("nan"),
+        "prior_error_mm": {"z": quantile_summary(errors[:, 0]), "y": quantile_summary(errors[:, 1]),
+                           "x": quantile_summary(errors[:, 2]), "distance": quantile_summary(distance)},
     }
 
 

@@ -23,12 +23,13 @@ from lesionnet.planning.memory import usable_memory_bytes
 from lesionnet.planning.rules import (
     median_resampled_shape,
     rule_ct_normalization,
+    rule_registration_prior,
     rule_search_patch,
     rule_target_spacing,
     rule_template_patch,
 )
 
-PLANS_VERSION = 2
+PLANS_VERSION = 3
 #: data configuration of full 3D resampling to the target spacing
 DATA_3D = "lesionnetPlans_3d"
 #: data configuration that keeps each scan's slices (z native) and resamples in-plane only
@@ -98,9 +99,16 @@ class PlanningContext:
         """Tracking: the measured training pairs of the fingerprint (prior error and radii per pair)."""
         return self.fingerprint.get("tracking", {}).get("pairs", [])
 
+    @cached_property
+    def registration_prior(self) -> dict:
+        """Decision record of the registration prior (``affine`` | ``deformable``) of the tracking data."""
+        return rule_registration_prior(self.fingerprint.get("tracking", {}).get("prior_candidates", {}))
+
     @property
     def prior_errors_mm_zyx(self) -> list:
-        return [p["abs_error_mm_zyx"] for p in self.training_pairs]
+        """Per measured training pair, the planned prior's error ``|T(source) − target|`` (mm, z, y, x)."""
+        kind = self.registration_prior["value"]
+        return [p["abs_error_mm_zyx"][kind] for p in self.training_pairs]
 
     @property
     def target_radii_mm(self) -> list:
@@ -114,12 +122,16 @@ class PlanningContext:
     def data_configuration(self, target_spacing_zyx, native_z: bool = False) -> tuple[str, dict]:
         """``(data_identifier, data configuration)`` for preprocessing at ``target_spacing_zyx`` (``None``
         on an axis keeps it; ``native_z`` keeps each scan's slices). Tracking data also record the
-        registration settings of the training priors."""
+        registration prior of the training priors (kind and settings, :meth:`registration_prior`)."""
         config = {"normalization": self.normalization["value"], "image_interpolation": "linear",
                   "label_interpolation": "nearest", "storage": "blosc2",
                   "target_spacing_zyx": list(target_spacing_zyx), "native_z": bool(native_z)}
         if self.task == "tracking":
-            config["registration"] = self.fingerprint.get("tracking", {}).get("registration", {})
+            tracking = self.fingerprint.get("tracking", {})
+            kind = self.registration_prior["value"]
+            candidate = tracking.get("prior_candidates", {}).get(kind, {})
+            config["registration"] = {"prior": kind, "settings": candidate.get("prior_settings", {}),
+                                      "symmetric": bool(tracking.get("registration_symmetric", True))}
         return (DATA_NATIVE_Z if native_z else DATA_3D), config
 
     @cached_property
@@ -151,6 +163,7 @@ def plan_from_fingerprint(fingerprint: dict, budget: dict, methods: Iterable[Pla
         "memory_budget": budget,
         "usable_memory_bytes": context.usable_bytes,
         "normalization": context.normalization,
+        **({"registration_prior": context.registration_prior} if context.task == "tracking" else {}),
         "data_configurations": {},
         "configurations": {},
         "not_planned": {},

@@ -3,7 +3,7 @@
 ``lesionnet_plans.json`` (in ``$lesionnet_preprocessed/DatasetXXX_Name/``)::
 
     {
-      "plans_version": 2, "dataset": ..., "task": "tracking" | "detection",
+      "plans_version": 3, "dataset": ..., "task": "tracking" | "detection",
       "fingerprint_signature": ..., "memory_budget": {decision}, "usable_memory_bytes": ...,
       "normalization": {decision},
       "data_configurations": {"lesionnetPlans_3d": {"target_spacing_zyx", "native_z", "normalization",
@@ -30,7 +30,7 @@ from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.paths import preprocessed_folder_for
 from lesionnet.planning import memory as mm
 from lesionnet.planning.fingerprint import FINGERPRINT_FILE, load_fingerprint
-from lesionnet.planning.planner import PlanningMethod, plan_from_fingerprint
+from lesionnet.planning.planner import PLANS_VERSION, PlanningMethod, plan_from_fingerprint
 from lesionnet.planning.rules import decision
 from lesionnet.utils.manifest import read_json_or_none, write_json_if_changed
 
@@ -142,6 +142,10 @@ def load_plans(dataset, plans_name: str = DEFAULT_PLANS_NAME) -> dict:
     if plans is None:
         raise FileNotFoundError(f"{path}: no plans. Run lesionnet_plan_and_preprocess -d {Path(path).parent.name} "
                                 "first.")
+    if plans.get("plans_version") != PLANS_VERSION:
+        raise FileNotFoundError(f"{path}: plans version {plans.get('plans_version')} was made by another lesionnet "
+                                f"version (this one reads version {PLANS_VERSION}). Run lesionnet_plan_and_preprocess "
+                                f"-d {Path(path).parent.name} again (it re-plans and redoes what changed).")
     return plans
 
 

@@ -292,3 +292,35 @@ __all__ = ["decision", "round_up", "percentile", "FEATURE_STRIDE", "rule_target_
            "resampled_shape", "median_resampled_shape", "rule_template_patch", "search_coverage", "rule_search_patch",
            "build_chain", "select_from_chain", "patch_reduction_levels", "template_search_reduction_levels",
            "rule_max_batch", "rule_ct_normalization"]
+
+
+#: the deformable prior must find this many more training lesions (CPM@10mm points) than the affine ...
+PRIOR_MIN_GAIN_CPM_POINTS = 5.0
+#: ... at no more than this multiple of the affine's time per scan pair
+PRIOR_MAX_TIME_RATIO = 4.0
+
+
+def rule_registration_prior(candidates: dict) -> dict:
+    """Which registration prior TLT and DLT start from, from the fingerprint's measured candidates.
+
+    ``candidates``: ``{kind: {"CPM@10mm", "MED", "seconds_per_scan_pair_median", "num_pairs", ...}}`` on the
+    same sampled training pairs. The deformable prior is chosen when it finds at least
+    :data:`PRIOR_MIN_GAIN_CPM_POINTS` more lesions (CPM@10mm), has a lower MED and costs at most
+    :data:`PRIOR_MAX_TIME_RATIO` × the affine's seconds per scan pair; otherwise the affine.
+    """
+    affine, deformable = candidates.get("affine"), candidates.get("deformable")
+    figures = {kind: {k: c.get(k) for k in ("CPM@10mm", "MED", "seconds_per_scan_pair_median", "num_pairs")}
+               for kind, c in candidates.items()}
+    inputs = dict(candidates=figures, min_gain_cpm_points=PRIOR_MIN_GAIN_CPM_POINTS,
+                  max_time_ratio=PRIOR_MAX_TIME_RATIO)
+    if not affine or not deformable or not affine.get("num_pairs"):
+        return decision("affine", "affine: the deformable prior was not measured on training pairs", **inputs)
+    gain = deformable["CPM@10mm"] - affine["CPM@10mm"]
+    ratio = deformable["seconds_per_scan_pair_median"] / max(affine["seconds_per_scan_pair_median"], 1e-6)
+    facts = (f"deformable vs affine on {affine['num_pairs']} training pairs: CPM@10mm {gain:+.1f} points, "
+             f"MED {deformable['MED'] - affine['MED']:+.2f} mm, {ratio:.1f}x the time per scan pair")
+    if gain >= PRIOR_MIN_GAIN_CPM_POINTS and deformable["MED"] < affine["MED"] and ratio <= PRIOR_MAX_TIME_RATIO:
+        return decision("deformable", f"deformable: {facts} (gain >= {PRIOR_MIN_GAIN_CPM_POINTS:g} points, lower "
+                        f"MED, time <= {PRIOR_MAX_TIME_RATIO:g}x)", **inputs)
+    return decision("affine", f"affine: {facts} (the deformable prior needs >= {PRIOR_MIN_GAIN_CPM_POINTS:g} "
+                    f"points more, a lower MED and <= {PRIOR_MAX_TIME_RATIO:g}x the time)", **inputs)

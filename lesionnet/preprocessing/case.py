@@ -23,9 +23,10 @@ from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import read_image
 from lesionnet.preprocessing.normalization import normalize
 from lesionnet.preprocessing.resampling import map_voxel, resample_array, target_geometry
-from lesionnet.registration.affine import AffineRegistration, RegistrationSettings, register_images
+from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.registration.anatomy_maps import project_lesion
-from lesionnet.registration.cache import DEFAULT_PRIOR_REGISTRATION, invert_registration
+from lesionnet.registration.cache import DEFAULT_PRIOR_REGISTRATION
+from lesionnet.registration.priors import register_prior_images, settings_from_dict, with_threads
 
 
 @dataclass
@@ -56,30 +57,29 @@ def preprocess_scan(path: str | os.PathLike, data_configuration: dict) -> Prepro
 
 
 def registration_settings_of(data_configuration: dict, default: RegistrationSettings = DEFAULT_PRIOR_REGISTRATION,
-                             threads: int | None = 1) -> tuple[RegistrationSettings, bool]:
-    """``(settings, symmetric)`` of the tracking prior planned in a data configuration (``default`` when
-    the plan names none). ``threads`` replaces the planned thread count: 1 (training priors) is
-    bit-for-bit repeatable, None uses every core (faster; the result varies in the last digits)."""
+                             threads: int | None = 1) -> tuple:
+    """``(settings, symmetric)`` of the tracking prior planned in a data configuration (affine or
+    deformable settings, as the plan's ``registration.settings`` say; ``default`` when the plan names
+    none). ``threads`` replaces the planned thread count: 1 (training priors) is bit-for-bit repeatable,
+    None uses every core (faster; the result varies in the last digits)."""
     reg = data_configuration.get("registration") or {}
     symmetric = bool(reg.get("symmetric", True))
-    if not reg.get("settings"):
-        return RegistrationSettings(**{**default.to_dict(), "threads": threads}), symmetric
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in reg["settings"].items()}
-    kwargs["threads"] = threads
-    return RegistrationSettings(**kwargs), symmetric
+    settings = settings_from_dict(reg["settings"]) if reg.get("settings") else default
+    return with_threads(settings, threads), symmetric
 
 
 def register_scan_pair(source: PreprocessedScan, target: PreprocessedScan, source_id: str, target_id: str,
-                       settings: RegistrationSettings, symmetric: bool = True) -> AffineRegistration:
-    """The affine prior ``source → target`` from the raw scans, by the training priors' direction rule
-    (symmetric: the earlier scan id is the template, the other direction is the exact inverse)."""
+                       settings, symmetric: bool = True):
+    """The prior ``source → target`` (the kind ``settings`` name) from the raw scans, by the training priors'
+    direction rule (symmetric: the earlier scan id is the template, the other direction is the inverse)."""
     if symmetric and target_id < source_id:
-        return invert_registration(register_images(target.raw_image, target.raw_geometry, source.raw_image,
-                                                   source.raw_geometry, settings))
-    return register_images(source.raw_image, source.raw_geometry, target.raw_image, target.raw_geometry, settings)
+        return register_prior_images(target.raw_image, target.raw_geometry, source.raw_image, source.raw_geometry,
+                                     settings).inverse()
+    return register_prior_images(source.raw_image, source.raw_geometry, target.raw_image, target.raw_geometry,
+                                 settings)
 
 
-def lesion_on_grids(registration: AffineRegistration, source_center_zyx_raw, radius_mm: float,
+def lesion_on_grids(registration, source_center_zyx_raw, radius_mm: float,
                     source_raw: Geometry, source_grid: Geometry,
                     target_grid: Geometry) -> tuple[np.ndarray, np.ndarray, float]:
     """``(source center on source_grid, prior center on target_grid, prior radius mm)`` of a lesion given

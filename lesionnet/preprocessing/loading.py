@@ -26,7 +26,7 @@ from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.paths import preprocessed_folder_for
 from lesionnet.preprocessing.preprocess import PAIRS_FILE
-from lesionnet.registration.affine import AffineRegistration
+from lesionnet.registration.priors import prior_from_dict
 from lesionnet.utils.manifest import read_json_or_none
 
 
@@ -62,7 +62,7 @@ class PreprocessedPair:
     target_radius_mm: float
     prior_center_zyx: tuple
     prior_radius_mm: float
-    registration: AffineRegistration
+    registration: object  # the prior: AffineRegistration or DeformableRegistration
     patient: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -95,7 +95,7 @@ def load_tracking_pairs(folder: str | os.PathLike) -> list[PreprocessedPair]:
     if content is None or "source_center_zyx" not in (content.get("pairs") or [{}])[0]:
         raise FileNotFoundError(f"{folder / PAIRS_FILE}: missing or written by an older lesionnet. "
                                 "Re-run lesionnet_plan_and_preprocess.")
-    registrations = {k: AffineRegistration.from_dict(v["registration"]) for k, v in content["scan_pairs"].items()}
+    registrations = {k: prior_from_dict(v["registration"]) for k, v in content["scan_pairs"].items()}
     out = []
     for r in content["pairs"]:
         out.append(PreprocessedPair(

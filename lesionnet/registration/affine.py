@@ -5,21 +5,22 @@ needs: ``T_aff(source_center)`` is the affine prior of the lesion's position in 
 ITK's registration estimates the transform from the *fixed* image's space into the *moving*
 image's space, so the template is the fixed image and the search scan the moving one.
 
-Recipe (see ``RegistrationSettings``; the defaults follow the DLS/TLT baseline: 2 mm working
-resolution, multi-resolution, robust metric on clipped HU):
+Recipe (:class:`RegistrationSettings`; measurements that chose it: ``documentation/registration.md``):
 
-1. clip intensities to a CT window (air/bone outliers do not dominate), smooth and resample both
-   scans to an isotropic working spacing (2 mm, or the finest native spacing of the two scans when
-   that is coarser);
-2. initialise with the centres of mass of the body masks (HU > ``body_threshold_hu``);
-3. optimise a rigid-plus-scale (similarity) transform, then a full affine, each over a pyramid of
-   shrink factors, with Mattes mutual information restricted to the template's body mask and
-   randomly sampled voxels (fixed seed; with ``threads=1`` the result is bit-for-bit repeatable,
-   with several threads it varies in the last digits because the metric is summed in parallel).
+1. clip intensities to a CT window, anti-alias and resample both scans to a coarse isotropic working
+   spacing (:mod:`.working_images`); body masks (HU above ``body_threshold_hu``);
+2. starting points that survive different z-coverage: z-offsets from axial slice profiles, translations
+   from the body centroids of the matched slabs (:mod:`.initialisation`); with several candidates, each
+   gets a short similarity run at the coarsest level and the best metric wins (multi-start);
+3. a similarity transform (rotation, isotropic scale, translation), then a full affine, each over a
+   pyramid of shrink factors, with Mattes mutual information on about ``metric_samples`` randomly
+   sampled voxels of the template's body mask (a count, not a fraction: the time does not grow with the
+   scan's size) (fixed seed; with ``threads=1`` the result is bit-for-bit repeatable, with
+   several threads it varies in the last digits because the metric is summed in parallel).
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,14 @@ import SimpleITK as sitk
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import to_sitk
+from lesionnet.registration.initialisation import candidate_starts
+from lesionnet.registration.working_images import (
+    WorkingPair,
+    itk_threads,
+    sampling_fraction,
+    working_pair,
+    working_spacing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,26 +46,47 @@ logger = logging.getLogger(__name__)
 class RegistrationSettings:
     """Parameters of :func:`register_affine` (units in the names)."""
 
-    working_spacing_mm: float = 2.0
+    working_spacing_mm: float = 4.0
     clip_hu: tuple = (-1000.0, 1000.0)
     body_threshold_hu: float = -500.0
-    shrink_factors: tuple = (4, 2, 1)
-    smoothing_sigmas_mm: tuple = (4.0, 2.0, 0.0)
+    num_starts: int = 3
+    start_iterations: int = 25
+    min_overlap_fraction: float = 0.4
+    shrink_factors: tuple = (2, 1)
+    smoothing_sigmas_mm: tuple = (4.0, 0.0)
     histogram_bins: int = 32
-    sampling_fraction: float = 0.25
-    iterations_similarity: int = 120
-    iterations_affine: int = 120
+    metric_samples: int = 10000
+    iterations_similarity: int = 100
+    iterations_affine: int = 100
     learning_rate: float = 1.0
     seed: int = 1  # metric sampling seed; must be > 0 (SimpleITK reads 0 as "seed from the wall clock")
     threads: int | None = None  # None: all cores; 1: bit-for-bit repeatable (the metric sums in a fixed order)
+
+    kind = "affine"
 
     def __post_init__(self):
         if int(self.seed) <= 0:
             raise ValueError(f"RegistrationSettings.seed must be a positive integer, got {self.seed} "
                              "(SimpleITK treats 0 as 'seed from the wall clock', which is not repeatable).")
+        if int(self.num_starts) < 1:
+            raise ValueError(f"RegistrationSettings.num_starts must be at least 1, got {self.num_starts}.")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RegistrationSettings":
+        return cls(**known_fields(cls, d))
+
+
+def known_fields(cls, d: dict) -> dict:
+    """``d`` (JSON) as keyword arguments of the settings class ``cls``; ``ValueError`` naming unknown fields."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known - {"kind"})
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (settings written by another lesionnet "
+                         "version?). Re-run lesionnet_plan_and_preprocess to plan them again.")
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "kind"}
 
 
 @dataclass
@@ -100,8 +130,21 @@ class AffineRegistration:
         """Volume scale of the map as one factor: ``|det(matrix)|^(1/3)``."""
         return float(abs(np.linalg.det(np.asarray(self.matrix))) ** (1.0 / 3.0))
 
+    def inverse(self) -> "AffineRegistration":
+        """The exact inverse map (search world → template world) in ITK's centred parametrisation.
+
+        ``y = M (x - c) + c + t``  ⇒  ``x = M⁻¹ (y - c') + c' - t`` with ``c' = c + t``.
+        """
+        translation = np.asarray(self.translation_mm, dtype=np.float64)
+        settings = dict(self.settings)
+        settings["inverted"] = not bool(settings.get("inverted", False))
+        return AffineRegistration(np.linalg.inv(np.asarray(self.matrix, dtype=np.float64)), -translation,
+                                  np.asarray(self.center_mm, dtype=np.float64) + translation,
+                                  self.final_metric, self.seconds, settings)
+
     def to_dict(self) -> dict:
         return {
+            "kind": "affine",
             "matrix": np.asarray(self.matrix).tolist(),
             "translation_mm": np.asarray(self.translation_mm).tolist(),
             "center_mm": np.asarray(self.center_mm).tolist(),
@@ -118,35 +161,16 @@ class AffineRegistration:
 
 
 def working_spacing_mm(template: sitk.Image, search: sitk.Image, settings: RegistrationSettings) -> float:
-    """Isotropic working spacing: ``settings.working_spacing_mm``, but never finer than the finest
-    native spacing of the two scans (resampling coarse scans onto a finer grid adds voxels, not detail)."""
-    finest_native = min(min(template.GetSpacing()), min(search.GetSpacing()))
-    return max(float(settings.working_spacing_mm), float(finest_native))
+    """The isotropic spacing the registration works at (see :func:`.working_images.working_spacing`)."""
+    return working_spacing(template, search, settings.working_spacing_mm)
 
 
-def _working_image(image: sitk.Image, target_spacing: float, settings: RegistrationSettings) -> sitk.Image:
-    """Clip HU, anti-alias and resample to the isotropic ``target_spacing`` (mm); float32."""
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    image = sitk.Clamp(image, sitk.sitkFloat32, *settings.clip_hu)
-    spacing_xyz = np.asarray(image.GetSpacing())
-    sigma_mm = [max(0.0, (target_spacing**2 - s**2)) ** 0.5 / 2.0 for s in spacing_xyz]
-    if any(s > 0 for s in sigma_mm):
-        image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma_mm])
-    size_xyz = [max(1, int(round(n * s / target_spacing))) for n, s in zip(image.GetSize(), spacing_xyz)]
-    return sitk.Resample(image, size_xyz, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                         (target_spacing,) * 3, image.GetDirection(), settings.clip_hu[0], sitk.sitkFloat32)
-
-
-def _body_mask(image: sitk.Image, threshold_hu: float) -> sitk.Image:
-    mask = sitk.BinaryThreshold(image, lowerThreshold=threshold_hu, upperThreshold=1e9, insideValue=1, outsideValue=0)
-    return sitk.BinaryFillhole(sitk.BinaryMorphologicalOpening(mask, (1, 1, 1)))
-
-
-def _run_stage(fixed, moving, fixed_mask, transform, iterations, settings: RegistrationSettings):
+def _run_stage(fixed, moving, fixed_mask, transform, iterations, settings: RegistrationSettings,
+               shrink_factors=None, smoothing_sigmas_mm=None):
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed)
+    method.SetMetricSamplingPercentage(sampling_fraction(fixed_mask, fixed, settings.metric_samples), settings.seed)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
@@ -154,26 +178,40 @@ def _run_stage(fixed, moving, fixed_mask, transform, iterations, settings: Regis
         learningRate=settings.learning_rate, minStep=1e-4, numberOfIterations=iterations,
         gradientMagnitudeTolerance=1e-8, relaxationFactor=0.6)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(settings.shrink_factors))
-    method.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm))
+    method.SetShrinkFactorsPerLevel(list(shrink_factors or settings.shrink_factors))
+    method.SetSmoothingSigmasPerLevel(list(smoothing_sigmas_mm or settings.smoothing_sigmas_mm))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     method.SetInitialTransform(transform, inPlace=True)
     method.Execute(fixed, moving)
     return transform, method.GetMetricValue()
 
 
-@contextlib.contextmanager
-def _itk_threads(threads: int | None):
-    """Run ITK filters with ``threads`` threads (None: leave ITK's default), restoring it afterwards."""
-    if threads is None:
-        yield
-        return
-    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+def _similarity_from(start) -> sitk.Similarity3DTransform:
+    transform = sitk.Similarity3DTransform()
+    transform.SetCenter(tuple(float(v) for v in start.center_mm))
+    transform.SetTranslation(tuple(float(v) for v in start.translation_mm))
+    return transform
+
+
+def _initial_similarity(fixed, moving, fixed_mask, moving_mask, settings: RegistrationSettings):
+    """The similarity transform to optimise from: the best of the candidate starts (or a moments init)."""
+    starts = candidate_starts(fixed, fixed_mask, moving, moving_mask, settings.num_starts,
+                              settings.min_overlap_fraction)
+    if not starts:
+        logger.debug("Registration: no z-offset candidates; centres of mass of the body masks instead.")
+        return sitk.CenteredTransformInitializer(sitk.Cast(fixed_mask, sitk.sitkFloat32),
+                                                 sitk.Cast(moving_mask, sitk.sitkFloat32),
+                                                 sitk.Similarity3DTransform(),
+                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
+    if len(starts) == 1:
+        return _similarity_from(starts[0])
+    coarsest = (settings.shrink_factors[0],), (settings.smoothing_sigmas_mm[0],)
+    screened = [_run_stage(fixed, moving, fixed_mask, _similarity_from(s), settings.start_iterations, settings,
+                           *coarsest) for s in starts]
+    best = int(np.argmin([metric for _, metric in screened]))
+    logger.debug("Registration: start %d of %d (z-offset %.1f mm) has the best metric", best + 1, len(starts),
+                 starts[best].z_offset_mm)
+    return screened[best][0]
 
 
 def register_affine(template: sitk.Image, search: sitk.Image,
@@ -186,27 +224,29 @@ def register_affine(template: sitk.Image, search: sitk.Image,
         settings: optimisation parameters; defaults to :class:`RegistrationSettings()`.
     """
     settings = settings or RegistrationSettings()
-    with _itk_threads(settings.threads):
-        return _register_affine(template, search, settings)
+    with itk_threads(settings.threads):
+        start = time.perf_counter()
+        pair = working_pair(template, search, settings.working_spacing_mm, settings.clip_hu,
+                            settings.body_threshold_hu)
+        return register_working_pair(pair, settings, start)
 
 
-def _register_affine(template: sitk.Image, search: sitk.Image, settings: RegistrationSettings) -> AffineRegistration:
-    start = time.perf_counter()
-    spacing = working_spacing_mm(template, search, settings)
-    fixed = _working_image(template, spacing, settings)
-    moving = _working_image(search, spacing, settings)
-    fixed_mask = _body_mask(fixed, settings.body_threshold_hu)
-    moving_mask = _body_mask(moving, settings.body_threshold_hu)
-    if sitk.GetArrayViewFromImage(fixed_mask).sum() < 8 or sitk.GetArrayViewFromImage(moving_mask).sum() < 8:
+def register_working_pair(pair: WorkingPair, settings: RegistrationSettings,
+                          start: float | None = None) -> AffineRegistration:
+    """The affine stages on prepared working images (:func:`register_affine` without the preparation).
+
+    ``start`` (a ``time.perf_counter()`` value) is when the work on this scan pair began; the result's
+    ``seconds`` count from there.
+    """
+    start = time.perf_counter() if start is None else start
+    fixed, moving, fixed_mask = pair.fixed, pair.moving, pair.fixed_mask
+    if fixed_mask is None:
         logger.warning("Registration: no body found above %.0f HU; using intensity moments for initialisation.",
                        settings.body_threshold_hu)
-        init_fixed, init_moving, fixed_mask = fixed, moving, None
+        similarity = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(),
+                                                       sitk.CenteredTransformInitializerFilter.MOMENTS)
     else:
-        init_fixed, init_moving = fixed_mask, moving_mask
-
-    similarity = sitk.CenteredTransformInitializer(
-        sitk.Cast(init_fixed, sitk.sitkFloat32), sitk.Cast(init_moving, sitk.sitkFloat32),
-        sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+        similarity = _initial_similarity(fixed, moving, fixed_mask, pair.moving_mask, settings)
     similarity, _ = _run_stage(fixed, moving, fixed_mask, similarity, settings.iterations_similarity, settings)
 
     affine = sitk.AffineTransform(3)

@@ -1,17 +1,18 @@
-"""Affine registrations of training scan pairs, computed once and cached, and the priors derived from them.
+"""Registrations of training scan pairs (affine or deformable priors), computed once and cached.
 
 Cache layout: ``$lesionnet_preprocessed/DatasetXXX_Name/registrations/{A}__{B}.json``, one file per
-registered scan pair, holding the :class:`~lesionnet.registration.affine.AffineRegistration` dict
-(template ``A`` → search ``B``), the signatures (size, mtime) of both scans and a hash of the
-registration settings. The fingerprint run registers every scan pair of ``pairsTr.json``; the
-preprocessing run reuses those files and registers only what is missing or stale. Training never
-registers.
+registered scan pair, holding the registration dict (template ``A`` → search ``B``; its ``kind`` says
+affine or deformable, see :mod:`lesionnet.registration.priors`), the signatures (size, mtime) of both
+scans and a hash of the registration settings (which include the kind). Priors other than the affine
+live in a sub-folder named after their kind (``registrations/deformable/``). The fingerprint run
+keeps its sampled registrations apart (``registrations/planning/``); the preprocessing run registers
+every training scan pair with the planned prior, reusing what is valid. Training never registers.
 
 By default (``symmetric=True``) each *unordered* scan pair is registered once, the earlier scan id
-(sorted) being the template; the reverse direction uses the exact inverse affine
-(:func:`invert_registration`). That halves the registration time of datasets whose pairs come in both
-directions (DLS, Dataset501). ``symmetric=False`` registers every directed scan pair, as the affine
-baseline does at inference.
+(sorted) being the template; the reverse direction uses the inverse map (:func:`invert_registration`:
+exact for an affine, a point-wise iteration for a deformable prior). That halves the registration
+time of datasets whose pairs come in both directions (DLS, Dataset501). ``symmetric=False`` registers
+every directed scan pair, as the registration baselines do at inference.
 """
 from __future__ import annotations
 
@@ -22,11 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
-from lesionnet.registration.affine import (
-    AffineRegistration,
-    RegistrationSettings,
-    register_affine,
-)
+from lesionnet.registration.affine import RegistrationSettings
+from lesionnet.registration.priors import prior_from_dict, register_prior, settings_from_dict
 from lesionnet.utils.files import write_json
 from lesionnet.utils.manifest import (
     file_signature,
@@ -49,25 +47,23 @@ def registration_key(template: str, search: str) -> str:
     return f"{template}__{search}"
 
 
-def settings_key(settings: RegistrationSettings) -> str:
-    """Hash of the settings that change a registration's result (``threads`` excluded)."""
+def settings_without_threads(settings) -> dict:
+    """``settings.to_dict()`` without the thread counts (they change speed, not the result)."""
     d = settings.to_dict()
     d.pop("threads", None)
-    return stable_hash(d)
+    if isinstance(d.get("affine"), dict):
+        d["affine"] = {k: v for k, v in d["affine"].items() if k != "threads"}
+    return d
 
 
-def invert_registration(registration: AffineRegistration) -> AffineRegistration:
-    """The exact inverse map (search world → template world) in ITK's centred parametrisation.
+def settings_key(settings) -> str:
+    """Hash of the settings that change a registration's result (``threads`` excluded)."""
+    return stable_hash(settings_without_threads(settings))
 
-    ``y = M (x - c) + c + t``  ⇒  ``x = M⁻¹ (y - c') + c' - t`` with ``c' = c + t``.
-    """
-    matrix = np.asarray(registration.matrix, dtype=np.float64)
-    center = np.asarray(registration.center_mm, dtype=np.float64)
-    translation = np.asarray(registration.translation_mm, dtype=np.float64)
-    settings = dict(registration.settings)
-    settings["inverted"] = not bool(settings.get("inverted", False))
-    return AffineRegistration(np.linalg.inv(matrix), -translation, center + translation,
-                              registration.final_metric, registration.seconds, settings)
+
+def invert_registration(registration):
+    """The inverse map (search world → template world) of an affine or deformable registration."""
+    return registration.inverse()
 
 
 def registration_jobs(directed_scan_pairs: Iterable[tuple], symmetric: bool = True) -> list[tuple]:
@@ -84,8 +80,7 @@ def _register_worker(job: tuple) -> tuple:
     """Worker: register one scan pair; returns ``(key, registration dict)``."""
     key, template_path, search_path, settings_dict = job
     from lesionnet.datasets.image_io import read_sitk  # imported in the worker
-    settings = RegistrationSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings_dict.items()})
-    registration = register_affine(read_sitk(template_path), read_sitk(search_path), settings)
+    registration = register_prior(read_sitk(template_path), read_sitk(search_path), settings_from_dict(settings_dict))
     return key, registration.to_dict()
 
 
@@ -96,7 +91,7 @@ def _cache_record_valid(record, template_sig: dict, search_sig: dict, skey: str)
 
 
 def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, directed_scan_pairs: Iterable[tuple],
-                         settings: RegistrationSettings | None = None, num_processes: int = 1,
+                         settings=None, num_processes: int = 1,
                          symmetric: bool = True, progress: bool = True,
                          cache_subfolder: str | None = None) -> dict:
     """Make sure every scan pair has a valid cached registration; return them for every directed pair.
@@ -105,7 +100,8 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
         scan_paths: ``{scan_id: image path}`` of the raw scans.
         output_folder: the dataset's preprocessed folder (the cache is ``output_folder/registrations/``).
         directed_scan_pairs: ``(source, target)`` scan ids, as the pairs use them.
-        settings: registration settings (default :data:`DEFAULT_PRIOR_REGISTRATION`).
+        settings: registration settings of the prior kind to compute (``RegistrationSettings`` or
+            ``DeformableSettings``; default :data:`DEFAULT_PRIOR_REGISTRATION`).
         num_processes: worker processes for the registrations that are missing.
         symmetric: register each unordered pair once and invert for the other direction.
         progress: tqdm bar over the registrations that are computed.
@@ -113,7 +109,7 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
             fingerprint's coarse registrations use ``planning``, so they never replace the priors').
 
     Returns:
-        ``{(source, target): {"registration": AffineRegistration, "key": cache key, "inverted": bool}}``.
+        ``{(source, target): {"registration": the prior, "key": cache key, "inverted": bool}}``.
         Each newly computed registration is written (atomically) as soon as it finishes, so an
         interrupted run keeps what it finished.
     """
@@ -122,6 +118,8 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
     folder = Path(output_folder) / REGISTRATION_FOLDER
     if cache_subfolder:
         folder = folder / cache_subfolder
+    if settings.kind != "affine":  # each prior kind has its own files (affine ones stay where they were)
+        folder = folder / settings.kind
     directed = sorted({(s, t) for s, t in directed_scan_pairs if s != t})
     jobs = registration_jobs(directed, symmetric)
     cached: dict = {}
@@ -149,17 +147,17 @@ def ensure_registrations(scan_paths: dict, output_folder: str | os.PathLike, dir
         write_json(folder / f"{key}.json", record)
         cached[(template, search)] = record
 
-    run_jobs(_register_worker, work, num_processes, progress, "affine registration", unit="scan pair",
+    run_jobs(_register_worker, work, num_processes, progress, f"{settings.kind} registration", unit="scan pair",
              on_result=lambda result: _store(*result))
 
     out = {}
     for source, target in directed:
         if (source, target) in cached:
             record = cached[(source, target)]
-            registration, inverted = AffineRegistration.from_dict(record["registration"]), False
+            registration, inverted = prior_from_dict(record["registration"]), False
         else:
             record = cached[(target, source)]
-            registration, inverted = invert_registration(AffineRegistration.from_dict(record["registration"])), True
+            registration, inverted = prior_from_dict(record["registration"]).inverse(), True
         out[(source, target)] = {"registration": registration, "key": registration_key(record["template"],
                                                                                        record["search"]),
                                  "inverted": inverted}
@@ -173,5 +171,6 @@ def prior_error_mm_zyx(prior_center_zyx, target_center_zyx, target_spacing_zyx) 
 
 
 __all__ = ["REGISTRATION_FOLDER", "DEFAULT_PRIOR_REGISTRATION", "registration_key", "settings_key",
+           "settings_without_threads",
            "invert_registration", "registration_jobs", "ensure_registrations",
            "prior_error_mm_zyx"]

@@ -1,7 +1,8 @@
 """Figures of the synthetic datasets for the documentation (matplotlib, Agg backend).
 
 ``render_tracking_figure`` draws a source and a target scan of one Dataset501 pair (axial and coronal
-slices through each lesion center, the center marked and the radius drawn); ``render_lymph_node_figure``
+slices through each lesion center, the center marked and the radius drawn), ``render_followup_figure`` the same
+for a Dataset503 pair; ``render_lymph_node_figure``
 draws axial slices and a coronal slice of a Dataset502 case with its instance mask outlined. Both
 generate the data with the real generators, in memory.
 """
@@ -86,6 +87,35 @@ def render_tracking_figure(path, seed: int = 0, config=None, patient_index: int 
                    f"{'source' if t == 0 else 'target'} {patient.scan_id(t)}: lesion {k} ({patient.lesions[k].organ}), "
                    f"r = {patient.lesion_radius_mm(t, k):.1f} mm", others)
     fig.suptitle("Dataset501_SynthLesionTracking, one pair: dashed red = 1.6 × radius around the true center, "
+                 "blue x = other lesions", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def render_followup_figure(path, seed: int = 0, config=None, patient_index: int = 0) -> Path:
+    """Write a PNG of one Dataset503 pair (the largest lesion found in two scans) to ``path``; return the path."""
+    from lesionnet.datasets.synthetic import common
+    from lesionnet.datasets.synthetic.followup_torso import make_followup_patient
+
+    patient = make_followup_patient(config, common.patient_seed_sequence(seed, patient_index), f"P{patient_index:04d}")
+    pair = max(patient.pairs(), key=lambda p: p.source_radius_mm + p.target_radius_mm)
+    k = int(pair.pair_id.split("_L")[1].split("_")[0])
+    window = LUNG_WINDOW if patient.lesions[k].organ == "lung" else SOFT_TISSUE_WINDOW
+    scan_index = {patient.scan_id(t): t for t in range(patient.num_timepoints)}
+    fig, axes = plt.subplots(3, 2, figsize=(9, 12.5), gridspec_kw={"height_ratios": [1.0, 0.8, 0.8]})
+    for column, (role, scan) in enumerate((("source", pair.source), ("target", pair.target))):
+        t = scan_index[scan]
+        image, geometry = patient.render(t)
+        others = [patient.lesion_center_zyx(t, j) for j in range(len(patient.lesions))
+                  if j != k and patient.lesion_in_scan(t, j)]
+        low, high = patient.scans[t].coverage_mm
+        radius = patient.lesion_radius_mm(t, k)
+        depth = patient.scans[t].mapping.breathing.depth_mm
+        _draw_scan(axes[0, column], axes[1, column], axes[2, column], image, geometry,
+                   patient.lesion_center_zyx(t, k), radius, window,
+                   f"{role} {scan}: lesion {k} ({patient.lesions[k].organ}), r = {radius:.1f} mm\n"
+                   f"body z {low:.0f}…{high:.0f} mm, breathing {depth:.0f} mm", others)
+    fig.suptitle("Dataset503_SynthTorsoFollowUp, one pair: dashed red = 1.6 × radius around the true center, "
                  "blue x = other lesions", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,14 +1,15 @@
-"""The ``affine`` and ``identity`` methods: registration baselines every tracker is reported beside.
+"""The ``affine``, ``deformable`` and ``identity`` methods: registration baselines every tracker is reported beside.
 
-``affine`` plans a section that records the registration settings of the dataset's priors and the
-prior's error measured by the fingerprint; ``identity`` plans nothing. Their predictors are
-:class:`lesionnet.methods.affine.tracker.RegistrationTracker`.
+``affine`` plans a section that records the registration prior planned for the dataset (its kind and
+settings) and the priors' errors measured by the fingerprint; ``deformable`` and ``identity`` plan
+nothing. Their predictors are :class:`lesionnet.methods.affine.tracker.RegistrationTracker`; a
+request's ``registration`` settings replace the default ones when they are of the method's kind.
 """
 from __future__ import annotations
 
 from lesionnet.methods.affine.tracker import RegistrationTracker
 from lesionnet.methods.base import Method
-from lesionnet.planning.rules import decision
+from lesionnet.registration.priors import default_settings
 
 
 class AffineMethod(Method):
@@ -19,22 +20,34 @@ class AffineMethod(Method):
 
     def plan(self, context) -> dict:
         tracking = context.fingerprint.get("tracking", {})
-        registration = tracking.get("registration", {})
         return {
             "data_identifier": None,
             "uses_raw_data": True,
-            "registration": registration,
-            "prior_error_mm": tracking.get("prior_error_mm", {}),
+            "prior_candidates": tracking.get("prior_candidates", {}),
             "prior_error_registration": tracking.get("prior_error_registration", {}),
-            "decisions": {"registration": decision(registration, "affine registration as planned for the priors "
-                                                   "(lesionnet.registration.affine defaults, single-threaded)")},
+            "decisions": {"registration_prior": context.registration_prior},
         }
 
     def summary(self, section: dict, data_configuration: dict | None) -> str:
         return "affine: registration on the raw scans (no preprocessing)"
 
     def predictor(self, request) -> RegistrationTracker:
-        return RegistrationTracker(register=True, settings=request.registration)
+        return RegistrationTracker(_settings_of_kind(request.registration, self.name))
+
+
+class DeformableMethod(Method):
+    name = "deformable"
+    task = "tracking"
+    description = "deformable registration baseline: the source center mapped through affine + B-spline (no training)"
+    predicts = True
+
+    def predictor(self, request) -> RegistrationTracker:
+        return RegistrationTracker(_settings_of_kind(request.registration, self.name))
+
+
+def _settings_of_kind(settings, kind: str):
+    """``settings`` when they belong to the prior ``kind``, else lesionnet's default settings of that kind."""
+    return settings if settings is not None and settings.kind == kind else default_settings(kind)
 
 
 class IdentityMethod(Method):
@@ -44,10 +57,11 @@ class IdentityMethod(Method):
     predicts = True
 
     def predictor(self, request) -> RegistrationTracker:
-        return RegistrationTracker(register=False)
+        return RegistrationTracker(None)
 
 
 AFFINE = AffineMethod()
+DEFORMABLE = DeformableMethod()
 IDENTITY = IdentityMethod()
 
-__all__ = ["AffineMethod", "IdentityMethod", "AFFINE", "IDENTITY"]
+__all__ = ["AffineMethod", "DeformableMethod", "IdentityMethod", "AFFINE", "DEFORMABLE", "IDENTITY"]

@@ -1,10 +1,10 @@
-"""Registration trackers: the affine baseline and the "unmoved source center" reference.
+"""Registration trackers: the affine and deformable baselines and the "unmoved source center" reference.
 
-``affine``: register the source scan (template) to the target scan (search) once per scan pair
-(:func:`lesionnet.registration.affine.register_affine`) and map every lesion of that scan pair through
-the transform — the prediction is ``T_aff(source_center)``. ``identity``: the source center's world
-position, read as a voxel index of the target scan, with no registration (what a tracker gets for
-free; a floor any method must beat).
+``affine`` / ``deformable``: register the source scan (template) to the target scan (search) once per
+scan pair (:func:`lesionnet.registration.priors.register_prior` with the kind's settings) and map every
+lesion of that scan pair through the transform — the prediction is ``T(source_center)``. ``identity``:
+the source center's world position, read as a voxel index of the target scan, with no registration
+(what a tracker gets for free; a floor any method must beat).
 
 Both return prediction records (:mod:`lesionnet.datasets.prediction_format`). A record's
 ``processing time`` is its share of the scan pair's registration (registration seconds divided by
@@ -18,29 +18,28 @@ from lesionnet.datasets.image_io import read_sitk
 from lesionnet.datasets.prediction_format import prediction_record_from_pair
 from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.inference.tracking_input import TrackingInput
-from lesionnet.registration.affine import AffineRegistration, RegistrationSettings, register_affine
+from lesionnet.registration.affine import AffineRegistration
+from lesionnet.registration.priors import register_prior
 
 
-def register_scan_pair(tracking_input: TrackingInput, source: str, target: str,
-                       settings: RegistrationSettings | None = None) -> AffineRegistration:
-    """Register ``source`` (template) to ``target`` (search) of a validated input.
+def register_scan_pair(tracking_input: TrackingInput, source: str, target: str, settings):
+    """Register ``source`` (template) to ``target`` (search) of a validated input with the prior ``settings`` name.
 
     Raises :class:`lesionnet.datasets.image_io.ImageReadError` when a scan's voxels cannot be read.
     """
     template = read_sitk(tracking_input.scan_paths[source])
     search = read_sitk(tracking_input.scan_paths[target])
-    return register_affine(template, search, settings)
+    return register_prior(template, search, settings)
 
 
 class RegistrationTracker:
     """``tracker(tracking_input, pairs) -> records`` for the pairs of one scan pair (all share source and
-    target), with the affine registration (``register=True``) or the identity map."""
+    target), with the registration ``settings`` name (affine or deformable), or the identity map (None)."""
 
-    def __init__(self, register: bool, settings: RegistrationSettings | None = None):
-        self.register = bool(register)
+    def __init__(self, settings=None):
+        self.register = settings is not None
         self.settings = settings
-        used = (settings or RegistrationSettings()).to_dict() if register else {}
-        self.description = {"registration": used}
+        self.description = {"registration": settings.to_dict() if self.register else {}}
 
     def __call__(self, tracking_input: TrackingInput, pairs: list[TrackingPair]) -> list[dict]:
         source, target = pairs[0].source, pairs[0].target
