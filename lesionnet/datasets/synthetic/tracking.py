@@ -26,21 +26,13 @@ world and canonical points are physical ``(x, y, z)`` vectors; mm everywhere.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.datasets.image_io import write_image
-from lesionnet.datasets.raw_format import (
-    TrackingPair,
-    make_dataset_json,
-    pair_from_json,
-    save_pairs,
-)
-from lesionnet.datasets.synthetic import common
+from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.datasets.synthetic.tracking_builder import make_patient
 from lesionnet.datasets.synthetic.tracking_config import (
     DATASET_ID,
@@ -55,10 +47,7 @@ from lesionnet.datasets.synthetic.tracking_patient import (
     SyntheticPatient,
     TimePoint,
 )
-from lesionnet.utils.files import write_json
-from lesionnet.utils.parallel import run_jobs
-
-logger = logging.getLogger(__name__)
+from lesionnet.datasets.synthetic.tracking_writer import TrackingDatasetSpec, write_tracking_dataset
 
 
 # ====================================================================================== in-memory pair
@@ -106,19 +95,13 @@ def make_tracking_pair(config: TrackingConfig | None = None, seed=0, lesion_inde
 
 
 # ====================================================================================== dataset
-def _generate_patient(args) -> dict:
-    """Worker: build, render and write one patient; return its pairs (JSON records) and scan ids."""
-    config, seed, patient_index, split, staging = args
-    patient_id = f"P{patient_index:04d}"
-    patient = make_patient(config, common.patient_seed_sequence(seed, patient_index), patient_id)
-    images_dir = Path(staging) / f"images{split}"
-    for t in range(patient.num_timepoints):
-        image, geometry = patient.render(t)
-        write_image(images_dir / f"{patient.scan_id(t)}_0000.nii.gz", common.to_int16_hu(image), geometry)
-    return {"patient_id": patient_id, "split": split,
-            "scan_ids": [patient.scan_id(t) for t in range(patient.num_timepoints)],
-            "pairs": [p.to_json() for p in patient.pairs()],
-            "num_lesions": len(patient.lesions)}
+SPEC = TrackingDatasetSpec(
+    DATASET_ID, DATASET_NAME,
+    "Synthetic longitudinal CT-like torso phantoms (lower thorax / upper abdomen) with lesions in liver, lungs, "
+    "spleen and soft tissue; follow-ups differ by a random affine motion, a smooth non-rigid deformation, lesion "
+    "growth and appearance change, voxel spacing and slice thickness. Lesion centers are exact (derived from the "
+    "generator). Intensities in HU, int16.",
+    "lesionnet.datasets.synthetic.tracking.generate_tracking_dataset", make_patient)
 
 
 def default_output_folder() -> Path:
@@ -148,54 +131,7 @@ def generate_tracking_dataset(output_folder=None, config: TrackingConfig | None 
     """
     config = config or TrackingConfig()
     output_folder = Path(output_folder) if output_folder is not None else default_output_folder()
-    num_test = common.num_test_cases(config.num_patients, config.test_fraction)
-    if num_test == 0:
-        logger.warning("only %d patient(s): no test split is written.", config.num_patients)
-    splits = ["Tr"] * (config.num_patients - num_test) + ["Ts"] * num_test
-    logger.info("Generating %s with %d patients (%d test), seed %d, nominal grid %s into %s",
-                DATASET_NAME, config.num_patients, num_test, seed, tuple(config.nominal_shape_zyx), output_folder)
-    with common.staged_output_folder(output_folder, overwrite) as staging:
-        jobs = [(config, seed, i, splits[i], str(staging)) for i in range(config.num_patients)]
-        results = run_jobs(_generate_patient, jobs, num_processes, progress, f"Dataset{DATASET_ID} patients")
-        results.sort(key=lambda r: r["patient_id"])
-        summary = _write_tracking_metadata(staging, results, config, seed)
-    summary["folder"] = str(output_folder)
-    logger.info("Wrote %s: %d/%d scans and %d/%d pairs (train/test)", output_folder, summary["num_scans_tr"],
-                summary["num_scans_ts"], summary["num_pairs_tr"], summary["num_pairs_ts"])
-    return summary
-
-
-def _write_tracking_metadata(folder: Path, results: list, config: TrackingConfig, seed: int) -> dict:
-    summary = {}
-    for split in ("Tr", "Ts"):
-        chosen = [r for r in results if r["split"] == split]
-        pairs = [p for r in chosen for p in r["pairs"]]
-        save_pairs(folder / f"pairs{split}.json", [_pair(p) for p in pairs])
-        (folder / f"images{split}").mkdir(exist_ok=True)
-        summary[f"num_scans_{split.lower()}"] = sum(len(r["scan_ids"]) for r in chosen)
-        summary[f"num_pairs_{split.lower()}"] = len(pairs)
-        summary[f"patients_{split.lower()}"] = [r["patient_id"] for r in chosen]
-    meta = make_dataset_json(
-        DATASET_NAME, "tracking", summary["num_scans_tr"],
-        description=("Synthetic longitudinal CT-like torso phantoms (lower thorax / upper abdomen) with lesions "
-                     "in liver, lungs, spleen and soft tissue; follow-ups differ by a random affine motion, a "
-                     "smooth non-rigid deformation, lesion growth and appearance change, voxel spacing and slice "
-                     "thickness. Lesion centers are exact (derived from the generator). Intensities in HU, int16."),
-        licence=common.LICENCE,
-        numTest=summary["num_scans_ts"],
-        numPairsTr=summary["num_pairs_tr"],
-        numPairsTs=summary["num_pairs_ts"],
-        patientsTr=summary["patients_tr"],
-        patientsTs=summary["patients_ts"],
-        generator={"function": "lesionnet.datasets.synthetic.tracking.generate_tracking_dataset",
-                   "seed": int(seed), "config": config.to_json()},
-    )
-    write_json(folder / "dataset.json", meta)
-    return summary
-
-
-def _pair(record: dict) -> TrackingPair:
-    return pair_from_json(record, "generated pair")
+    return write_tracking_dataset(SPEC, output_folder, config, seed, overwrite, num_processes, progress)
 
 
 __all__ = ["TrackingConfig", "SyntheticPatient", "SyntheticLesion", "LesionAppearance", "TimePoint",
