@@ -18,7 +18,8 @@ How a patient is made (see ``documentation/synthetic_data.md``):
 Modules: :mod:`.tracking_config` (:class:`TrackingConfig`, dataset id and name), :mod:`.tracking_patient`
 (lesions, time points, :class:`SyntheticPatient`: truth and rendering), :mod:`.tracking_builder`
 (:func:`make_patient`: the random construction) and this module (:func:`make_tracking_pair` in memory,
-:func:`generate_tracking_dataset` writing the raw dataset). The names of the first three are re-exported here.
+:func:`generate_tracking_dataset` writing the raw dataset through :mod:`.tracking_writer`, which Dataset503
+shares). The names of the first three are re-exported here.
 
 Coordinates: arrays are ``[z, y, x]``; in memory centers are continuous voxel indices ``(z, y, x)``
 (``*_zyx``), in ``pairsTr.json`` / ``pairsTs.json`` they are written ``[x, y, z]`` as the raw format says;
