@@ -11,9 +11,9 @@ for detection) this writes, under ``$lesionnet_preprocessed/DatasetXXX_Name/<dat
   with, the output files' signatures, and (detection) the instances with their 3D boxes. It is
   written last, so it is the case's commit record: a case without a valid sidecar is redone;
 * ``pairs.json`` — tracking only: every training pair with centers converted to the preprocessed
-  grids (``(z, y, x)`` voxel indices), its affine prior (``prior_center_zyx`` = ``T_aff(source_center)``
-  in the target's preprocessed grid, ``prior_radius_mm`` = ``r · |det A|^(1/3)``) and, per directed
-  scan pair, the registration dict (affine or deformable prior). The Gaussian maps a method needs (attention masks,
+  grids (``(z, y, x)`` voxel indices), its planned prior (affine or deformable: ``prior_center_zyx`` =
+  ``T(source_center)`` in the target's preprocessed grid, ``prior_radius_mm`` = ``r · |det A|^(1/3)``)
+  and, per directed scan pair, the registration dict. The Gaussian maps a method needs (attention masks,
   anatomy signals, labels) are made on the fly on each training crop from these centers and radii,
   which costs microseconds and no disk.
 

@@ -5,8 +5,8 @@ A lesion map is an isotropic Gaussian in physical units evaluated on a scan's vo
 ``σ`` from the lesion radius (its own module says how: TLT's Eq. 1 is ``σ = sqrt(6) r``, DLT's
 anatomy signal is ``σ = n r``).
 
-The search-side map of a lesion is the template map carried through the affine prior: centre
-``T_aff(c)`` and radius ``r · s`` where ``s = |det A|^(1/3)`` (the papers' ``T_aff(r_t)``,
+The search-side map of a lesion is the template map carried through the prior: centre ``T(c)`` and
+radius ``r · s`` where ``s = |det A|^(1/3)`` of the prior's affine (part) (the papers' ``T_aff(r_t)``,
 :func:`project_lesion`). :func:`warp_to_target` resamples any template-grid map through the affine
 instead, which is the literal ``T_aff(G_t)``; for a similarity transform both agree.
 """
