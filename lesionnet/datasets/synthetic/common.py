@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from itertools import combinations
 from math import comb
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
-from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN
+from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, TrackingPair
 
 logger = logging.getLogger(__name__)
 
@@ -151,3 +152,46 @@ def staged_output_folder(output_folder: str | os.PathLike, overwrite: bool) -> I
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------- longitudinal patients
+def sample_subslices(geometry: Geometry, mapping, evaluate, offsets, chunk_points: int = 250_000) -> np.ndarray:
+    """Average ``evaluate(x, y, z)`` (canonical coordinates, 1D float32 arrays in mm → values per point) over
+    the sub-slice ``offsets`` (fractions of a slice) of every voxel of ``geometry`` → float32 ``[z, y, x]``.
+
+    ``mapping.voxel_grid_to_canonical(geometry, index_z, index_y, index_x)`` gives the canonical coordinates
+    of broadcast voxel indices; slabs of slices are evaluated at a time (about ``chunk_points`` points).
+    """
+    nz, ny, nx = geometry.shape_zyx
+    out = np.zeros((nz, ny, nx), dtype=np.float32)
+    index_y = np.arange(ny, dtype=np.float32)[None, :, None]
+    index_x = np.arange(nx, dtype=np.float32)[None, None, :]
+    slices_per_chunk = max(1, chunk_points // (ny * nx))
+    for z0 in range(0, nz, slices_per_chunk):
+        z_indices = np.arange(z0, min(nz, z0 + slices_per_chunk))
+        for offset in offsets:
+            index_z = (z_indices + offset).astype(np.float32)[:, None, None]
+            cx, cy, cz = mapping.voxel_grid_to_canonical(geometry, index_z, index_y, index_x)
+            values = evaluate(cx.ravel(), cy.ravel(), cz.ravel())
+            out[z_indices] += values.reshape(z_indices.size, ny, nx) / np.float32(len(offsets))
+    return out
+
+
+def directed_lesion_pairs(patient, k: int, timepoints) -> list:
+    """Both directions of every pair of ``timepoints`` (scans that show lesion ``k``) as ``TrackingPair``s.
+
+    ``patient`` offers ``patient_id``, ``scan_id(t)``, ``lesion_center_zyx(t, k)`` and ``lesion_radius_mm(t, k)``.
+    """
+    centers_zyx = {t: patient.lesion_center_zyx(t, k) for t in timepoints}
+    pairs = []
+    for a, b in combinations(timepoints, 2):
+        for s, g in ((a, b), (b, a)):
+            pairs.append(TrackingPair(
+                pair_id=f"{patient.patient_id}_L{k:02d}_T{s}-T{g}",
+                source=patient.scan_id(s), target=patient.scan_id(g),
+                source_center_zyx=tuple(float(v) for v in centers_zyx[s]),
+                source_radius_mm=patient.lesion_radius_mm(s, k),
+                target_center_zyx=tuple(float(v) for v in centers_zyx[g]),
+                target_radius_mm=patient.lesion_radius_mm(g, k),
+                patient=patient.patient_id))
+    return pairs

@@ -15,13 +15,11 @@ intensities in HU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 from scipy import ndimage
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.datasets.synthetic import common, shapes
 from lesionnet.datasets.synthetic.phantom import TorsoPhantom
 from lesionnet.datasets.synthetic.transforms import WorldToCanonical
@@ -192,20 +190,8 @@ class SyntheticPatient:
 
     def pairs(self) -> list:
         """Directed pairs for every lesion and every ordered pair of distinct time points (centers (z, y, x))."""
-        pairs = []
-        for k in range(len(self.lesions)):
-            centers_zyx = [self.lesion_center_zyx(t, k) for t in range(self.num_timepoints)]
-            for a, b in combinations(range(self.num_timepoints), 2):
-                for s, g in ((a, b), (b, a)):
-                    pairs.append(TrackingPair(
-                        pair_id=f"{self.patient_id}_L{k:02d}_T{s}-T{g}",
-                        source=self.scan_id(s), target=self.scan_id(g),
-                        source_center_zyx=tuple(float(v) for v in centers_zyx[s]),
-                        source_radius_mm=self.lesion_radius_mm(s, k),
-                        target_center_zyx=tuple(float(v) for v in centers_zyx[g]),
-                        target_radius_mm=self.lesion_radius_mm(g, k),
-                        patient=self.patient_id))
-        return pairs
+        return [pair for k in range(len(self.lesions))
+                for pair in common.directed_lesion_pairs(self, k, list(range(self.num_timepoints)))]
 
     # -------------------------------------------------------------- rendering
     def render(self, t: int) -> tuple:
@@ -257,22 +243,9 @@ class SyntheticPatient:
     def _sample(self, t: int, evaluate, subslice_offsets=None, chunk_points: int = 300_000) -> np.ndarray:
         """Average ``evaluate(canonical x, y, z)`` over each voxel's sub-slices → float32 ``[z, y, x]``."""
         tp = self.timepoints[t]
-        geometry = tp.geometry
-        nz, ny, nx = geometry.shape_zyx
         if subslice_offsets is None:
             subslice_offsets = (np.arange(tp.subslices) + 0.5) / tp.subslices - 0.5
-        out = np.zeros((nz, ny, nx), dtype=np.float32)
-        index_y = np.arange(ny, dtype=np.float32)[None, :, None]
-        index_x = np.arange(nx, dtype=np.float32)[None, None, :]
-        slices_per_chunk = max(1, chunk_points // (ny * nx))
-        for z0 in range(0, nz, slices_per_chunk):
-            z_indices = np.arange(z0, min(nz, z0 + slices_per_chunk))
-            for offset in subslice_offsets:
-                index_z = (z_indices + offset).astype(np.float32)[:, None, None]
-                cx, cy, cz = tp.mapping.voxel_grid_to_canonical(geometry, index_z, index_y, index_x)
-                values = evaluate(cx.ravel(), cy.ravel(), cz.ravel())
-                out[z_indices] += values.reshape(z_indices.size, ny, nx) / np.float32(len(subslice_offsets))
-        return out
+        return common.sample_subslices(tp.geometry, tp.mapping, evaluate, subslice_offsets, chunk_points)
 
 
 __all__ = ["LesionAppearance", "SyntheticLesion", "TimePoint", "SyntheticPatient"]

@@ -12,11 +12,21 @@ from lesionnet.methods.base import Method
 from lesionnet.registration.priors import default_settings
 
 
-class AffineMethod(Method):
-    name = "affine"
+class RegistrationMethod(Method):
+    """A registration baseline: predicts with the registration prior named like the method (no training)."""
+
     task = "tracking"
-    description = "affine registration baseline: the source center mapped through T_aff (no training)"
     predicts = True
+
+    def predictor(self, request) -> RegistrationTracker:
+        settings = request.registration  # replaced by the defaults unless they belong to this kind of prior
+        return RegistrationTracker(settings if settings is not None and settings.kind == self.name
+                                   else default_settings(self.name))
+
+
+class AffineMethod(RegistrationMethod):
+    name = "affine"
+    description = "affine registration baseline: the source center mapped through T_aff (no training)"
 
     def plan(self, context) -> dict:
         tracking = context.fingerprint.get("tracking", {})
@@ -31,23 +41,10 @@ class AffineMethod(Method):
     def summary(self, section: dict, data_configuration: dict | None) -> str:
         return "affine: registration on the raw scans (no preprocessing)"
 
-    def predictor(self, request) -> RegistrationTracker:
-        return RegistrationTracker(_settings_of_kind(request.registration, self.name))
 
-
-class DeformableMethod(Method):
+class DeformableMethod(RegistrationMethod):
     name = "deformable"
-    task = "tracking"
-    description = "deformable registration baseline: the source center mapped through affine + B-spline (no training)"
-    predicts = True
-
-    def predictor(self, request) -> RegistrationTracker:
-        return RegistrationTracker(_settings_of_kind(request.registration, self.name))
-
-
-def _settings_of_kind(settings, kind: str):
-    """``settings`` when they belong to the prior ``kind``, else lesionnet's default settings of that kind."""
-    return settings if settings is not None and settings.kind == kind else default_settings(kind)
+    description = "deformable registration baseline: the source center through affine + B-spline (no training)"
 
 
 class IdentityMethod(Method):
@@ -64,4 +61,4 @@ AFFINE = AffineMethod()
 DEFORMABLE = DeformableMethod()
 IDENTITY = IdentityMethod()
 
-__all__ = ["AffineMethod", "DeformableMethod", "IdentityMethod", "AFFINE", "DEFORMABLE", "IDENTITY"]
+__all__ = ["RegistrationMethod", "AffineMethod", "DeformableMethod", "IdentityMethod", "AFFINE", "DEFORMABLE", "IDENTITY"]

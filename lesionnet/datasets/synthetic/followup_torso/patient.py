@@ -6,13 +6,11 @@ points physical ``(x, y, z)`` vectors in mm; radii in mm; intensities in HU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 
 from lesionnet.datasets.geometry import Geometry
-from lesionnet.datasets.raw_format import TrackingPair
-from lesionnet.datasets.synthetic import shapes
+from lesionnet.datasets.synthetic import common, shapes
 from lesionnet.datasets.synthetic.followup_torso.anatomy import TorsoAnatomy
 from lesionnet.datasets.synthetic.followup_torso.anatomy_eval import evaluate_anatomy
 from lesionnet.datasets.synthetic.followup_torso.rendering import form_image, sample_scan
@@ -75,21 +73,9 @@ class FollowUpPatient:
 
     def pairs(self) -> list:
         """Directed pairs of every lesion between every two scans that both contain it (centers (z, y, x))."""
-        pairs = []
-        for k, lesion in enumerate(self.lesions):
-            scans = [t for t in range(self.num_timepoints) if lesion.in_scan[t]]
-            centers_zyx = {t: self.lesion_center_zyx(t, k) for t in scans}
-            for a, b in combinations(scans, 2):
-                for s, g in ((a, b), (b, a)):
-                    pairs.append(TrackingPair(
-                        pair_id=f"{self.patient_id}_L{k:02d}_T{s}-T{g}",
-                        source=self.scan_id(s), target=self.scan_id(g),
-                        source_center_zyx=tuple(float(v) for v in centers_zyx[s]),
-                        source_radius_mm=self.lesion_radius_mm(s, k),
-                        target_center_zyx=tuple(float(v) for v in centers_zyx[g]),
-                        target_radius_mm=self.lesion_radius_mm(g, k),
-                        patient=self.patient_id))
-        return pairs
+        return [pair for k, lesion in enumerate(self.lesions)
+                for pair in common.directed_lesion_pairs(self, k, [t for t in range(self.num_timepoints)
+                                                                   if lesion.in_scan[t]])]
 
     # -------------------------------------------------------------- rendering
     def render(self, t: int) -> tuple:

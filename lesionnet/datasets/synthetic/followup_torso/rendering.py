@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lesionnet.datasets.synthetic import common
 from lesionnet.datasets.synthetic.followup_torso.acquisition import FollowUpScan
 
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -33,21 +34,8 @@ def subslice_offsets(scan: FollowUpScan) -> np.ndarray:
 def sample_scan(scan: FollowUpScan, evaluate, offsets=None, chunk_points: int = 250_000) -> np.ndarray:
     """Average ``evaluate(x, y, z)`` (canonical coordinates, 1D float32 arrays, mm → values per point) over the
     sub-slices ``offsets`` (default :func:`subslice_offsets`) of every voxel → float32 ``[z, y, x]``."""
-    geometry = scan.geometry
-    nz, ny, nx = geometry.shape_zyx
     offsets = subslice_offsets(scan) if offsets is None else np.asarray(offsets, dtype=np.float64)
-    out = np.zeros((nz, ny, nx), dtype=np.float32)
-    index_y = np.arange(ny, dtype=np.float32)[None, :, None]
-    index_x = np.arange(nx, dtype=np.float32)[None, None, :]
-    slices_per_chunk = max(1, chunk_points // (ny * nx))
-    for z0 in range(0, nz, slices_per_chunk):
-        z_indices = np.arange(z0, min(nz, z0 + slices_per_chunk))
-        for offset in offsets:
-            index_z = (z_indices + offset).astype(np.float32)[:, None, None]
-            cx, cy, cz = scan.mapping.voxel_grid_to_canonical(geometry, index_z, index_y, index_x)
-            values = evaluate(cx.ravel(), cy.ravel(), cz.ravel())
-            out[z_indices] += values.reshape(z_indices.size, ny, nx) / np.float32(len(offsets))
-    return out
+    return common.sample_subslices(scan.geometry, scan.mapping, evaluate, offsets, chunk_points)
 
 
 def form_image(scan: FollowUpScan, ideal_zyx: np.ndarray) -> np.ndarray:
