@@ -44,7 +44,7 @@ class AffineMethod(RegistrationMethod):
 
 class DeformableMethod(RegistrationMethod):
     name = "deformable"
-    description = "deformable registration baseline: the source center through affine + B-spline (no training)"
+    description = "deformable registration baseline: the source center through affine + B-spline"
 
 
 class IdentityMethod(Method):
