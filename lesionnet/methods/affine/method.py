@@ -61,4 +61,5 @@ AFFINE = AffineMethod()
 DEFORMABLE = DeformableMethod()
 IDENTITY = IdentityMethod()
 
-__all__ = ["RegistrationMethod", "AffineMethod", "DeformableMethod", "IdentityMethod", "AFFINE", "DEFORMABLE", "IDENTITY"]
+__all__ = ["RegistrationMethod", "AffineMethod", "DeformableMethod", "IdentityMethod", "AFFINE", "DEFORMABLE",
+           "IDENTITY"]
