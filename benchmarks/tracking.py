@@ -12,6 +12,7 @@ times on the machine that ran it (stated in the output).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,35 +22,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_description, replace_section  # noqa: E402
 
 from lesionnet import paths
-from lesionnet.cli.demo import run_demo, validation_line
-from lesionnet.evaluation.tracker_comparison import markdown_table
-from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_tracking_file
+from lesionnet.cli.demo import demo_entries, demo_methods, run_demo, validation_line
+from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
+from lesionnet.datasets.synthetic.followup_torso.config import DATASET_ID as FOLLOWUP_ID
+from lesionnet.datasets.synthetic.followup_torso.dataset import generate_followup_dataset
+from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
 from lesionnet.utils.files import write_json
 from lesionnet.utils.logging_setup import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def trained_method_lines(results: dict, predictions: Path) -> list[str]:
-    """Per trained method: its difference to the affine prior (paired t-test), its demo training and what
-    the training adds on fold 0's validation pairs."""
-    m, lines = results["methods"], []
+def trained_method_lines(results: dict) -> list[str]:
+    """Per trained method: its demo training, and what the training adds on fold 0's validation pairs."""
+    lines = []
     for name, info in results.get("training", {}).items():
-        versus = compare_predictions(evaluate_tracking_file(predictions / name / "predictions.json"),
-                                     evaluate_tracking_file(predictions / "affine" / "predictions.json"),
-                                     label_a=name, label_b="affine").to_dict()
-        results.setdefault("vs_affine", {})[name] = versus
         settings, seconds = info["settings"], info.get("seconds")
-        lines += [
-            f"{name} vs affine: CPM@10mm {m[name]['CPM@10mm'] - m['affine']['CPM@10mm']:+.2f} points, "
-            f"MED {m[name]['MED'] - m['affine']['MED']:+.2f} mm (paired t-test on distances p = "
-            f"{versus['distance_mm']['p_value']:.2g}). {name}: the demo's `{settings.get('preset', 'plan')}` preset "
-            f"({settings['num_epochs']} epochs × {settings['iterations_per_epoch']} iterations, batch "
-            f"{settings['batch_size']}, fold 0), training wall time "
-            + (f"{seconds / 60:.1f} min" if seconds is not None else "not recorded")
-            + "; its `s / pair` includes resampling, normalisation and the affine registration of the prior.",
-            "",
-        ]
+        lines += [f"{name}: the demo's `{settings.get('preset', 'plan')}` preset ({settings['num_epochs']} epochs × "
+                  f"{settings['iterations_per_epoch']} iterations, batch {settings['batch_size']}, fold 0), training "
+                  "wall time " + (f"{seconds / 60:.1f} min" if seconds is not None else "not recorded")
+                  + f"; `{name}_untrained` is the same network as initialised (`checkpoint_untrained.pth`).", ""]
         validation = info.get("validation") or {}
         if validation.get("untrained") and validation.get("trained"):
             lines += [f"What the training adds, on fold 0's validation pairs (`training_summary.json`): untrained "
@@ -57,37 +49,50 @@ def trained_method_lines(results: dict, predictions: Path) -> list[str]:
     return lines
 
 
+def transfer(results: dict, seed: int) -> dict:
+    """The demo's methods, the trained ones unchanged (Dataset501's models and plans), on Dataset503's test
+    split (the independent follow-up family; generated when missing)."""
+    try:
+        folder = find_dataset_folder(FOLLOWUP_ID)
+    except DatasetNotFoundError:
+        generate_followup_dataset(None, seed=seed, num_processes=os.cpu_count() or 1, progress=False)
+        folder = find_dataset_folder(FOLLOWUP_ID)
+    entries, comparisons = demo_entries(demo_methods(), results["dataset"])
+    output = paths.results_dir() / folder.name / "transfer_from_501"
+    return compare_trackers(folder, output, entries, progress=False, comparisons=comparisons)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_transfer", action="store_true",
+                        help="skip tracking Dataset503's test split with the Dataset501 models")
     args = parser.parse_args(argv)
     configure_logging()
     start = time.perf_counter()
     results = run_demo(seed=args.seed, progress=False)
     results["machine"] = machine_description()
+    results["transfer"] = {} if args.no_transfer else {str(FOLLOWUP_ID): transfer(results, args.seed)}
     results["total_wall_seconds"] = time.perf_counter() - start
-    affine = results["methods"]["affine"]["vs_reference"]
     predictions = Path(results["predictions_folder"])
-    method_lines = trained_method_lines(results, predictions)
     # written relative to $lesionnet_results: the file is committed and names no machine's folders
     results["predictions_folder"] = "$lesionnet_results/" + predictions.relative_to(paths.results_dir()).as_posix()
     write_json(ROOT / "benchmarks" / "results" / "tracking.json", results)
-    text = "\n".join([
+    text = [
         "Produced by `python benchmarks/tracking.py` (seed 0, default dataset configuration) on "
         f"{results['machine']}; metrics follow the DLS conventions (documentation/evaluation.md). "
         "`identity` predicts the unmoved source center (its world position read in the target scan); "
-        "`affine` is the SimpleITK affine registration baseline. `s / pair` is the registration time of "
-        "a scan pair shared among its lesions.",
-        "",
-        markdown_table(results),
-        "",
-        f"Paired t-test, affine vs identity on the per-pair distances: mean difference "
-        f"{affine['distance_mm']['mean_difference']:+.2f} mm, p = {affine['distance_mm']['p_value']:.2g}; "
-        f"on CPM@10mm hits: {affine['CPM@10mm']['mean_difference']:+.1f} points, "
-        f"p = {affine['CPM@10mm']['p_value']:.2g}.",
-        "",
-        *method_lines,
-    ])
+        "`affine` and `deformable` are the registration priors (SimpleITK); `matcher` is the parameter-free "
+        "weighted NCC + prior matcher at the planned resolution; `<method>_untrained` is a trained method's "
+        "network before training. `s / pair` includes the registration of a scan pair, shared among its lesions.",
+        "", markdown_table(results), "", *[f"- {line}" for line in comparison_lines(results)], "",
+        *trained_method_lines(results),
+    ]
+    for dataset_id, other in results["transfer"].items():
+        text += [f"Trained on Dataset501 and applied unchanged to Dataset{dataset_id}'s test split (the priors and "
+                 "the matcher with Dataset501's plan):", "", markdown_table(other), "",
+                 *[f"- {line}" for line in comparison_lines(other)], ""]
+    text = "\n".join(text)
     replace_section(ROOT / "documentation" / "benchmarks.md", "Lesion tracking on Dataset501 (synthetic), test split",
                     text)
     print(text)

@@ -18,6 +18,7 @@ from lesionnet.planning import memory as mm
 from lesionnet.planning import planner
 from lesionnet.planning.fingerprint import extract_fingerprint
 from lesionnet.planning.plans_io import cpu_budget_bytes, detect_memory_budget, get_configuration, plan_experiment
+from lesionnet.planning.resolution import radius_cells, rule_tracking_resolution
 from lesionnet.planning.rules import (
     build_chain,
     decision,
@@ -127,6 +128,26 @@ def test_native_z_for_lntracker():
 
 
 # ------------------------------------------------------------------------------------------ patches
+def test_tracking_resolution_spans_the_papers_cells_per_radius():
+    """The spacing and stride are chosen together: the median radius spans about 1.33 feature cells (DLS at
+    1 mm, stride 8); never finer than the native spacing; the finest candidate without a compute budget,
+    a cheaper one within it."""
+    def voxels(spacing, stride):                   # a 120 mm template and search patch, as voxels
+        return int(2 * np.prod([120.0 / s for s in spacing]))
+
+    fine = rule_tracking_resolution([10.6] * 5, [0.8, 0.8, 0.8], voxels, voxel_budget=None)
+    assert fine["value"]["stride"] == 8 and fine["value"]["spacing_zyx"] == pytest.approx([1.0025] * 3, abs=0.01)
+    assert fine["value"]["radius_cells"] == pytest.approx(10.6 / 8.0, rel=0.01)
+    cheap = rule_tracking_resolution([10.6] * 5, [0.8, 0.8, 0.8], voxels, voxel_budget=100_000)
+    assert cheap["value"]["stride"] == 2 and cheap["value"]["spacing_zyx"] == pytest.approx([4.0] * 3, abs=0.02)
+    coarse = rule_tracking_resolution([10.0] * 5, [3.0, 2.5, 2.5], voxels, voxel_budget=None)
+    assert coarse["value"]["stride"] == 2            # stride 4 would need 1.9 mm, finer than the native spacing
+    assert all(c["spacing_zyx"][0] >= 3.0 for c in coarse["inputs"]["candidates"])
+    tiny = rule_tracking_resolution([2.0] * 5, [3.0, 3.0, 3.0], voxels, voxel_budget=10)
+    assert tiny["value"]["stride"] == 2 and "cheapest" in tiny["rule"]       # nothing fits: the cheapest
+    assert radius_cells(10.6, [1.0, 1.0, 1.0], 8) == pytest.approx(1.325)
+
+
 def test_template_patch_grows_with_lesion_size_and_is_stride_multiple():
     small = rule_template_patch([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])["value"]
     large = rule_template_patch([25.0, 30.0, 40.0], [1.0, 1.0, 1.0])["value"]
@@ -314,8 +335,11 @@ def test_plan_with_one_scan_one_lesion_and_no_pairs():
     plans = plan_from_fingerprint(fp, budget(8))
     tlt = plans["configurations"]["tlt"]
     assert "no training pairs" in tlt["decisions"]["search_patch_size"]["rule"]
-    assert plans["data_configurations"][tlt["data_identifier"]]["target_spacing_zyx"] == pytest.approx([5.0, 0.7, 0.7])
-    assert all(v % 8 == 0 for v in tlt["template_patch_size_zyx"] + tlt["search_patch_size_zyx"])
+    spacing = plans["data_configurations"][tlt["data_identifier"]]["target_spacing_zyx"]
+    assert all(s >= n - 1e-9 for s, n in zip(spacing, [5.0, 0.7, 0.7]))       # never finer than the scan
+    stride = tlt["feature_stride"]
+    assert stride == 2 ** (len(tlt["network"]["channels"]) - 1)
+    assert all(v % stride == 0 for v in tlt["template_patch_size_zyx"] + tlt["search_patch_size_zyx"])
     assert 0 < tlt["network"]["sss_threshold"] < 1 and tlt["batch_size"] >= 1
 
 
@@ -336,7 +360,7 @@ def test_plan_structure_for_the_trainer():
     assert plans["configurations"]["dlt"]["data_identifier"] == tlt["data_identifier"]
     assert set(plans["data_configurations"]) == {tlt["data_identifier"]}
     assert "registration" in plans["data_configurations"][tlt["data_identifier"]]
-    assert set(plans["configurations"]) == {"affine", "tlt", "dlt"} and "identity" in plans["not_planned"]
+    assert set(plans["configurations"]) == {"affine", "matcher", "tlt", "dlt"} and "identity" in plans["not_planned"]
 
 
 def test_assembly_asks_only_the_methods_it_is_given_and_checks_shared_data():
@@ -383,7 +407,7 @@ def test_plan_on_generated_datasets_large_vs_small_lesions(tmp_path):
                                  output_folder=tmp_path / name / "pre", progress=False)
         plans = plan_experiment(folder, REGISTRY.values(), gpu_memory_gb=8, fingerprint=fp,
                                 output_folder=tmp_path / name / "pre")
-        assert set(plans["configurations"]) == {"affine", "tlt", "dlt"}
+        assert set(plans["configurations"]) == {"affine", "matcher", "tlt", "dlt"}
         tlt = plans["configurations"]["tlt"]
         templates[name], trs[name] = tlt["template_patch_size_zyx"], tlt
         assert tlt["decisions"]["sss_threshold"]["inputs"]["tokens_large_lesion"] <= tlt["max_template_tokens"]

@@ -337,8 +337,14 @@ def test_tlt_loss_weights():
     target = torch.tensor([[11.0, 22.0, 25.0]])
     base = TLTLoss()(out, target, 5.0, (1.0, 1.0, 2.0))
     assert base["l1_mm"].item() == pytest.approx(4.0)
+    voxels = 4.0 / 2.0 ** (1.0 / 3.0)          # the L1 term in voxels: mm / geometric-mean spacing
+    assert base["loss"].item() == pytest.approx(base["focal"].item() + voxels, rel=1e-6)
     weighted = TLTLoss(TLTLossConfig(focal_weight=0.5, regression_weight=0.1))(out, target, 5.0, (1.0, 1.0, 2.0))
-    assert weighted["loss"].item() == pytest.approx(0.5 * base["focal"].item() + 0.4, rel=1e-6)
+    assert weighted["loss"].item() == pytest.approx(0.5 * base["focal"].item() + 0.1 * voxels, rel=1e-6)
+    in_mm = TLTLoss(TLTLossConfig(regression_unit="mm"))(out, target, 5.0, (1.0, 1.0, 2.0))
+    assert in_mm["loss"].item() == pytest.approx(base["focal"].item() + 4.0, rel=1e-6)
+    with pytest.raises(ValueError, match="regression_unit"):
+        TLTLossConfig(regression_unit="cell")
 
 
 # ------------------------------------------------------------------------------------ overfitting

@@ -26,7 +26,7 @@ from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
 from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
 from lesionnet.training.config import TrainingConfig
-from lesionnet.training.pair_augmentation import flip_sample
+from lesionnet.training.pair_augmentation import PairAugmentation, flip_sample
 from lesionnet.training.pair_sampling import PairBatchMaker, PairSampler
 from lesionnet.training.run_training import FoldJob, configuration_with_preset, train_model, training_output_folder
 from lesionnet.training.splits import fold_item_ids, load_or_create_splits, make_patient_splits
@@ -170,6 +170,34 @@ def test_no_augmentation_keeps_the_target_under_the_label(env_501):
 
 
 # ------------------------------------------------------------------------------------------ trainer
+def test_tiny_tlt_overfits_one_batch_through_the_real_data_path(env_501):
+    """Crops, Gaussians, labels, coordinates and the loss agree: the tiny TLT fits one fixed batch of real
+    samples (no augmentation) to under one voxel of center error, and the focal and L1 terms start on
+    comparable scales."""
+    data, section = _tlt_data(), _tlt_section("tiny")
+    maker = PairBatchMaker(_sampler(data, section, search_offset_fraction=0.25),
+                           PairAugmentation(enabled=False))
+    batch = maker(data.pairs()[:2], np.random.default_rng(0))
+    torch.manual_seed(0)
+    model = TLT.build(section)
+    inputs = [torch.as_tensor(batch[k]) for k in model.input_keys]
+    targets = {k: torch.as_tensor(batch[k]) for k in ("target_center_zyx", "target_radius_mm", "spacing_zyx")}
+    optimizer = torch.optim.Adam(model.network.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        optimizer.zero_grad()
+        losses = model.criterion(model.network(*inputs), targets)
+        first = first or {k: float(v.detach()) for k, v in losses.items()}
+        losses["loss"].backward()
+        optimizer.step()
+    assert 0.1 < (first["loss"] - first["focal"]) / first["focal"] < 10.0, first
+    model.network.eval()
+    with torch.no_grad():
+        predicted = model.decode(model.network(*inputs))
+    error_voxels = (predicted - targets["target_center_zyx"]).abs().max()
+    assert error_voxels < 1.0, f"center error {error_voxels:.2f} voxels after overfitting one batch"
+
+
 def test_training_writes_checkpoints_logs_and_plot(env_501):
     result = train_model(501, TLT, 0, preset="tiny", progress=False, **TINY)
     out = training_output_folder(DATASET, "tlt", 0)
@@ -337,12 +365,17 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2, "seed": 0})
     assert demo.main(["--no_progress"]) == 0
     out = capsys.readouterr().out
-    for method in ("identity", "affine", "deformable", "tlt"):
-        assert f"| {method} |" in out
+    rows = ["identity", "affine", "deformable", "matcher", "tlt_untrained", "tlt"]
+    for row in rows:
+        assert f"| {row} |" in out
     assert "tlt training (tiny preset, fold 0)" in out
     assert "tlt on the fold-0 validation pairs, untrained -> trained: CPM@10mm" in out
+    assert "tlt vs tlt_untrained (" in out and "tlt vs matcher (" in out and "paired t-test" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
-    assert list(results["methods"]) == ["identity", "affine", "deformable", "tlt"]
+    assert list(results["methods"]) == rows
+    assert [(c["a"], c["b"]) for c in results["comparisons"]] == [("tlt", "tlt_untrained"), ("tlt", "identity"),
+                                                                  ("tlt", "affine"), ("tlt", "deformable"),
+                                                                  ("tlt", "matcher")]
     assert results["training"]["tlt"]["seconds"] > 0
     assert set(results["training"]["tlt"]["validation"]) == {"untrained", "trained"}
     # a second run reuses the model and still reports its training time and validation

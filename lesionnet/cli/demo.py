@@ -19,15 +19,17 @@ Data go to ``$lesionnet_raw`` / ``$lesionnet_preprocessed`` / ``$lesionnet_resul
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 
 from lesionnet import paths
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.datasets.verify import verify_dataset_report
-from lesionnet.evaluation.tracker_comparison import compare_trackers, markdown_table
+from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
 from lesionnet.inference.predict_tracking import LearnedModelOptions
 from lesionnet.methods import methods_with
 from lesionnet.training.checkpoints import FINAL
@@ -45,6 +47,22 @@ def demo_methods() -> list:
     (the baselines) first; the trainable ones need ``demo_training`` settings."""
     methods = methods_with("tracking", "predict")
     return [m for m in methods if not m.trainable] + [m for m in methods if m.trainable and m.demo_training]
+
+
+def demo_entries(methods: list, dataset_name: str) -> tuple[list, list]:
+    """``(entries, comparisons)`` for :func:`compare_trackers`: every method as a row, a trained method also
+    as its untrained network (``<name>_untrained``, the weights it started from); each trained method is
+    compared, paired, with its untrained network and with every baseline."""
+    options = LearnedModelOptions(dataset=dataset_name, folds=("0",), plans_name="lesionnet_plans")
+    entries, comparisons = [], []
+    baselines = [m.name for m in methods if not m.trainable]
+    for method in methods:
+        if method.trainable:
+            untrained = f"{method.name}_untrained"
+            entries.append((untrained, method, dataclasses.replace(options, checkpoint="untrained")))
+            comparisons += [(method.name, untrained)] + [(method.name, name) for name in baselines]
+        entries.append((method.name, method, options))
+    return entries, comparisons
 
 
 def _train(method, dataset_folder, progress: bool) -> dict:
@@ -79,7 +97,8 @@ def run_demo(seed: int = 0, progress: bool = True) -> dict:
         logger.info("Step 1/5: using the existing %s", dataset_folder)
     except DatasetNotFoundError:
         logger.info("Step 1/5: generating the synthetic tracking dataset (seed %d)", seed)
-        generate_tracking_dataset(None, TrackingConfig(), seed=seed, progress=progress)
+        generate_tracking_dataset(None, TrackingConfig(), seed=seed, progress=progress,
+                                  num_processes=os.cpu_count() or 1)
         dataset_folder = find_dataset_folder(DEMO_DATASET_ID)
 
     logger.info("Step 2/5: verifying %s", dataset_folder.name)
@@ -99,10 +118,10 @@ def run_demo(seed: int = 0, progress: bool = True) -> dict:
         plan_and_preprocess(DEMO_DATASET_ID, progress=progress)
         training = {m.name: _train(m, dataset_folder, progress) for m in trained}
     output_folder = paths.results_dir() / dataset_folder.name / "demo"
-    logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(m.name for m in methods))
-    options = LearnedModelOptions(dataset=dataset_folder.name, folds=("0",), plans_name="lesionnet_plans")
-    results = compare_trackers(dataset_folder, output_folder / "predictions", methods, progress=progress,
-                               model_options=options)
+    entries, comparisons = demo_entries(methods, dataset_folder.name)
+    logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(label for label, _, _ in entries))
+    results = compare_trackers(dataset_folder, output_folder / "predictions", entries, progress=progress,
+                               comparisons=comparisons)
     results["predictions_folder"] = str(output_folder / "predictions")
     results["training"] = training
     write_json(output_folder / "comparison.json", results)
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(markdown_table(results))
-    lines = training_lines(results)
+    lines = comparison_lines(results) + training_lines(results)
     if lines:
         print()
         print("\n".join(lines))

@@ -24,12 +24,15 @@ from lesionnet.inference.predict_tracking import predict_tracking
 
 
 def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike, methods: list,
-                     split: str = "Ts", progress: bool = True, model_options=None) -> dict:
-    """Predict and evaluate ``methods`` (method objects; the first is the reference) on ``split`` of a raw
-    tracking dataset.
+                     split: str = "Ts", progress: bool = True, model_options=None, comparisons=()) -> dict:
+    """Predict and evaluate ``methods`` (the first is the reference) on ``split`` of a raw tracking dataset.
+
+    An entry of ``methods`` is a method object (its row is named after it and uses ``model_options``) or a
+    ``(label, method, model_options)`` tuple — e.g. a trained method's untrained network as its own row.
 
     Returns ``{"dataset", "split", "n_pairs", "methods": {name: {metrics..., "seconds_per_pair",
-    "wall_seconds", "vs_reference": {...}}}}``; predictions go to ``output_folder/<method>/``.
+    "wall_seconds", "vs_reference": {...}}}, "comparisons": [...]}`` — ``comparisons`` holds a paired
+    test for each ``(label_a, label_b)`` asked for in ``comparisons``; predictions go to ``output_folder/<label>/``.
     ``model_options`` (:class:`~lesionnet.inference.predict_tracking.LearnedModelOptions`) choose the
     trained model of learned trackers.
     """
@@ -37,26 +40,42 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     output_folder = Path(output_folder)
     results: dict = {"dataset": dataset.name, "split": split, "methods": {}}
     evaluations = {}
-    for method in methods:
+    entries = [entry if isinstance(entry, tuple) else (entry.name, entry, model_options) for entry in methods]
+    for label, method, options in entries:
         start = time.perf_counter()
-        run = predict_tracking(dataset.images_dir(split), output_folder / method.name, method,
-                               pairs_path=dataset.pairs_path(split), progress=progress,
-                               model_options=model_options)
+        run = predict_tracking(dataset.images_dir(split), output_folder / label, method,
+                               pairs_path=dataset.pairs_path(split), progress=progress, model_options=options)
         if not run.ok:
-            raise RuntimeError(f"{method.name}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
+            raise RuntimeError(f"{label}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
         path = run.predictions_path
         wall = time.perf_counter() - start
-        evaluations[method.name] = evaluate_tracking_file(path)
-        summary = evaluations[method.name].summary()
+        evaluations[label] = evaluate_tracking_file(path)
+        summary = evaluations[label].summary()
         seconds = [r["processing time"] for r in read_predictions(path)["results"]]
-        results["methods"][method.name] = {**summary, "seconds_per_pair": float(np.mean(seconds)),
-                                           "wall_seconds": wall}
-    reference = methods[0].name
-    for name in [m.name for m in methods[1:]]:
+        results["methods"][label] = {**summary, "seconds_per_pair": float(np.mean(seconds)), "wall_seconds": wall}
+    reference = entries[0][0]
+    for name in [label for label, _, _ in entries[1:]]:
         comparison = compare_predictions(evaluations[name], evaluations[reference], label_a=name, label_b=reference)
         results["methods"][name]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
+    results["comparisons"] = [compare_predictions(evaluations[a], evaluations[b], label_a=a, label_b=b).to_dict()
+                              for a, b in comparisons if a in evaluations and b in evaluations]
     results["n_pairs"] = results["methods"][reference]["n"]
     return results
+
+
+def comparison_lines(results: dict) -> list[str]:
+    """One line per extra paired comparison: differences of CPM@10mm and MED with their p-values."""
+    lines = []
+    for c in results.get("comparisons", []):
+        cpm, dist = c["CPM@10mm"], c["distance_mm"]
+        lines.append(f"{c['a']} vs {c['b']} ({c['n']} pairs): CPM@10mm {cpm['mean_difference']:+.1f} points "
+                     f"(p = {_p(cpm['p_value'])}), mean distance {dist['mean_difference']:+.2f} mm "
+                     f"(p = {_p(dist['p_value'])}), paired t-test")
+    return lines
+
+
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
 
 
 def markdown_table(results: dict) -> str:

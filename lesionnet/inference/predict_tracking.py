@@ -40,6 +40,7 @@ from lesionnet.inference.markups import write_markups
 from lesionnet.inference.model_discovery import LoadedFold, find_trained_model, load_trained_models
 from lesionnet.inference.overlays import save_tracking_overlay
 from lesionnet.inference.tracking_input import TrackingInput, load_tracking_input
+from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import load_json, write_json
 
@@ -70,6 +71,8 @@ class PredictorRequest:
         search_region_zyx: region scanned around the prior (None: the method's planned patch).
         heatmap_folder: where to write per-pair heatmaps (None: do not write them).
         registration: registration settings for methods that register on the fly (None: their default).
+        plan: ``{"configuration", "data_configuration"}`` of the dataset's plans for an untrained method
+            that declares ``uses_plan`` (None otherwise).
     """
 
     models: list[LoadedFold] = field(default_factory=list)
@@ -78,6 +81,7 @@ class PredictorRequest:
     search_region_zyx: tuple | None = None
     heatmap_folder: Path | None = None
     registration: RegistrationSettings | None = None
+    plan: dict | None = None
 
 
 @dataclass
@@ -145,8 +149,15 @@ def make_case_tracker(method, input_folder: Path, output_folder: Path, settings:
         logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
         models = load_trained_models(method, model, options.checkpoint, options.device)
         description = {"model": str(model.folder), "folds": list(model.folds), "checkpoint": options.checkpoint}
+    plan = None
+    if getattr(method, "uses_plan", False):       # an untrained method that runs at the planned resolution
+        dataset = options.dataset or dataset_name_of(input_folder.resolve())
+        plans = load_plans(dataset, options.plans_name or DEFAULT_PLANS_NAME)
+        section = get_configuration(plans, method.name)
+        plan = {"configuration": section, "data_configuration": get_data_configuration(plans, section)}
+        description = {"plans": f"{dataset}/{options.plans_name or DEFAULT_PLANS_NAME}"}
     request = PredictorRequest(models, options.device, options.step_size, options.search_region_zyx,
-                               output_folder / "heatmaps" if save_heatmaps else None, settings)
+                               output_folder / "heatmaps" if save_heatmaps else None, settings, plan)
     tracker = method.predictor(request)
     return tracker, {**description, **tracker.description}
 

@@ -7,7 +7,8 @@ name up with :func:`get_method`; registering a method of one's own is one line::
     from lesionnet.methods import REGISTRY
     REGISTRY["mytracker"] = MyTracker()
 
-Built in: ``identity``, ``affine`` and ``deformable`` (registration baselines), ``tlt`` (Transformer Lesion Tracker),
+Built in: ``identity``, ``affine`` and ``deformable`` (registration baselines), ``matcher`` (the parameter-free
+NCC + prior matcher, a baseline), ``tlt`` (Transformer Lesion Tracker),
 and, planned only for now, ``dlt`` (Deep Lesion Tracker) and ``lntracker`` (LN-Tracker).
 """
 from __future__ import annotations
@@ -16,9 +17,10 @@ from lesionnet.methods.affine.method import AFFINE, DEFORMABLE, IDENTITY
 from lesionnet.methods.base import Method, check_method
 from lesionnet.methods.dlt.method import DLT
 from lesionnet.methods.lntracker.method import LNTRACKER
+from lesionnet.methods.matcher.method import MATCHER
 from lesionnet.methods.tlt.method import TLT
 
-REGISTRY: dict = {method.name: method for method in (IDENTITY, AFFINE, DEFORMABLE, TLT, DLT, LNTRACKER)}
+REGISTRY: dict = {method.name: method for method in (IDENTITY, AFFINE, DEFORMABLE, MATCHER, TLT, DLT, LNTRACKER)}
 
 #: capabilities a caller may require of a method (see :func:`get_method`)
 CAPABILITIES = {"train": "trainable", "predict": "predicts"}

@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable, Protocol
 
+import numpy as np
+
 from lesionnet.planning.memory import usable_memory_bytes
+from lesionnet.planning.resolution import CPU_PATCH_VOXEL_BUDGET, rule_tracking_resolution
 from lesionnet.planning.rules import (
+    decision,
     median_resampled_shape,
     rule_ct_normalization,
     rule_registration_prior,
@@ -29,7 +33,7 @@ from lesionnet.planning.rules import (
     rule_template_patch,
 )
 
-PLANS_VERSION = 3
+PLANS_VERSION = 4
 #: data configuration of full 3D resampling to the target spacing
 DATA_3D = "lesionnetPlans_3d"
 #: data configuration that keeps each scan's slices (z native) and resamples in-plane only
@@ -134,18 +138,37 @@ class PlanningContext:
                                       "symmetric": bool(tracking.get("registration_symmetric", True))}
         return (DATA_NATIVE_Z if native_z else DATA_3D), config
 
+    def _patches(self, spacing_zyx, stride: int) -> tuple[dict, dict, list]:
+        """Template and search patch decisions at ``spacing_zyx`` (multiples of ``stride``) and the median
+        image shape there."""
+        median_shape = median_resampled_shape(self.scan_shapes_zyx, self.scan_spacings_zyx, spacing_zyx)
+        template_rec = rule_template_patch(self.radii_mm, spacing_zyx, stride=stride, min_size=2 * stride,
+                                           max_size_zyx=median_shape)
+        search_rec = rule_search_patch(self.prior_errors_mm_zyx, self.target_radii_mm, spacing_zyx,
+                                       template_rec["value"], coverage=self.search_coverage_target,
+                                       margin_voxels=stride, stride=stride, max_size_zyx=median_shape)
+        return template_rec, search_rec, median_shape
+
     @cached_property
     def tracking_geometry(self) -> dict:
-        """The tracking task's shared decisions: ``target_spacing``, ``template_patch_size`` and
-        ``search_patch_size`` (decision records) and ``median_shape_zyx`` at the target spacing."""
-        spacing_rec = rule_target_spacing(self.spacings_zyx)
-        spacing = spacing_rec["value"]
-        median_shape = median_resampled_shape(self.scan_shapes_zyx, self.scan_spacings_zyx, spacing)
-        template_rec = rule_template_patch(self.radii_mm, spacing, max_size_zyx=median_shape)
-        search_rec = rule_search_patch(self.prior_errors_mm_zyx, self.target_radii_mm, spacing, template_rec["value"],
-                                       coverage=self.search_coverage_target, max_size_zyx=median_shape)
-        return {"target_spacing": spacing_rec, "template_patch_size": template_rec, "search_patch_size": search_rec,
-                "median_shape_zyx": median_shape}
+        """The tracking task's shared decisions: ``resolution`` (target spacing and feature stride chosen
+        together, :func:`~lesionnet.planning.resolution.rule_tracking_resolution`), ``target_spacing``,
+        ``template_patch_size`` and ``search_patch_size`` (decision records), ``stride`` and
+        ``median_shape_zyx`` at the target spacing."""
+        native_rec = rule_target_spacing(self.spacings_zyx)
+
+        def patch_voxels(spacing_zyx, stride):
+            template_rec, search_rec, _ = self._patches(spacing_zyx, stride)
+            return int(np.prod(template_rec["value"]) + np.prod(search_rec["value"]))
+
+        budget = None if self.device == "cuda" else CPU_PATCH_VOXEL_BUDGET
+        resolution_rec = rule_tracking_resolution(self.radii_mm, native_rec["value"], patch_voxels, budget)
+        spacing, stride = resolution_rec["value"]["spacing_zyx"], resolution_rec["value"]["stride"]
+        spacing_rec = decision(spacing, "the tracking resolution's spacing (see decisions.resolution); the "
+                               "native target spacing was " + native_rec["rule"], native=native_rec)
+        template_rec, search_rec, median_shape = self._patches(spacing, stride)
+        return {"resolution": resolution_rec, "target_spacing": spacing_rec, "template_patch_size": template_rec,
+                "search_patch_size": search_rec, "stride": stride, "median_shape_zyx": median_shape}
 
 
 def plan_from_fingerprint(fingerprint: dict, budget: dict, methods: Iterable[PlanningMethod], token_budget: int = 1024,

@@ -14,7 +14,10 @@ radii mm.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,15 +71,37 @@ def registration_settings_of(data_configuration: dict, default: RegistrationSett
     return with_threads(settings, threads), symmetric
 
 
+def _content_key(scan: PreprocessedScan) -> str:
+    digest = hashlib.blake2b(np.ascontiguousarray(scan.raw_image).tobytes(), digest_size=16)
+    digest.update(repr(scan.raw_geometry).encode())
+    return digest.hexdigest()
+
+
+#: registrations of this process, by scan contents and settings: several trackers run on the same scan
+#: pairs in one process (a comparison, a demo) register each pair once, and the symmetric rule reuses
+#: one registration for both directions
+_REGISTRATIONS: OrderedDict = OrderedDict()
+_MAX_CACHED_REGISTRATIONS = 256
+
+
+def _register_cached(template: PreprocessedScan, search: PreprocessedScan, settings):
+    key = (_content_key(template), _content_key(search), json.dumps(settings.to_dict(), sort_keys=True))
+    if key not in _REGISTRATIONS:
+        _REGISTRATIONS[key] = register_prior_images(template.raw_image, template.raw_geometry, search.raw_image,
+                                                    search.raw_geometry, settings)
+        while len(_REGISTRATIONS) > _MAX_CACHED_REGISTRATIONS:
+            _REGISTRATIONS.popitem(last=False)
+    return _REGISTRATIONS[key]
+
+
 def register_scan_pair(source: PreprocessedScan, target: PreprocessedScan, source_id: str, target_id: str,
                        settings, symmetric: bool = True):
     """The prior ``source → target`` (the kind ``settings`` name) from the raw scans, by the training priors'
-    direction rule (symmetric: the earlier scan id is the template, the other direction is the inverse)."""
+    direction rule (symmetric: the earlier scan id is the template, the other direction is the inverse).
+    A scan pair already registered in this process with the same settings is not registered again."""
     if symmetric and target_id < source_id:
-        return register_prior_images(target.raw_image, target.raw_geometry, source.raw_image, source.raw_geometry,
-                                     settings).inverse()
-    return register_prior_images(source.raw_image, source.raw_geometry, target.raw_image, target.raw_geometry,
-                                 settings)
+        return _register_cached(target, source, settings).inverse()
+    return _register_cached(source, target, settings)
 
 
 def lesion_on_grids(registration, source_center_zyx_raw, radius_mm: float,

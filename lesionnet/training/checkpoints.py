@@ -26,7 +26,9 @@ from lesionnet.utils.files import atomic_path
 
 CHECKPOINT_FORMAT = 2
 LATEST, BEST, FINAL = "checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth"
-CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL}
+#: the network as initialised (written when a run starts): what training adds is measured against it
+UNTRAINED = "checkpoint_untrained.pth"
+CHECKPOINT_NAMES = {"latest": LATEST, "best": BEST, "final": FINAL, "untrained": UNTRAINED}
 #: a fold's description for predictors: method, dataset, plans, fold, preset, plan section, data configuration
 NETWORK_FILE = "network.json"
 REQUIRED_KEYS = ("format", "method", "epoch", "configuration", "model")

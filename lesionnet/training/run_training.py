@@ -41,10 +41,13 @@ def training_output_folder(dataset_name: str, method: str, fold, plans_name: str
 
 
 def configuration_with_preset(method, section: dict, preset: str = "plan") -> dict:
-    """The method's plan section with one of its presets merged in (``plan`` keeps it as planned)."""
+    """The method's plan section with one of its presets merged in (``plan`` keeps it as planned). A preset
+    is a dict of overrides, or a function of the section that returns them (sizes that follow the plan,
+    e.g. as many extractor stages as the planned stride needs)."""
     if preset not in method.presets:
         raise ValueError(f"unknown preset {preset!r} for '{method.name}'; choose one of {sorted(method.presets)}.")
-    return deep_merge(section, method.presets[preset])
+    overrides = method.presets[preset]
+    return deep_merge(section, overrides(section) if callable(overrides) else overrides)
 
 
 def default_training_config(method, section: dict, **overrides) -> TrainingConfig:
@@ -102,10 +105,11 @@ class FoldJob:
 
 
 def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_PLANS_NAME, preset: str = "plan",
-                resume: bool = False, device: str | None = None, progress: bool = True,
+                resume: bool = False, device: str | None = None, progress: bool = True, output_folder=None,
                 **training_overrides) -> TrainingResult:
     """Train ``method`` (a trainable method object) on fold ``fold`` of a preprocessed dataset (see the
-    module docstring).
+    module docstring). ``output_folder`` replaces the fold's results folder (e.g. for a benchmark run that
+    must not touch the trained model).
 
     ``training_overrides`` are :class:`TrainingConfig` fields (``num_epochs``, ``iterations_per_epoch``,
     ``learning_rate``, ``seed``, ``num_workers``, ``max_val_pairs``, ...); None values keep the defaults.
@@ -130,7 +134,7 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     config = default_training_config(method, section, **training_overrides)
     if config.max_val_pairs:
         val_ids = val_ids[:config.max_val_pairs]
-    output = training_output_folder(raw.name, method.name, fold, plans_name)
+    output = Path(output_folder) if output_folder else training_output_folder(raw.name, method.name, fold, plans_name)
     network_info = {"method": method.name, "dataset": raw.name, "plans_name": plans_name, "fold": fold,
                     "preset": preset, "configuration": section, "data_configuration": data_configuration}
     logger.info("%s fold %s: %d training items, %d validation items -> %s", raw.name, fold, len(train_ids),

@@ -36,6 +36,7 @@ from lesionnet.training.checkpoints import (
     FINAL,
     LATEST,
     NETWORK_FILE,
+    UNTRAINED,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -223,6 +224,7 @@ class Trainer:
         _seed_everything(self.config.seed, -1)
         network = self.method.build_network().to(self.device)
         optimizer = make_optimizer(network, self.config)
+        save_checkpoint(self.output_folder / UNTRAINED, self._checkpoint(0, network, optimizer, [], None))
         # what training adds: the validation metrics of the untrained network (every epoch reseeds)
         self.initial_validation = self._validate(network)
         logger.info("untrained network: %s", ", ".join(f"{k} {v:.4g}" for k, v in self.initial_validation.items()))
@@ -314,7 +316,7 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        record = {"epoch": epoch, "learning_rate": lr}
+        record = {"epoch": epoch, "learning_rate": lr, "seconds_training": time.perf_counter() - t0}
         record.update({f"train_{k}": v / cfg.iterations_per_epoch for k, v in sums.items()})
         record.update(self._validate(network))
         record["epoch_seconds"] = time.perf_counter() - t0

@@ -37,6 +37,23 @@ def ellipsoid_signed_distance(x, y, z, center_mm, semi_axes_mm, rotation=None) -
     return f / np.maximum(grad, 1e-6)
 
 
+def axial_half_long_axis(semi_axes_mm, rotation, jacobian) -> float:
+    """Half the longest diameter (mm) of an ellipsoid's cross-section through its center in the world's
+    axial plane (world z constant) — the DLS radius (half the long RECIST diameter), measured exactly.
+
+    ``semi_axes_mm`` (3,) and ``rotation`` (3, 3, columns = the axes) give the ellipsoid in canonical
+    (x, y, z) mm; ``jacobian`` (3, 3) is ``∂canonical/∂world`` at its center (the mapping is treated as
+    affine across the lesion). A world direction ``v`` in the axial plane reaches the surface at
+    ``|v| = 1 / sqrt(vᵀ Q v)`` with ``Q = Pᵀ Jᵀ R diag(1/a²) Rᵀ J P`` and ``P = [e_x, e_y]``; the long
+    half-axis is ``1 / sqrt(λ_min(Q))``.
+    """
+    rotation = np.asarray(rotation, dtype=np.float64)
+    metric = rotation @ np.diag(1.0 / np.asarray(semi_axes_mm, dtype=np.float64) ** 2) @ rotation.T
+    jp = np.asarray(jacobian, dtype=np.float64)[:, :2]                 # canonical images of world e_x, e_y
+    q = jp.T @ metric @ jp
+    return float(1.0 / np.sqrt(np.linalg.eigvalsh(q)[0]))
+
+
 def ellipsoid(x, y, z, center_mm, semi_axes_mm, edge_mm: float, rotation=None) -> np.ndarray:
     """Occupancy of an ellipsoid (see :func:`ellipsoid_signed_distance`)."""
     return ramp(ellipsoid_signed_distance(x, y, z, center_mm, semi_axes_mm, rotation), edge_mm)

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from lesionnet.datasets.synthetic import common
+from lesionnet.datasets.synthetic import common, shapes
 from lesionnet.datasets.synthetic import phantom as phantom_module
 from lesionnet.datasets.synthetic.phantom import TorsoPhantom
 from lesionnet.datasets.synthetic.tracking_config import TrackingConfig
@@ -158,26 +158,29 @@ def _twin_appearance(rng: np.random.Generator, original: LesionAppearance) -> Le
 
 
 def _place_lesions(config: TrackingConfig, rng: np.random.Generator, phantom: TorsoPhantom, timepoints: list,
-                   num_lesions: int, max_attempts: int = 400) -> list:
+                   num_lesions: int, max_attempts: int = 2000, attempts_per_radius: int = 50) -> list:
     """Draw ``num_lesions`` lesions by rejection sampling (organ, inside every scan, no overlap)."""
     num_timepoints = len(timepoints)
-    scales = np.array([tp.mapping.pose.scale for tp in timepoints])
     organs = sorted(config.lesion_organ_weights)
     weights = np.array([config.lesion_organ_weights[o] for o in organs], dtype=np.float64)
     weights /= weights.sum()
     lesions: list[SyntheticLesion] = []
     attempts = 0
     while len(lesions) < num_lesions and attempts < max_attempts:
+        # a radius trajectory is kept for several positions: redrawing it at every rejection would favour
+        # the small lesions that fit anywhere and bend the radius distribution away from the configured one
+        if attempts % attempts_per_radius == 0:
+            radii_mm = _radius_trajectory(rng, config, num_timepoints)
         attempts += 1
         organ = str(rng.choice(organs, p=weights))
-        radii_mm = _radius_trajectory(rng, config, num_timepoints)
         center0 = rng.uniform(*phantom.organ_box(organ))
-        lesion = _make_lesion(rng, config, phantom, organ, center0, radii_mm, scales, num_timepoints)
+        lesion = _make_lesion(rng, config, phantom, organ, center0, radii_mm, timepoints, num_timepoints)
         if not _lesion_fits(lesion, phantom, timepoints, lesions, config):
             continue
+        attempts += (-attempts) % attempts_per_radius        # the next lesion draws its own radius
         lesions.append(lesion)
         if len(lesions) < num_lesions and rng.uniform() < config.twin_fraction:
-            twin = _make_twin(rng, config, phantom, lesion, len(lesions) - 1, scales, timepoints, lesions)
+            twin = _make_twin(rng, config, phantom, lesion, len(lesions) - 1, timepoints, lesions)
             if twin is not None:
                 lesions.append(twin)
     if len(lesions) < num_lesions:
@@ -187,7 +190,7 @@ def _place_lesions(config: TrackingConfig, rng: np.random.Generator, phantom: To
     return lesions
 
 
-def _make_lesion(rng, config, phantom, organ, center0, radii_mm, scales, num_timepoints, appearance=None,
+def _make_lesion(rng, config, phantom, organ, center0, radii_mm, timepoints, num_timepoints, appearance=None,
                  twin_of=None) -> SyntheticLesion:
     centers = [np.asarray(center0, dtype=np.float64)]
     for _ in range(1, num_timepoints):
@@ -197,12 +200,20 @@ def _make_lesion(rng, config, phantom, organ, center0, radii_mm, scales, num_tim
     rotation = random_rotation(rng, 180.0)
     if appearance is None:
         appearance = _random_appearance(rng, config, phantom, organ, num_timepoints)
+    # radii_mm are DLS radii (half the long axial diameter in scan t's world mm): the canonical size is
+    # chosen so that the ellipsoid's axial cross-section through its center has exactly that half-axis
+    unit_half_axes = []
+    for t, center in enumerate(centers):
+        mapping = timepoints[t].mapping
+        jacobian = mapping.jacobian(mapping.inverse(center))
+        unit_half_axes.append(shapes.axial_half_long_axis(axis_ratios, rotation, jacobian))
     return SyntheticLesion(organ=organ, centers_canonical_mm=np.stack(centers),
-                           radii_canonical_mm=np.asarray(radii_mm) * scales, radii_mm=np.asarray(radii_mm),
-                           axis_ratios=axis_ratios, rotation=rotation, appearance=appearance, twin_of=twin_of)
+                           radii_canonical_mm=np.asarray(radii_mm) / np.asarray(unit_half_axes),
+                           radii_mm=np.asarray(radii_mm), axis_ratios=axis_ratios, rotation=rotation,
+                           appearance=appearance, twin_of=twin_of)
 
 
-def _make_twin(rng, config, phantom, original: SyntheticLesion, original_index: int, scales, timepoints,
+def _make_twin(rng, config, phantom, original: SyntheticLesion, original_index: int, timepoints,
                placed: list, max_attempts: int = 20):
     """A similar lesion in the same organ, ``twin_gap_range_mm`` from ``original``'s surface."""
     num_timepoints = len(timepoints)
@@ -210,17 +221,19 @@ def _make_twin(rng, config, phantom, original: SyntheticLesion, original_index: 
     for _ in range(max_attempts):
         ratio = rng.uniform(0.8, 1.25)
         radii_mm = np.clip(original.radii_mm * ratio, low, high)
-        r_max = float(np.max(original.radii_canonical_mm) * np.max(original.axis_ratios)
-                      + np.max(radii_mm * scales) * 1.25)
+        r_max = float(np.max(original.radii_canonical_mm) * np.max(original.axis_ratios) * (1.0 + ratio))
         distance = r_max + rng.uniform(*config.twin_gap_range_mm) + 2 * config.lesion_drift_mm
         center0 = original.centers_canonical_mm[0] + random_unit_vector(rng) * distance
-        twin = _make_lesion(rng, config, phantom, original.organ, center0, radii_mm, scales, num_timepoints,
+        twin = _make_lesion(rng, config, phantom, original.organ, center0, radii_mm, timepoints, num_timepoints,
                             _twin_appearance(rng, original.appearance), twin_of=original_index)
         if _lesion_fits(twin, phantom, timepoints, placed, config):
             return twin
     return None
 
 
+_HARD_TISSUE = (phantom_module.AIR, phantom_module.BONE)
+#: least fraction of a lesion's test points (center, half and full radius) inside its organ
+_MIN_ORGAN_FRACTION = 0.6
 _DIRECTIONS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
                         if (i, j, k) != (0, 0, 0)], dtype=np.float64)
 _DIRECTIONS /= np.linalg.norm(_DIRECTIONS, axis=1, keepdims=True)
@@ -228,17 +241,12 @@ _DIRECTIONS /= np.linalg.norm(_DIRECTIONS, axis=1, keepdims=True)
 
 def _lesion_fits(lesion: SyntheticLesion, phantom: TorsoPhantom, timepoints: list, placed: list,
                  config: TrackingConfig) -> bool:
-    """Organ at the center, mostly inside its organ, clear of bone/air/vessels/other lesions, inside every scan."""
+    """Organ at the center, mostly inside its organ, core clear of other structures, surface clear of bone
+    and air, apart from the other lesions, inside every scan."""
     allowed = _ORGAN_TISSUE[lesion.organ]
-    for t in range(len(timepoints)):
+    for t in range(len(timepoints)):          # the cheap geometric checks first
         center = lesion.centers_canonical_mm[t]
         reach = float(np.max(lesion.semi_axes_mm(t)))
-        points = np.concatenate([center[None], center + 0.5 * reach * _DIRECTIONS, center + reach * _DIRECTIONS])
-        _, tissue = phantom.evaluate(points[:, 0], points[:, 1], points[:, 2], with_tissue=True)
-        if tissue[0] != allowed[0] or np.isin(tissue, _FORBIDDEN_TISSUE).any():
-            return False
-        if np.mean(np.isin(tissue, allowed)) < 0.7:
-            return False
         for other in placed:
             other_reach = float(np.max(other.semi_axes_mm(t)))
             if np.linalg.norm(other.centers_canonical_mm[t] - center) < reach + other_reach + 2.0:
@@ -247,6 +255,18 @@ def _lesion_fits(lesion: SyntheticLesion, phantom: TorsoPhantom, timepoints: lis
         tp = timepoints[t]
         index_zyx = tp.geometry.world_to_voxel(tp.mapping.pose.invert(center))
         if common.distance_to_border_mm(tp.geometry, index_zyx) < lesion.radii_mm[t] * 1.25 + config.fov_margin_mm:
+            return False
+    for t in range(len(timepoints)):
+        center = lesion.centers_canonical_mm[t]
+        reach = float(np.max(lesion.semi_axes_mm(t)))
+        points = np.concatenate([center[None], center + 0.5 * reach * _DIRECTIONS, center + reach * _DIRECTIONS])
+        _, tissue = phantom.evaluate(points[:, 0], points[:, 1], points[:, 2], with_tissue=True)
+        core, rim = tissue[:1 + len(_DIRECTIONS)], tissue[1 + len(_DIRECTIONS):]
+        # the core (center and half radius) stays clear of every other structure; a large lesion may push
+        # its surface against its neighbours but never into air or bone
+        if tissue[0] != allowed[0] or np.isin(core, _FORBIDDEN_TISSUE).any() or np.isin(rim, _HARD_TISSUE).any():
+            return False
+        if np.mean(np.isin(tissue, allowed)) < _MIN_ORGAN_FRACTION:
             return False
     return True
 

@@ -57,11 +57,11 @@ class TrackingConfig:
     by sqrt(nominal / actual thickness); ``bias_field_hu`` [20] largest smooth additive bias in the body.
     """
 
-    num_patients: int = 12
-    test_fraction: float = 0.2
+    num_patients: int = 32
+    test_fraction: float = 0.25
     timepoints_range: tuple = (2, 4)
-    lesions_range: tuple = (3, 6)
-    field_of_view_mm_zyx: tuple = (144.0, 280.0, 280.0)
+    lesions_range: tuple = (4, 7)
+    field_of_view_mm_zyx: tuple = (160.0, 280.0, 280.0)
     nominal_shape_zyx: tuple = (48, 112, 112)
     slice_thickness_range_mm: tuple = (1.0, 5.0)
     inplane_spacing_range_mm: tuple = (2.0, 3.0)
@@ -72,12 +72,12 @@ class TrackingConfig:
     max_rotation_deg: float = 10.0
     max_translation_mm: float = 20.0
     scale_range: tuple = (0.92, 1.08)
-    nonrigid_displacement_mm: float = 8.0
+    nonrigid_displacement_mm: float = 10.0
     nonrigid_wavelength_mm: float = 100.0
     nonrigid_modes: int = 8
-    radius_range_mm: tuple = (3.0, 25.0)
-    baseline_radius_range_mm: tuple = (3.0, 15.0)
-    growth_range: tuple = (0.5, 1.8)
+    radius_range_mm: tuple = (3.0, 45.0)
+    baseline_radius_range_mm: tuple = (5.5, 40.0)
+    growth_range: tuple = (0.75, 1.35)
     lesion_drift_mm: float = 3.0
     lesion_organ_weights: dict = field(default_factory=lambda: {"liver": 0.4, "lung": 0.3, "soft_tissue": 0.2,
                                                                  "spleen": 0.1})
@@ -92,7 +92,7 @@ class TrackingConfig:
     necrosis_hu: float = -35.0
     twin_fraction: float = 0.35
     twin_gap_range_mm: tuple = (2.0, 12.0)
-    fov_margin_mm: float = 12.0
+    fov_margin_mm: float = 14.0
     noise_hu_range: tuple = (8.0, 16.0)
     bias_field_hu: float = 20.0
 

@@ -191,6 +191,11 @@ class WorldToCanonical:
         q = self.pose.apply(points_world)
         return q + self.displacement(q)
 
+    def jacobian(self, points_world) -> np.ndarray:
+        """``∂c/∂w`` at world point(s) ``(..., 3)`` → ``(..., 3, 3)``: ``(I + ∂d/∂q) · M`` with ``q = pose(w)``."""
+        q = self.pose.apply(points_world)
+        return (self.displacement.jacobian(q) + np.eye(3)) @ self.pose.matrix
+
     def voxel_grid_to_canonical(self, geometry, index_z, index_y, index_x) -> tuple:
         """Canonical points ``(x, y, z)`` (three float32 arrays, mm) of voxel indices along z, y and x
         given as broadcastable arrays.

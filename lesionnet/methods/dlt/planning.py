@@ -16,6 +16,7 @@ from lesionnet.planning.rules import (
     build_chain,
     decision,
     patch_reduction_levels,
+    round_up,
     rule_max_batch,
     search_coverage,
     select_from_chain,
@@ -62,7 +63,8 @@ def plan(context: PlanningContext) -> dict:
     spacing_rec = geometry["target_spacing"]
     spacing = spacing_rec["value"]
     template, search = geometry["template_patch_size"]["value"], geometry["search_patch_size"]["value"]
-    patch = [max(a, b) for a, b in zip(search, template)]
+    # DLT's three scales need multiples of its own stride, whatever stride the tracking resolution chose
+    patch = [round_up(max(a, b), FEATURE_STRIDE) for a, b in zip(search, template)]
     batch_rec = rule_max_batch(len(context.training_pairs), PAPER["batch_size"])
     cap_rec = rule_capacity(patch, spacing, context.usable_bytes, batch_rec["value"], context.device)
     cap = cap_rec["value"]

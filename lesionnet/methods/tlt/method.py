@@ -1,17 +1,19 @@
 """The ``tlt`` method: everything the generic layers need to plan, train, validate and run TLT.
 
 * plan: :func:`lesionnet.methods.tlt.planning.plan`; memory: :mod:`lesionnet.methods.tlt.memory`;
-* presets: ``small`` (the CPU-sized network of the demo: same structure, narrower extractor, 2 layers
-  per line, the Gaussians as extra input channels) and ``tiny`` (tests), as overrides of the plan's
-  ``network``; the plan's SSS threshold and fine matching head are kept;
+* presets: ``small`` (a CPU-sized network: same structure, narrower extractor, 2 layers per line) and
+  ``tiny`` (tests), as overrides of the plan's ``network`` with as many stages as the planned stride;
+  the plan's SSS threshold and fine matching head are kept (on a CPU the plan itself is CPU-sized);
 * build: :func:`~lesionnet.methods.tlt.network.build_tlt` + :class:`~lesionnet.methods.tlt.loss.TLTLoss`,
   decoding with ``predict_center``;
-* batches: paired samples around the affine prior (:mod:`lesionnet.training.pair_sampling`) with TLT's
+* batches: paired samples around the planned registration prior (:mod:`lesionnet.training.pair_sampling`) with TLT's
   Gaussian; validation: tracking the fold's validation pairs on the preprocessed grids, the best
   checkpoint at the lowest validation MED;
 * predictor: :class:`~lesionnet.methods.tlt.predictor.TLTCaseTracker`.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -28,14 +30,22 @@ from lesionnet.training.built_model import BuiltModel
 from lesionnet.training.pair_augmentation import PairAugmentation
 from lesionnet.training.pair_sampling import PairBatchMaker, PairSampler
 
-#: network presets as overrides of the plan section
+
+def _preset(stem_widths, width: int, **network):
+    """A preset: network overrides with as many extractor stages as the plan's feature stride needs."""
+    def overrides(section: dict) -> dict:
+        stages = int(round(math.log2(int(section.get("feature_stride", 8)))))
+        return {"network": {"channels": list(stem_widths[:stages]) + [width], **network}}
+    return overrides
+
+
+#: network presets as overrides of the plan section (the plan's stride, SSS threshold, fine head kept)
 PRESETS = {
     "plan": {},
-    "small": {"network": {"channels": [16, 32, 48, 64], "num_heads": 4, "layers_per_line": 2, "ffn_dim": 128,
-                          "head_hidden": 64, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3,
-                          "gaussian_input_channels": True}},
-    "tiny": {"network": {"channels": [8, 16, 16, 24], "num_heads": 4, "layers_per_line": 1, "ffn_dim": 48,
-                         "head_hidden": 24, "head_layers": 2, "dropout": 0.0, "stem_kernel": 3}},
+    "small": _preset((16, 32, 48, 64), 64, num_heads=4, layers_per_line=2, ffn_dim=128, head_hidden=64,
+                     head_layers=2, dropout=0.0, stem_kernel=3),
+    "tiny": _preset((8, 16, 16, 24), 24, num_heads=4, layers_per_line=1, ffn_dim=48, head_hidden=24, head_layers=2,
+                    dropout=0.0, stem_kernel=3),
 }
 INPUT_KEYS = ("template", "template_gaussian", "search", "search_prior")
 
@@ -55,9 +65,10 @@ class TLTMethod(Method):
     presets = PRESETS
     selection_metric = ("med_mm", "min")
     memory_driven_keys = planning.MEMORY_DRIVEN_KEYS
-    #: the demo's TLT training on a CPU: the small network, 24 epochs of 40 steps of 4 pairs
-    demo_training = {"preset": "small", "num_epochs": 24, "iterations_per_epoch": 40, "batch_size": 4,
-                     "learning_rate": 1e-3, "max_val_pairs": 40, "seed": 0}
+    #: the demo's TLT training on a CPU: the planned network (CPU-sized by the plan), 16 epochs of 30 steps
+    #: of 4 pairs — about 16 minutes on 2 cores
+    demo_training = {"preset": "plan", "num_epochs": 16, "iterations_per_epoch": 30, "batch_size": 4,
+                     "learning_rate": 5e-4, "max_val_pairs": 40, "seed": 0}
 
     # ------------------------------------------------------------------------------- planning
     def plan(self, context) -> dict:
@@ -93,8 +104,9 @@ class TLTMethod(Method):
     def batches(self, data, item_ids, section: dict, config, first_batch: int):
         augmentation = PairAugmentation.from_dict(config.augmentation)
         jitter = augmentation.prior_jitter_mm if augmentation.enabled else 0.0
+        offset = augmentation.search_offset_fraction if augmentation.enabled else 0.0
         sampler = PairSampler(data.cached_case, section["template_patch_size_zyx"], section["search_patch_size_zyx"],
-                              lesion_gaussian, prior_jitter_mm=jitter)
+                              lesion_gaussian, search_offset_fraction=offset, prior_jitter_mm=jitter)
         loader = SeededBatchLoader(_pairs_by_id(data, item_ids), PairBatchMaker(sampler, augmentation),
                                    config.batch_size, config.seed, first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)

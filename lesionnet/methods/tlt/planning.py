@@ -33,6 +33,12 @@ from lesionnet.planning.rules import (
 
 #: paper configuration: the upper defaults of the memory-driven choices
 PAPER = {"attention_depth": 3, "attention_heads": 8, "attention_width": 192, "batch_size": 4}
+#: extractor widths before the token width (stem, then the stages), paper and CPU
+STEM_CHANNELS = (32, 64, 128, 160)
+CPU_STEM_CHANNELS = (16, 32, 48, 64)
+#: on a CPU (compute budget): a 3³ stem instead of 7³ and no dropout — together about half the time of a
+#: training step of the CPU-sized network, measured with the torch profiler (stem backward and dropout masks)
+CPU_NETWORK = {"stem_kernel": 3, "dropout": 0.0}
 #: the plan's keys that grow with the memory budget (checked to be monotone in the tests)
 MEMORY_DRIVEN_KEYS = ("template_patch_size_zyx", "search_patch_size_zyx", "network.layers_per_line",
                       "network.num_heads", "network.channels", "batch_size")
@@ -138,6 +144,13 @@ def rule_fine_matching(radii_mm, spacing_zyx, template_patch_zyx, stride: int = 
                     feature_cell_mm=cell_mm)
 
 
+def stem_channels(stages: int, device: str = "cuda") -> tuple:
+    """Extractor widths before the token width: the stem and every downsampling stage but the last
+    (the paper's 32, 64, 128 for 3 stages; half as wide on a CPU)."""
+    widths = CPU_STEM_CHANNELS if device == "cpu" else STEM_CHANNELS
+    return tuple(widths[:int(stages)])
+
+
 def rule_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_bytes: float, max_batch: int,
                   template_tokens: int, device: str = "cuda", stride: int = FEATURE_STRIDE) -> dict:
     """TLT attention depth / heads / width, batch size (and, as a last resort, a smaller search patch)
@@ -146,11 +159,13 @@ def rule_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_byte
     Chain, smallest first: the patches shrunk (search towards the template, then both; see
     :func:`template_search_reduction_levels`) at the minimal network (depth 1, 2 heads, width 64,
     batch 1); then the planned patches with the network growing to
-    the paper's (width 96, depth 2, heads 4, width 128, depth 3, heads 8, width 192); then the batch
-    growing to ``max_batch``. The last element whose :func:`~lesionnet.methods.tlt.memory.training_step_memory`
+    the paper's (width 96, depth 2, heads 4, width 128, depth 3, heads 8, width 192) — on a CPU only to
+    depth 2 and 4 heads at width 64, with half-width stages (a compute budget: the paper's size trains
+    several times slower there, and the demo has minutes); then the batch growing to ``max_batch``.
+    The last element whose :func:`~lesionnet.methods.tlt.memory.training_step_memory`
     fits ``usable_bytes`` is chosen, so each of these sizes is monotone in the budget.
     """
-    patches = template_search_reduction_levels(template_patch_zyx, search_patch_zyx, spacing_zyx, stride)
+    patches = template_search_reduction_levels(template_patch_zyx, search_patch_zyx, spacing_zyx, stride, 2 * stride)
     start = {"template_patch_size_zyx": patches[0][0], "search_patch_size_zyx": patches[0][1], "attention_depth": 1,
              "attention_heads": 2, "attention_width": 64, "batch_size": 1}
     steps = []
@@ -158,13 +173,17 @@ def rule_capacity(template_patch_zyx, search_patch_zyx, spacing_zyx, usable_byte
         if template != previous[0]:
             steps.append(("template_patch_size_zyx", template))
         steps.append(("search_patch_size_zyx", search))
-    steps += [("attention_width", 96), ("attention_depth", 2), ("attention_heads", 4), ("attention_width", 128),
-              ("attention_depth", 3), ("attention_heads", 8), ("attention_width", 192)]
-    steps += [("batch_size", b) for b in range(2, max_batch + 1)]
+    network_steps = [("attention_width", 96), ("attention_depth", 2), ("attention_heads", 4), ("attention_width", 128),
+                     ("attention_depth", 3), ("attention_heads", 8), ("attention_width", 192)]
+    if device == "cpu":      # compute budget: the network stops at the CPU size (width 64, depth 2, 4 heads)
+        network_steps = [("attention_depth", 2), ("attention_heads", 4)]
+    steps += network_steps + [("batch_size", b) for b in range(2, max_batch + 1)]
     chain = build_chain(start, steps)
+    stages = int(round(math.log2(stride)))
 
     def estimate(c):
-        net = memory.network_config(c["attention_width"], c["attention_heads"], c["attention_depth"])
+        net = memory.network_config(c["attention_width"], c["attention_heads"], c["attention_depth"],
+                                    stem_channels=stem_channels(stages, device))
         return memory.training_step_memory(c["template_patch_size_zyx"], c["search_patch_size_zyx"], c["batch_size"],
                              channels=net["channels"], num_heads=net["num_heads"],
                              layers_per_line=net["layers_per_line"], ffn_dim=net["ffn_dim"],
@@ -185,18 +204,21 @@ def plan(context: PlanningContext) -> dict:
     spacing_rec, template_rec, search_rec = (geometry["target_spacing"], geometry["template_patch_size"],
                                              geometry["search_patch_size"])
     spacing, template = spacing_rec["value"], template_rec["value"]
+    stride, stages = geometry["stride"], geometry["resolution"]["value"]["stages"]
     radii, token_budget = context.radii_mm, context.token_budget
-    feature_spacing = [s * FEATURE_STRIDE for s in spacing]
-    template_features = [t // FEATURE_STRIDE for t in template]
+    feature_spacing = [s * stride for s in spacing]
+    template_features = [t // stride for t in template]
     tr_rec = rule_sss_threshold(radii, feature_spacing, template_features, token_budget=token_budget)
     template_tokens = min(token_budget, int(np.prod(template_features)))
     batch_rec = rule_max_batch(len(context.training_pairs), PAPER["batch_size"])
     cap_rec = rule_capacity(template, search_rec["value"], spacing, context.usable_bytes, batch_rec["value"],
-                            template_tokens, context.device)
+                            template_tokens, context.device, stride)
     cap = cap_rec["value"]
     network = memory.network_config(cap["attention_width"], cap["attention_heads"], cap["attention_depth"],
-                                    tr_rec["value"])
-    fine_rec = rule_fine_matching(radii, spacing, cap["template_patch_size_zyx"])
+                                    tr_rec["value"], stem_channels(stages, context.device))
+    if context.device == "cpu":
+        network.update(CPU_NETWORK)
+    fine_rec = rule_fine_matching(radii, spacing, cap["template_patch_size_zyx"], stride)
     network.update(fine_matching=fine_rec["value"]["enabled"], fine_kernel_zyx=fine_rec["value"]["kernel_zyx"])
     data_id, data_config = context.data_configuration(spacing)
     return {
@@ -204,7 +226,7 @@ def plan(context: PlanningContext) -> dict:
         "data_configuration": data_config,
         "template_patch_size_zyx": cap["template_patch_size_zyx"],
         "search_patch_size_zyx": cap["search_patch_size_zyx"],
-        "feature_stride": FEATURE_STRIDE,
+        "feature_stride": stride,
         "max_template_tokens": token_budget,
         "batch_size": cap["batch_size"],
         "network": network,
@@ -212,11 +234,13 @@ def plan(context: PlanningContext) -> dict:
         "fits_memory_budget": cap_rec["inputs"]["fits"],
         "search_coverage": search_coverage(context.prior_errors_mm_zyx, context.target_radii_mm,
                                            cap["search_patch_size_zyx"], spacing),
-        "decisions": {"target_spacing": spacing_rec, "template_patch_size": template_rec,
+        "decisions": {"resolution": geometry["resolution"], "target_spacing": spacing_rec,
+                      "template_patch_size": template_rec,
                       "search_patch_size": search_rec, "sss_threshold": tr_rec, "max_batch_size": batch_rec,
                       "capacity": cap_rec, "fine_matching": fine_rec},
     }
 
 
-__all__ = ["PAPER", "MEMORY_DRIVEN_KEYS", "count_kept_tokens", "rule_sss_threshold", "rule_fine_matching",
+__all__ = ["PAPER", "STEM_CHANNELS", "CPU_STEM_CHANNELS", "CPU_NETWORK", "stem_channels", "MEMORY_DRIVEN_KEYS",
+           "count_kept_tokens", "rule_sss_threshold", "rule_fine_matching",
            "rule_capacity", "plan"]

@@ -13,6 +13,10 @@ the affine prior (center, radius), both on the network's grid (the plan's target
 4. the arg-max of the blended heatmap seeds one more window centred on it, whose global regression
    (``Σ softmax(Ŷ) Ĉ``, or the arg-max voxel for the ablation without it) is the prediction.
 
+When the search region is the search patch (the default), steps 3–4 are one window centred on the prior —
+the crop the network was trained on — and its center prediction is the result (as in the paper); a
+heatmap arg-max that moved the window first would make an undecided heatmap decide for the regression.
+
 Coordinates: centers are ``center_zyx`` continuous voxel indices (z, y, x) of the respective volume;
 arrays are ``[z, y, x]``; spacings ``(z, y, x)`` mm; radii mm.
 """
@@ -88,6 +92,13 @@ def track_lesion(network: TLT, source_image_zyx, source_center_zyx, source_radiu
     r_start = np.asarray(centered_start_zyx(prior_center_zyx, region))
     search = crop_zyx(target_image_zyx, r_start, region)[None]
     prior = map_on_crop(lesion_gaussian, prior_center_zyx, prior_radius_mm, r_start, region, target_spacing_zyx)[None]
+    if region == search_size:
+        # one window centred on the prior, as in training: its center prediction is the result
+        out = network(template_t[None, :1], template_t[None, 1:2], _to_tensor(search, device)[None],
+                      _to_tensor(prior, device)[None])
+        heatmap = heatmap_to_patch(out["heatmap"], search_size)[0, 0].float().cpu().numpy()
+        center_zyx = network.predict_center(out)[0].double().cpu().numpy()
+        return TrackedLesion(r_start + center_zyx, heatmap, r_start, float(heatmap.max()))
     heatmap_network = HeatmapNetwork(network).train(network.training)
     heatmap = predict_sliding_window_paired(heatmap_network, template_t, _to_tensor(search, device), search_size,
                                             prior=_to_tensor(prior, device), step_size=step_size,

@@ -1,0 +1,1 @@
+"""The parameter-free matcher: weighted NCC of the template lesion + the registration prior, no weights."""
