@@ -154,3 +154,26 @@ def test_fine_head_needs_both_gaussian_maps():
 def test_fine_kernel_must_be_three_odd_sizes(kernel):
     with pytest.raises(ValueError, match="fine_kernel_zyx"):
         TLTConfig(fine_kernel_zyx=kernel)
+
+
+def test_parameter_free_matcher_finds_the_lesion_away_from_the_prior():
+    """The matcher (NCC + prior, no weights) moves from a prior 5 voxels off to the lesion, sub-voxel, and its
+    logits are the shared NCC maps of TLT's fine head scored with the prior."""
+    from lesionnet.methods.matcher.network import MatcherConfig, NCCPriorMatcher
+    from lesionnet.methods.tlt.ops import template_ncc_maps
+
+    shape, truth = (24, 24, 24), (12.3, 11.0, 12.6)
+    template = blob(shape, (12.0, 12.0, 12.0), 2.0)
+    search = blob(shape, truth, 2.0) + 0.02 * torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(0))
+    t_gauss = gaussian(shape, (12.0, 12.0, 12.0), 3.0)
+    prior = gaussian(shape, (12.3, 16.0, 12.6), 3.0)
+    matcher = NCCPriorMatcher(MatcherConfig(kernel_zyx=(9, 9, 9)))
+    out = matcher(template, t_gauss, search, prior)
+    assert out["logits"].shape == (1, 1) + shape and out["logits"].max() <= 0.0 + 1e-5
+    np.testing.assert_allclose(matcher.predict_center(out)[0].numpy(), truth, atol=0.5)
+    maps = template_ncc_maps(template, t_gauss, search, (9, 9, 9), 12.0)
+    expected = 8.0 * maps["ncc_search"] + 4.0 * prior - 12.0
+    torch.testing.assert_close(out["logits"], expected)
+    assert list(MatcherConfig.from_dict(MatcherConfig().to_dict()).kernel_zyx) == [9, 13, 13]
+    with pytest.raises(ValueError, match="odd"):
+        MatcherConfig(kernel_zyx=(8, 9, 9))

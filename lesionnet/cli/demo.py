@@ -6,11 +6,12 @@ Steps, each an importable lesionnet function, each skipped when its output alrea
 2. check it (``lesionnet_verify_dataset -d 501``);
 3. fingerprint, plan and preprocess it (``lesionnet_plan_and_preprocess -d 501``);
 4. train every registered trainable tracking method on fold 0 with its ``demo_training`` settings
-   (``lesionnet_train 501 METHOD 0 --preset small ...``; TLT: about 13 minutes on 2 CPU cores; a
+   (``lesionnet_train 501 METHOD 0 ...``; TLT: the planned network, about 20 minutes on 2 CPU cores; a
    finished run is reused);
-5. track the test pairs with every registered tracking method that can predict — the baselines first
-   (``lesionnet_predict``) — and score them with the DLS conventions (``lesionnet_evaluate_tracking``),
-   side by side;
+5. track the test pairs with every registered tracking method that can predict — the baselines first,
+   each trained method also as its untrained network (``<name>_untrained``) — through
+   ``lesionnet_predict``, score them with the DLS conventions (``lesionnet_evaluate_tracking``) side by
+   side, and test each trained method against its untrained network and every baseline (paired t-tests);
 6. print the comparison table and write it, with the JSON, to the results folder.
 
 Data go to ``$lesionnet_raw`` / ``$lesionnet_preprocessed`` / ``$lesionnet_results`` (defaults:

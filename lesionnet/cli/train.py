@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--plans", default=DEFAULT_PLANS_NAME, help="plans name (default lesionnet_plans)")
     parser.add_argument("--preset", default="plan",
-                        help="network size: 'plan' (as planned) or one of the method's presets "
-                             f"({', '.join(p for p in presets if p != 'plan')}: smaller networks for CPUs and tests)")
+                        help="network: 'plan' (as planned) or one of the method's presets "
+                             f"({', '.join(p for p in presets if p != 'plan')}: the paper's architecture at the "
+                             "planned size, smaller networks for CPUs and tests)")
     parser.add_argument("-np", "--num_workers", type=int, default=None,
                         help="data-loading worker processes (default 0: in the training process)")
     parser.add_argument("--max_val_pairs", type=int, default=None,

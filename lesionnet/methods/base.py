@@ -29,7 +29,8 @@ A method that can be trained has ``trainable = True`` and:
 
 A method that can predict has ``predicts = True`` and ``predictor(request) -> CaseTracker`` (a
 :class:`lesionnet.inference.predict_tracking.PredictorRequest` in, a per-case tracker out), and
-``makes_heatmaps`` when its predictor can write heatmaps.
+``makes_heatmaps`` when its predictor can write heatmaps; ``uses_plan`` when, untrained, it still needs
+its section of the dataset's plans at prediction (``request.plan``; e.g. the matcher's resolution).
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class Method:
     trainable: bool = False
     predicts: bool = False
     makes_heatmaps: bool = False
+    uses_plan: bool = False
     presets: dict = {"plan": {}}
     selection_metric: tuple | None = None
     memory_driven_keys: tuple = ()

@@ -30,8 +30,8 @@ PAPER_RADIUS_CELLS = 10.6 / 8.0
 RADIUS_CELLS_TOLERANCE = 1.25
 #: downsampling stages tried (strides 2, 4, 8, 16)
 STAGES = (1, 2, 3, 4)
-#: template + search voxels of one training sample allowed when there is no GPU: a small TLT (width 64)
-#: takes about a second per step of 4 such samples on 2 CPU cores (documentation/planning.md)
+#: template + search voxels of one training sample allowed when there is no GPU: the CPU-sized TLT (width 64)
+#: takes about 2 s per step of 4 samples of 78,608 voxels on 2 CPU cores (documentation/planning.md)
 CPU_PATCH_VOXEL_BUDGET = 100_000
 
 

@@ -21,8 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lesionnet.methods.tlt.ops import argmax_center_zyx, crop_around_zyx, gaussian_peak_zyx, local_soft_argmax_zyx
-from lesionnet.networks.matching import weighted_ncc
+from lesionnet.methods.tlt.ops import argmax_center_zyx, local_soft_argmax_zyx, template_ncc_maps
 from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 
@@ -64,12 +63,11 @@ class NCCPriorMatcher(nn.Module):
     def forward(self, template: torch.Tensor, template_gaussian: torch.Tensor, search: torch.Tensor,
                 search_prior: torch.Tensor) -> dict:
         cfg = self.config
-        k0, offset = gaussian_peak_zyx(template_gaussian)
-        kernel, weight = crop_around_zyx(template, template_gaussian, k0, cfg.kernel_zyx)
-        weight = weight.clamp(min=0.0) ** cfg.weight_power
-        ncc = weighted_ncc(search.float(), kernel.float(), weight.float())
-        logits = cfg.ncc_scale * ncc + cfg.prior_scale * search_prior.float() - (cfg.ncc_scale + cfg.prior_scale)
-        center = local_soft_argmax_zyx(logits, cfg.window) + offset.to(logits.dtype)
+        maps = template_ncc_maps(template.float(), template_gaussian.float(), search.float(), cfg.kernel_zyx,
+                                 cfg.weight_power)
+        logits = (cfg.ncc_scale * maps["ncc_search"] + cfg.prior_scale * search_prior.float()
+                  - (cfg.ncc_scale + cfg.prior_scale))
+        center = local_soft_argmax_zyx(logits, cfg.window) + maps["center_offset_zyx"]
         return {"logits": logits, "heatmap": torch.sigmoid(logits), "center_zyx": center}
 
     def predict_center(self, outputs: dict, use_soft_argmax: bool = True) -> torch.Tensor:

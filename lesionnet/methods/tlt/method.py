@@ -42,6 +42,8 @@ def _preset(stem_widths, width: int, **network):
 #: network presets as overrides of the plan section (the plan's stride, SSS threshold, fine head kept)
 PRESETS = {
     "plan": {},
+    # the paper's architecture at the planned size: SSS, CAT, RAAM and the global regression, no lesionnet head
+    "paper": {"network": {"fine_matching": False, "gaussian_input_channels": False}},
     "small": _preset((16, 32, 48, 64), 64, num_heads=4, layers_per_line=2, ffn_dim=128, head_hidden=64,
                      head_layers=2, dropout=0.0, stem_kernel=3),
     "tiny": _preset((8, 16, 16, 24), 24, num_heads=4, layers_per_line=1, ffn_dim=48, head_hidden=24, head_layers=2,

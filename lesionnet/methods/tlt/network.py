@@ -37,14 +37,13 @@ from torch import nn
 from lesionnet.methods.tlt.config import TLTConfig
 from lesionnet.methods.tlt.ops import (
     argmax_center_zyx,
-    crop_around_zyx,
     feature_voxel_centers_zyx,
-    gaussian_peak_zyx,
     heatmap_to_patch,
     local_soft_argmax_zyx,
     predict_center,
     resize_to_grid,
     select_template_tokens,
+    template_ncc_maps,
 )
 from lesionnet.networks.blocks import (
     MLP,
@@ -52,7 +51,6 @@ from lesionnet.networks.blocks import (
     ResNetEncoder3d,
     sine_positional_encoding_3d,
 )
-from lesionnet.networks.matching import weighted_ncc
 
 
 class TLT(nn.Module):
@@ -132,24 +130,6 @@ class TLT(nn.Module):
             return torch.utils.checkpoint.checkpoint(self.extractor, image, use_reentrant=False)
         return self.extractor(image)
 
-    @torch.no_grad()
-    def _fine_matching_maps(self, template: torch.Tensor, template_gaussian: torch.Tensor,
-                            search: torch.Tensor) -> dict:
-        """The fine head's fixed inputs (no gradients: they depend on the images only).
-
-        Returns ``ncc_search (B, 1, Ds, Hs, Ws)`` and ``ncc_template (B, 1, Dt, Ht, Wt)`` (weighted NCC
-        of the kernel centred on the template lesion's nearest voxel ``k0``) and
-        ``center_offset_zyx (B, 3)``: lesion center minus ``k0`` (voxels), to add to a position found
-        on the NCC maps.
-        """
-        cfg = self.config
-        k0, offset = gaussian_peak_zyx(template_gaussian)
-        kernel, weight = crop_around_zyx(template, template_gaussian, k0, cfg.fine_kernel_zyx)
-        weight = weight.clamp(min=0.0) ** cfg.fine_weight_power
-        return {"ncc_search": weighted_ncc(search.float(), kernel.float(), weight.float()).to(search.dtype),
-                "ncc_template": weighted_ncc(template.float(), kernel.float(), weight.float()).to(template.dtype),
-                "center_offset_zyx": offset.to(search.dtype)}
-
     def _pos(self, shape_zyx, like: torch.Tensor) -> torch.Tensor | None:
         if self.config.positional_encoding == "none":
             return None
@@ -200,7 +180,7 @@ class TLT(nn.Module):
             s_inputs.append(search_prior.to(search.dtype))
         fine = None
         if cfg.fine_matching:
-            fine = self._fine_matching_maps(template, template_gaussian, search)
+            fine = template_ncc_maps(template, template_gaussian, search, cfg.fine_kernel_zyx, cfg.fine_weight_power)
             t_inputs.append(fine["ncc_template"])
             s_inputs.append(fine["ncc_search"])
         f_t = self._extract(torch.cat(t_inputs, dim=1))

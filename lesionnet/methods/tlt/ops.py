@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lesionnet.networks.matching import weighted_ncc
+
 
 class TokenSelection(NamedTuple):
     """Result of :func:`select_template_tokens` for a batch of B template feature grids of N tokens.
@@ -126,6 +128,24 @@ def crop_around_zyx(image: torch.Tensor, weight: torch.Tensor, center_zyx: torch
         crops.append(image_p[(i, slice(None)) + region])
         weights.append(weight_p[(i, slice(None)) + region])
     return torch.stack(crops), torch.stack(weights)
+
+
+@torch.no_grad()
+def template_ncc_maps(template: torch.Tensor, template_gaussian: torch.Tensor, search: torch.Tensor, kernel_zyx,
+                      weight_power: float) -> dict:
+    """Weighted NCC of the template lesion with the search patch and with the template itself (no gradients).
+
+    The kernel is the template's central ``kernel_zyx`` voxels around the lesion's nearest voxel ``k0``,
+    weighted by ``template_gaussian ** weight_power``. Returns ``ncc_search (B, 1, Ds, Hs, Ws)``,
+    ``ncc_template (B, 1, Dt, Ht, Wt)`` and ``center_offset_zyx (B, 3)``: the lesion center minus ``k0``
+    (voxels), to add to a position found on the maps.
+    """
+    k0, offset = gaussian_peak_zyx(template_gaussian)
+    kernel, weight = crop_around_zyx(template, template_gaussian, k0, kernel_zyx)
+    weight = weight.clamp(min=0.0) ** weight_power
+    return {"ncc_search": weighted_ncc(search.float(), kernel.float(), weight.float()).to(search.dtype),
+            "ncc_template": weighted_ncc(template.float(), kernel.float(), weight.float()).to(template.dtype),
+            "center_offset_zyx": offset.to(search.dtype)}
 
 
 def local_soft_argmax_zyx(logits: torch.Tensor, half_width: int) -> torch.Tensor:
