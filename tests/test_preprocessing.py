@@ -340,3 +340,40 @@ def test_planned_deformable_prior_flows_through_preprocessing_and_prediction(les
                                                  target.geometry)
     np.testing.assert_allclose(prior_zyx, pair.prior_center_zyx, atol=1e-6)
     assert prior_radius == pytest.approx(pair.prior_radius_mm, abs=1e-9)
+
+
+def test_scan_pairs_are_registered_once_per_process_in_both_directions(monkeypatch):
+    """Trackers compared in one run share registrations: a scan pair with the same settings is registered once,
+    the symmetric rule serves the other direction by the inverse, and other contents or settings register anew."""
+    from lesionnet.preprocessing import case as case_module
+    from lesionnet.preprocessing.case import PreprocessedScan
+
+    calls = []
+
+    class Registration:
+        def __init__(self, name):
+            self.name = name
+
+        def inverse(self):
+            return f"inverse of {self.name}"
+
+    def fake_register(template_image, template_geometry, search_image, search_geometry, settings):
+        calls.append(settings.to_dict()["seed"])
+        return Registration(f"#{len(calls)}")
+
+    monkeypatch.setattr(case_module, "register_prior_images", fake_register)
+    monkeypatch.setattr(case_module, "_REGISTRATIONS", type(case_module._REGISTRATIONS)())
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()), (4, 4, 4))
+
+    def scan(value):
+        image = np.full((4, 4, 4), value, np.float32)
+        return PreprocessedScan(image, geometry, image, geometry)
+
+    a, b, c = scan(1.0), scan(2.0), scan(3.0)
+    settings = FAST_REGISTRATION
+    assert register_scan_pair(a, b, "P_T0", "P_T1", settings).name == "#1"
+    assert register_scan_pair(b, a, "P_T1", "P_T0", settings) == "inverse of #1"
+    assert register_scan_pair(a, b, "P_T0", "P_T1", settings).name == "#1" and len(calls) == 1
+    assert register_scan_pair(a, c, "P_T0", "P_T2", settings).name == "#2"
+    other = type(settings).from_dict({**settings.to_dict(), "seed": 7})
+    assert register_scan_pair(a, b, "P_T0", "P_T1", other).name == "#3" and calls[-1] == 7

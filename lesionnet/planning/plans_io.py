@@ -3,7 +3,7 @@
 ``lesionnet_plans.json`` (in ``$lesionnet_preprocessed/DatasetXXX_Name/``)::
 
     {
-      "plans_version": 3, "dataset": ..., "task": "tracking" | "detection",
+      "plans_version": 4, "dataset": ..., "task": "tracking" | "detection",
       "fingerprint_signature": ..., "memory_budget": {decision}, "usable_memory_bytes": ...,
       "normalization": {decision},
       "data_configurations": {"lesionnetPlans_3d": {"target_spacing_zyx", "native_z", "normalization",
