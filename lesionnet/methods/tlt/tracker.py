@@ -90,29 +90,29 @@ def track_lesion(network: TLT, source_image_zyx, source_center_zyx, source_radiu
                                      source_spacing_zyx)])
     template_t = _to_tensor(template, device)
     r_start = np.asarray(centered_start_zyx(prior_center_zyx, region))
-    search = crop_zyx(target_image_zyx, r_start, region)[None]
-    prior = map_on_crop(lesion_gaussian, prior_center_zyx, prior_radius_mm, r_start, region, target_spacing_zyx)[None]
+    heatmap = None
     if region == search_size:
         # one window centred on the prior, as in training: its center prediction is the result
-        out = network(template_t[None, :1], template_t[None, 1:2], _to_tensor(search, device)[None],
-                      _to_tensor(prior, device)[None])
-        heatmap = heatmap_to_patch(out["heatmap"], search_size)[0, 0].float().cpu().numpy()
-        center_zyx = network.predict_center(out)[0].double().cpu().numpy()
-        return TrackedLesion(r_start + center_zyx, heatmap, r_start, float(heatmap.max()))
-    heatmap_network = HeatmapNetwork(network).train(network.training)
-    heatmap = predict_sliding_window_paired(heatmap_network, template_t, _to_tensor(search, device), search_size,
-                                            prior=_to_tensor(prior, device), step_size=step_size,
-                                            device=device)[0].numpy()
-    peak_zyx = r_start + np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape), dtype=np.float64)
-    # refine: one window centred on the peak; its global regression is the prediction
-    w_start = np.asarray(centered_start_zyx(peak_zyx, search_size))
+        w_start = r_start
+    else:
+        search = crop_zyx(target_image_zyx, r_start, region)[None]
+        prior = map_on_crop(lesion_gaussian, prior_center_zyx, prior_radius_mm, r_start, region,
+                            target_spacing_zyx)[None]
+        heatmap_network = HeatmapNetwork(network).train(network.training)
+        heatmap = predict_sliding_window_paired(heatmap_network, template_t, _to_tensor(search, device), search_size,
+                                                prior=_to_tensor(prior, device), step_size=step_size,
+                                                device=device)[0].numpy()
+        peak_zyx = r_start + np.array(np.unravel_index(int(np.argmax(heatmap)), heatmap.shape), dtype=np.float64)
+        # refine: one window centred on the peak; its global regression is the prediction
+        w_start = np.asarray(centered_start_zyx(peak_zyx, search_size))
     window = crop_zyx(target_image_zyx, w_start, search_size)[None, None]
     window_prior = map_on_crop(lesion_gaussian, prior_center_zyx, prior_radius_mm, w_start, search_size,
                                target_spacing_zyx)[None, None]
     out = network(template_t[None, :1], template_t[None, 1:2], _to_tensor(window, device),
                   _to_tensor(window_prior, device))
+    if heatmap is None:
+        heatmap = heatmap_to_patch(out["heatmap"], search_size)[0, 0].float().cpu().numpy()
     center_zyx = network.predict_center(out)[0].double().cpu().numpy()
     return TrackedLesion(w_start + center_zyx, heatmap.astype(np.float32), r_start, float(heatmap.max()))
-
 
 __all__ = ["TrackedLesion", "HeatmapNetwork", "track_lesion"]
