@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def seconds_per_step(dataset, method, device, batch_size: int | None, output: Path) -> float:
     """Median seconds of one training step, from a 6-step run (the first step, warm-up, not counted)."""
     result = train_model(dataset, method, 0, device=device, progress=False, output_folder=output / "timing",
-                         num_epochs=1, iterations_per_epoch=6, max_val_pairs=1, batch_size=batch_size)
+                         overwrite=True, num_epochs=1, iterations_per_epoch=6, max_val_pairs=1, batch_size=batch_size)
     history = load_checkpoint(result.output_folder / FINAL)["history"]
     return history[0]["seconds_training"] / 6.0
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         iterations = max(1, int(args.minutes * 60.0 / step / args.points))
         print(f"{step:.2f} s per step: {args.points} epochs of {iterations} iterations for {args.minutes:g} min")
         run_folder = train_model(raw.name, method, 0, device=device, progress=False, output_folder=output / "run",
-                                 num_epochs=args.points, iterations_per_epoch=iterations,
+                                 overwrite=True, num_epochs=args.points, iterations_per_epoch=iterations,
                                  max_val_pairs=args.max_val_pairs, batch_size=args.batch_size,
                                  learning_rate=args.learning_rate).output_folder
     wall = time.perf_counter() - start

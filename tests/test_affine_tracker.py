@@ -67,7 +67,7 @@ def _write_pairs(folder, pairs):
     save_pairs(folder / "pairs.json", pairs)
 
 
-def test_missing_scan_names_the_pair(input_folder, tmp_path, caplog):
+def test_missing_scan_names_the_pair(input_folder, tmp_path, capsys):
     bad = tmp_path / "in"
     bad.mkdir()
     (bad / "P1_T0_0000.nii.gz").symlink_to(input_folder / "P1_T0_0000.nii.gz")
@@ -75,7 +75,7 @@ def test_missing_scan_names_the_pair(input_folder, tmp_path, caplog):
     with pytest.raises(TrackingInputError, match="lonely.*P9_T3"):
         load_tracking_input(bad)
     assert predict_main(["-i", str(bad), "-o", str(tmp_path / "out"), "--no_progress"]) == 1
-    assert "lonely" in caplog.text
+    assert "lonely" in capsys.readouterr().err
     assert not (tmp_path / "out" / "predictions.json").exists()
 
 
@@ -123,8 +123,7 @@ def test_continue_after_a_killed_run_predicts_only_missing_cases(input_folder, t
 
     monkeypatch.setattr(RegistrationTracker, "__call__", dies_on_second_case)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--no_progress"])
+    assert predict_main(["-i", str(input_folder), "-o", str(out), "-m", "identity", "--no_progress"]) == 130
     written = sorted(p.name for p in (out / "cases").iterdir())
     assert written == ["P1_T0__P1_T1.json"]  # one complete case, no temporary or partial file
     assert not (out / "predictions.json").exists()
@@ -147,7 +146,7 @@ def test_corrupt_case_file_is_predicted_again_with_continue(input_folder, tmp_pa
     assert len(read_predictions(out / "predictions.json")["results"]) == 6
 
 
-def test_unreadable_scan_is_reported_skipped_and_exit_is_nonzero(input_folder, tmp_path, caplog):
+def test_unreadable_scan_is_refused_before_any_work(input_folder, tmp_path, caplog, capsys):
     folder = _copy_input(input_folder, tmp_path / "in")
     (folder / "pairs.json").unlink()
     (folder / "P2_T0_0000.nii.gz").write_bytes(b"\x1f\x8b garbage, not a NIfTI file")
@@ -156,9 +155,9 @@ def test_unreadable_scan_is_reported_skipped_and_exit_is_nonzero(input_folder, t
     save_pairs(folder / "pairs.json", pairs)
     out = tmp_path / "out"
     assert predict_main(["-i", str(folder), "-o", str(out), "-m", "identity", "--no_progress"]) == 1
-    assert "broken" in caplog.text and "P2_T0_0000.nii.gz" in caplog.text
-    doc = read_predictions(out / "predictions.json")
-    assert len(doc["results"]) == 6 and list(doc["failed_pairs"]) == ["broken"]
+    said = caplog.text + capsys.readouterr().err
+    assert "P2_T0_0000.nii.gz" in said and "unreadable" in said
+    assert not (out / "predictions.json").exists()
 
 
 def test_markups_and_overlays(input_folder, tmp_path):

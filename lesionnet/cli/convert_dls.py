@@ -5,8 +5,8 @@ import argparse
 import logging
 import sys
 
-from lesionnet.datasets.dls_convert import DLSConversionError, convert_dls
-from lesionnet.utils.logging_setup import configure_logging
+from lesionnet.cli.entry import command_line, run_command
+from lesionnet.datasets.dls_convert import convert_dls
 
 logger = logging.getLogger("lesionnet_convert_dls")
 
@@ -37,19 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        result = convert_dls(args.images, args.annotations, args.dataset_id, name=args.name, split=args.split,
-                             strict=args.strict, overwrite=args.overwrite, pair_prefix=args.pair_prefix,
-                             progress=not args.no_progress)
-    except (DLSConversionError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_command("lesionnet_convert_dls", lambda: _convert(args), args.verbose,
+                       interrupted_hint=command_line("lesionnet_convert_dls", argv, add=["--overwrite"]))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    result = convert_dls(args.images, args.annotations, args.dataset_id, name=args.name, split=args.split,
+                         strict=args.strict, overwrite=args.overwrite, pair_prefix=args.pair_prefix,
+                         progress=not args.no_progress)
     skipped = f", {len(result.skipped_pairs)} pairs skipped" if result.skipped_pairs else ""
     print(f"{result.folder}: {result.num_scans} scans in images{result.split}/, {result.num_pairs} pairs in "
           f"pairs{result.split}.json{skipped}. Check it with: lesionnet_verify_dataset -d {args.dataset_id}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,6 +27,7 @@ import os
 import sys
 
 from lesionnet import paths
+from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.datasets.verify import verify_dataset_report
@@ -37,7 +38,6 @@ from lesionnet.training.checkpoints import FINAL
 from lesionnet.training.run_training import train_model, training_output_folder
 from lesionnet.training.trainer import SUMMARY_FILE
 from lesionnet.utils.files import write_json, write_text
-from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_demo")
 DEMO_DATASET_ID = 501
@@ -157,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        results = run_demo(seed=args.seed, progress=not args.no_progress)
-    except (RuntimeError, ValueError) as e:
-        logger.error("%s", e)
-        return 1
+    hint = command_line("lesionnet_demo", argv) + " (every finished step is reused)"
+    return run_command("lesionnet_demo", lambda: _demo(args), args.verbose, interrupted_hint=hint)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    results = run_demo(seed=args.seed, progress=not args.no_progress)
     print()
     print(markdown_table(results))
     lines = comparison_lines(results) + training_lines(results)

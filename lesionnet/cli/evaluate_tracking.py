@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 
+from lesionnet.cli.entry import run_command
 from lesionnet.evaluation.pair_matching import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
 from lesionnet.evaluation.tracking_metrics import (
     compare_predictions,
@@ -16,7 +17,6 @@ from lesionnet.evaluation.tracking_metrics import (
     format_summary_table,
 )
 from lesionnet.utils.files import write_json, write_text
-from lesionnet.utils.logging_setup import configure_logging
 
 PROG = "lesionnet_evaluate_tracking"
 logger = logging.getLogger(__name__)
@@ -91,15 +91,12 @@ def _log_loaded(predictions) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        run(args)
-    except (ValueError, OSError) as e:  # bad input: one line, no traceback
-        message = " ".join(str(e).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("lesionnet_evaluate_tracking", lambda: _evaluate(args), args.verbose)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

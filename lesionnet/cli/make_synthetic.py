@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 
+from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.synthetic import (
     FollowUpTorsoConfig,
     LymphNodeConfig,
@@ -26,8 +27,6 @@ from lesionnet.datasets.synthetic import (
     generate_lymph_node_dataset,
     generate_tracking_dataset,
 )
-from lesionnet.datasets.synthetic.common import DatasetExistsError
-from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +108,19 @@ _MAKERS = {501: _make_tracking, 502: _make_lymph_nodes, 503: _make_followup}
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
     if args.num_patients is not None and args.num_patients < 1:
-        raise SystemExit("error: --num_patients must be at least 1.")
+        build_parser().error("--num_patients must be at least 1.")
+    hint = command_line("lesionnet_make_synthetic", argv, add=["--overwrite"])
+    return run_command("lesionnet_make_synthetic", lambda: _make(args), args.verbose, interrupted_hint=hint)
+
+
+def _make(args: argparse.Namespace) -> int:
     overrides = {} if args.num_patients is None else {"num_patients": args.num_patients}
     start = time.perf_counter()
-    try:
-        summary, counts = _MAKERS[args.dataset](args, overrides)
-    except (DatasetExistsError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    summary, counts = _MAKERS[args.dataset](args, overrides)
     print(f"Wrote {summary['folder']}: {counts} in {time.perf_counter() - start:.1f} s (seed {args.seed}).",
           file=sys.stdout)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

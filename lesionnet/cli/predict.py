@@ -6,13 +6,12 @@ import argparse
 import logging
 import sys
 
-from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
-from lesionnet.inference.model_discovery import ModelNotFoundError
+from lesionnet.cli.entry import command_line, run_command
+from lesionnet.datasets.dataset_id import find_dataset_folder
 from lesionnet.inference.predict_tracking import LearnedModelOptions, predict_tracking
-from lesionnet.inference.tracking_input import TrackingInputError
+from lesionnet.inference.tracking_input import load_tracking_input
 from lesionnet.methods import describe_methods, get_method, methods_with
-from lesionnet.training.checkpoints import CHECKPOINT_NAMES, CheckpointError
-from lesionnet.utils.logging_setup import configure_logging
+from lesionnet.training.checkpoints import CHECKPOINT_NAMES
 
 logger = logging.getLogger("lesionnet_predict")
 
@@ -54,9 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "the next (multi-follow-up)")
     parser.add_argument("--pairs", default=None, help="pairs file (raw format) if not in the default place")
     parser.add_argument("--continue", dest="resume", action="store_true",
-                        help="reuse the finished cases of an earlier (e.g. killed) run in OUT; predict only the rest")
+                        help="reuse the cases of an earlier (e.g. killed) run in OUT whose model, settings and scans "
+                             "still match; predict the rest")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the predictions of an earlier run in OUT (without it such a folder is refused)")
     parser.add_argument("--save_overlays", action="store_true",
                         help="write OUT/overlays/{pair_id}.png: axial/coronal/sagittal slices through each prediction")
+    parser.add_argument("--strict", action="store_true",
+                        help="check every scan in IN, not only those the pairs name, and refuse warnings too (the "
+                             "default check already refuses missing, truncated, NaN, too small scans and centers "
+                             "outside their scan before any work starts)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -64,26 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        dataset = find_dataset_folder(args.dataset).name if args.dataset is not None else None
-        options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
-                                      checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
-                                      device=args.device)
-        run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
-                               save_overlays=args.save_overlays, progress=not args.no_progress,
-                               model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain)
-    except (TrackingInputError, ValueError, FileNotFoundError, ModelNotFoundError, CheckpointError,
-            DatasetNotFoundError) as e:
-        logger.error("%s", e)
-        return 1
+    hint = command_line("lesionnet_predict", argv, add=["--continue"])
+    return run_command("lesionnet_predict", lambda: _predict(args), args.verbose, interrupted_hint=hint)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    dataset = find_dataset_folder(args.dataset).name if args.dataset is not None else None
+    options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
+                                  checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
+                                  device=args.device)
+    if args.strict:  # the fuller input check; predict_tracking runs the default one itself
+        load_tracking_input(args.input, args.pairs, strict=True)
+    run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
+                           save_overlays=args.save_overlays, progress=not args.no_progress,
+                           model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain,
+                           overwrite=args.overwrite)
     print(f"Predictions for {run.num_pairs} pairs written to {run.predictions_path}")
     if not run.ok:
         logger.error("%d pair(s) could not be predicted (listed above and under 'failed_pairs' in %s).",
                      len(run.failed), run.predictions_path.name)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

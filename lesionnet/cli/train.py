@@ -5,12 +5,10 @@ import argparse
 import logging
 import sys
 
-from lesionnet.datasets.dataset_id import DatasetNotFoundError
+from lesionnet.cli.entry import command_line, run_command
 from lesionnet.methods import describe_methods, get_method, methods_with
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME
-from lesionnet.training.checkpoints import CheckpointError
 from lesionnet.training.run_training import set_cpu_threads, train_model
-from lesionnet.utils.logging_setup import configure_logging
 
 logger = logging.getLogger("lesionnet_train")
 
@@ -44,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=None, help="default: the plan's")
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default 1e-4, Adam)")
     parser.add_argument("--c", dest="resume", action="store_true",
-                        help="continue from checkpoint_latest.pth of this fold")
+                        help="continue from checkpoint_latest.pth of this fold (with the settings it was started with)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a fold that already holds a model (the old one is removed only once the new "
+                             "run has written its first checkpoint)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0); CPU runs are repeatable")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--plans", default=DEFAULT_PLANS_NAME, help="plans name (default lesionnet_plans)")
@@ -64,23 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    hint = command_line("lesionnet_train", argv, add=["--c"])
+    return run_command("lesionnet_train", lambda: _train(args), args.verbose, interrupted_hint=hint)
+
+
+def _train(args: argparse.Namespace) -> int:
     set_cpu_threads(args.threads)
-    try:
-        result = train_model(args.dataset, args.method, args.fold,
-                             plans_name=args.plans, preset=args.preset, resume=args.resume, device=args.device,
-                             progress=not args.no_progress, num_epochs=args.epochs,
-                             iterations_per_epoch=args.iterations, batch_size=args.batch_size,
-                             learning_rate=args.lr, seed=args.seed, num_workers=args.num_workers,
-                             max_val_pairs=args.max_val_pairs)
-    except (CheckpointError, FileNotFoundError, DatasetNotFoundError, KeyError, ValueError) as e:
-        logger.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
-        return 1
+    result = train_model(args.dataset, args.method, args.fold,
+                         plans_name=args.plans, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
+                         device=args.device,
+                         progress=not args.no_progress, num_epochs=args.epochs,
+                         iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                         learning_rate=args.lr, seed=args.seed, num_workers=args.num_workers,
+                         max_val_pairs=args.max_val_pairs)
     best = result.best_metric or {}
     best_text = "n/a" if best.get("value") is None else f"{best['name']} {best['value']:.4g}"
     print(f"Trained {args.method.name} fold {args.fold}: {result.output_folder} (best {best_text})")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
+from lesionnet.cli.entry import run_command
+from lesionnet.datasets.dataset_id import find_dataset_folder
 from lesionnet.datasets.verify import verify_dataset_report
-from lesionnet.utils.logging_setup import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,19 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    try:
-        folder = find_dataset_folder(args.dataset)
-    except DatasetNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    report = verify_dataset_report(folder, check_voxels=not args.quick, progress=not args.no_progress)
+    return run_command("lesionnet_verify_dataset", lambda: _verify(args), args.verbose)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = verify_dataset_report(find_dataset_folder(args.dataset), check_voxels=not args.quick,
+                                   progress=not args.no_progress)
     for problem in report.problems:
         print(problem)
     print(report.summary())
     failed = report.errors or (args.strict and report.problems)
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

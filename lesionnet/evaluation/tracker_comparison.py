@@ -44,7 +44,8 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     for label, method, options in entries:
         start = time.perf_counter()
         run = predict_tracking(dataset.images_dir(split), output_folder / label, method,
-                               pairs_path=dataset.pairs_path(split), progress=progress, model_options=options)
+                               pairs_path=dataset.pairs_path(split), progress=progress, model_options=options,
+                               overwrite=True)
         if not run.ok:
             raise RuntimeError(f"{label}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
         path = run.predictions_path

@@ -17,7 +17,12 @@ scans (:mod:`lesionnet.inference.chains`): each case's pairs go hop by hop, each
 the next.
 
 A killed run leaves only complete case files (never a partial one); ``resume`` (``--continue``)
-reuses every complete case file whose pairs match and predicts only the rest. A scan that exists
+reuses a complete case file only when its recorded signature matches (method, model folder, plans,
+folds, checkpoint file hash, settings, the scans' size and modification time, the pairs; see
+:mod:`lesionnet.inference.case_signature`), and predicts the others again, logging each case and why.
+Without ``resume`` an output folder that holds an earlier run's predictions is refused unless
+``overwrite`` (which deletes them once the checks have passed); the folder is checked before any
+work (:mod:`lesionnet.inference.prediction_output`). A scan that exists
 but cannot be read is reported, its cases are skipped, the other cases are finished, and the run
 is marked failed (the command exits non-zero).
 """
@@ -35,19 +40,23 @@ from tqdm import tqdm
 from lesionnet.datasets.image_io import ImageReadError, read_image
 from lesionnet.datasets.prediction_format import predicted_center_zyx, write_predictions
 from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, TrackingPair
+from lesionnet.inference.case_signature import case_signature, run_signature, signature_differences
 from lesionnet.inference.chains import predict_chained
 from lesionnet.inference.markups import write_markups
 from lesionnet.inference.model_discovery import LoadedFold, find_trained_model, load_trained_models
 from lesionnet.inference.overlays import save_tracking_overlay
+from lesionnet.inference.prediction_output import (
+    CASES_FOLDER,
+    PREDICTIONS_FILENAME,
+    check_prediction_folder,
+    remove_earlier_predictions,
+)
 from lesionnet.inference.tracking_input import TrackingInput, load_tracking_input
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import load_json, write_json
 
 logger = logging.getLogger(__name__)
-
-PREDICTIONS_FILENAME = "predictions.json"
-CASES_FOLDER = "cases"
 
 
 class CaseTracker(Protocol):
@@ -111,8 +120,9 @@ def case_path(output_folder: Path, source: str, target: str) -> Path:
     return output_folder / CASES_FOLDER / f"{source}__{target}.json"
 
 
-def _load_finished_case(path: Path, pairs: list[TrackingPair], method: str) -> list[dict] | None:
-    """The records of a complete case file for exactly these pairs and method, else None."""
+def _load_finished_case(path: Path, pairs: list[TrackingPair], signature: dict) -> list[dict] | None:
+    """The records of a complete case file whose signature matches ``signature``, else None (logging why the
+    case is predicted again)."""
     if not path.is_file():
         return None
     try:
@@ -120,7 +130,11 @@ def _load_finished_case(path: Path, pairs: list[TrackingPair], method: str) -> l
     except ValueError:
         logger.warning("%s is not valid JSON; predicting that case again.", path)
         return None
-    if case.get("method") != method or case.get("pair_ids") != [p.pair_id for p in pairs]:
+    reasons = signature_differences(case.get("signature"), signature)
+    if case.get("pair_ids") != [p.pair_id for p in pairs]:
+        reasons.insert(0, "other pairs")
+    if reasons or not isinstance(case.get("results"), list):
+        logger.warning("--continue: predicting %s again: %s.", path.name, "; ".join(reasons) or "no results")
         return None
     return case["results"]
 
@@ -166,19 +180,26 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
                      pairs_path: str | os.PathLike | None = None, settings: RegistrationSettings | None = None,
                      resume: bool = False, save_overlays: bool = False, progress: bool = True,
                      model_options: LearnedModelOptions | None = None, save_heatmaps: bool = False,
-                     chain: bool = False) -> PredictionRun:
+                     chain: bool = False, overwrite: bool = False) -> PredictionRun:
     """Track every pair of ``input_folder`` with ``method`` (a tracking method object, e.g.
-    ``REGISTRY["affine"]``) into ``output_folder`` (see the module docstring)."""
+    ``REGISTRY["affine"]``) into ``output_folder`` (see the module docstring). ``resume`` reuses the
+    matching cases of an earlier run there, ``overwrite`` replaces its predictions; without either an
+    output folder with earlier predictions is an error."""
     if method.task != "tracking" or not method.predicts:
         raise ValueError(f"method '{method.name}' cannot track lesion pairs (a {method.task} method"
                          f"{'' if method.predicts else ' without a predictor'}).")
     if save_heatmaps and not method.makes_heatmaps:
         raise ValueError(f"--save_heatmaps: '{method.name}' makes no heatmap.")
-    output_folder = Path(output_folder)
-    tracking_input = load_tracking_input(input_folder, pairs_path, skip_unreadable=True)
+    output_folder = check_prediction_folder(output_folder, resume=resume, overwrite=overwrite)
+    tracking_input = load_tracking_input(input_folder, pairs_path)  # input check: refuses bad input, lists all
     tracker, description = make_case_tracker(method, Path(input_folder), output_folder, settings, model_options,
                                              save_heatmaps)
     case_method = f"{method.name}+chain" if chain else method.name
+    options = model_options or LearnedModelOptions()
+    signature_of_run = run_signature(case_method, description, options.step_size, options.search_region_zyx,
+                                     save_heatmaps)
+    if overwrite:
+        remove_earlier_predictions(output_folder)
     hop_cache: dict = {}
     run = PredictionRun(output_folder / PREDICTIONS_FILENAME, failed=dict(tracking_input.skipped))
     for pair_id, reason in tracking_input.skipped.items():
@@ -190,7 +211,8 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     for (source, target), pairs in tqdm(groups.items(), desc=f"{method.name} tracking", unit="case",
                                         disable=not progress):
         path = case_path(output_folder, source, target)
-        finished = _load_finished_case(path, pairs, case_method) if resume else None
+        signature = case_signature(signature_of_run, tracking_input.scan_paths, pairs, chain)
+        finished = _load_finished_case(path, pairs, signature) if resume else None
         if finished is not None:
             records.extend(finished)
             run.cases_reused += 1
@@ -205,7 +227,7 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
             run.failed.update({p.pair_id: str(e) for p in pairs})
             continue
         write_json(path, {"method": case_method, "source": source, "target": target,
-                          "pair_ids": [p.pair_id for p in pairs], "results": case_records})
+                          "pair_ids": [p.pair_id for p in pairs], "signature": signature, "results": case_records})
         records.extend(case_records)
         run.cases_predicted += 1
         if save_overlays:

@@ -6,31 +6,41 @@ Layout accepted by ``lesionnet_predict -i IN``:
 * the pairs: ``--pairs FILE``, else ``IN/pairs.json``, else, when IN is a raw dataset's
   ``imagesTs``/``imagesTr`` folder, the dataset's ``pairsTs.json``/``pairsTr.json``.
 
-Everything is checked before any work starts (header-only reads): every scan a pair names exists
-and reads, and every source (and known target) center lies inside its scan. Each problem raises a
-:class:`TrackingInputError` that names the pair and the file — except an existing scan that cannot
-be read, which (with ``skip_unreadable=True``) is reported in ``TrackingInput.skipped`` together with
-the pairs that need it, so that the other pairs can still be predicted.
+Everything is checked before any work starts, by the checks ``lesionnet_verify_dataset`` runs
+(:mod:`lesionnet.datasets.verification.tracking_files`): every pair record, every scan a pair names
+present and readable in full (voxel data complete, no NaN/inf, positive spacing, large enough for
+the registration), every center inside its scan. One :class:`TrackingInputError` lists every problem
+found, each with the file, what is wrong and what to do; no pair is left out silently.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionnet.datasets.geometry import Geometry, zyx_to_xyz
-from lesionnet.datasets.image_io import (
-    SUPPORTED_FILE_ENDINGS,
-    ImageReadError,
-    read_geometry,
-)
-from lesionnet.datasets.raw_format import TrackingPair, load_pairs
+from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.image_io import SUPPORTED_FILE_ENDINGS
+from lesionnet.datasets.raw_format import TrackingPair
+from lesionnet.datasets.verification.problems import format_problems
+from lesionnet.datasets.verification.tracking_files import check_tracking_files
+
+logger = logging.getLogger(__name__)
 
 CHANNEL_SUFFIX = "_0000"
 
 
 class TrackingInputError(ValueError):
-    """The input folder or pairs file cannot be used; the message names the pair and the file."""
+    """The input folder or pairs file cannot be used; the message names the file, the problem and the fix.
+
+    Attributes:
+        problems: every :class:`~lesionnet.datasets.verification.problems.Problem` found (empty when
+            the error is about the folder or the pairs file as a whole); ``str()`` lists them.
+    """
+
+    def __init__(self, headline: str, problems: list | None = None):
+        self.problems = list(problems or [])
+        super().__init__(format_problems(headline, self.problems) if self.problems else headline)
 
 
 @dataclass
@@ -76,58 +86,35 @@ def default_pairs_path(folder: Path) -> Path:
 
 
 def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike | None = None,
-                        skip_unreadable: bool = False) -> TrackingInput:
-    """Read and validate a tracking input folder; raises :class:`TrackingInputError` on any problem.
+                        skip_unreadable: bool = False, strict: bool = False,
+                        check_voxels: bool = True) -> TrackingInput:
+    """Read and check a tracking input folder; raises :class:`TrackingInputError` listing every problem.
 
-    With ``skip_unreadable``, pairs whose scan exists but cannot be read are left out of
-    ``pairs`` and listed in ``skipped`` (pair id → reason) instead of raising.
+    This is the input check of ``lesionnet_predict`` (the same checks as ``lesionnet_verify_dataset``,
+    :func:`lesionnet.datasets.verification.tracking_files.check_tracking_files`): it runs before any
+    work starts and reads each named scan's voxels once.
+
+    Args:
+        folder: the input folder of ``{scan_id}_0000{ending}`` files.
+        pairs_path: the pairs file (default: see :func:`default_pairs_path`).
+        skip_unreadable: ignored (kept for old callers): an unreadable scan is refused like every other
+            problem, so that no pair is left out of a run.
+        strict: also check the scans no pair names, and refuse on warnings too.
+        check_voxels: read the voxel data (complete, finite); ``False`` reads headers only.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise TrackingInputError(f"{folder}: input folder does not exist.")
     pairs_path = Path(pairs_path) if pairs_path is not None else default_pairs_path(folder)
-    try:
-        pairs = load_pairs(pairs_path)
-    except (ValueError, FileNotFoundError) as e:
-        raise TrackingInputError(str(e)) from e
-    if not pairs:
-        raise TrackingInputError(f"{pairs_path}: holds no pairs.")
     scan_paths = find_scan_files(folder)
-    geometries: dict[str, Geometry] = {}
-    unreadable: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    usable: list[TrackingPair] = []
-    for pair in pairs:
-        for role, scan_id in (("source", pair.source), ("target", pair.target)):
-            if scan_id in geometries or scan_id in unreadable:
-                continue
-            if scan_id not in scan_paths:
-                raise TrackingInputError(
-                    f"{pairs_path}: pair '{pair.pair_id}' names {role} scan '{scan_id}', but {folder} has no "
-                    f"file {scan_id}{CHANNEL_SUFFIX}<ending>. Add the scan or remove the pair.")
-            try:
-                geometries[scan_id] = read_geometry(scan_paths[scan_id])
-            except ImageReadError as e:
-                if not skip_unreadable:
-                    raise TrackingInputError(f"pair '{pair.pair_id}': {e}") from e
-                unreadable[scan_id] = str(e)
-        bad_scans = [s for s in (pair.source, pair.target) if s in unreadable]
-        if bad_scans:
-            skipped[pair.pair_id] = unreadable[bad_scans[0]]
-            continue
-        usable.append(pair)
-        _check_center(pair, "source", pair.source_center_zyx, geometries[pair.source], scan_paths[pair.source])
-        if pair.target_center_zyx is not None:
-            _check_center(pair, "target", pair.target_center_zyx, geometries[pair.target], scan_paths[pair.target])
-        if not pair.source_radius_mm > 0:
-            raise TrackingInputError(f"{pairs_path}: pair '{pair.pair_id}' has source_radius_mm "
-                                     f"{pair.source_radius_mm}; radii must be positive (mm).")
-    return TrackingInput(folder, pairs_path, usable, {s: scan_paths[s] for s in geometries}, geometries, skipped)
-
-
-def _check_center(pair: TrackingPair, role: str, center_zyx, geometry: Geometry, path: Path) -> None:
-    if not geometry.contains_voxel(center_zyx):
-        raise TrackingInputError(
-            f"pair '{pair.pair_id}': {role}_center {list(zyx_to_xyz(center_zyx))} (x, y, z voxel index) lies "
-            f"outside {path} whose size is {list(geometry.shape_xyz)} (x, y, z). Check the pair's coordinates "
-            "(they must be voxel indices in x, y, z order of that scan).")
+    report = check_tracking_files(folder, pairs_path, scan_paths, check_voxels=check_voxels, all_scans=strict)
+    refused = report.problems if strict else report.errors
+    if refused:
+        n = len(refused)
+        raise TrackingInputError(f"{pairs_path}: {n} problem{'s' if n != 1 else ''} in the input of the prediction, "
+                                 "nothing was predicted. Fix each and run again:", refused)
+    for problem in report.problems:
+        logger.warning("%s", problem)
+    named = {s for p in report.pairs for s in (p.source, p.target)}
+    return TrackingInput(folder, pairs_path, report.pairs, {s: scan_paths[s] for s in named},
+                         {s: report.geometries[s] for s in named})

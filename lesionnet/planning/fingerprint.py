@@ -38,6 +38,7 @@ from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.image_io import read_geometry, read_image
 from lesionnet.datasets.instances import instance_statistics
 from lesionnet.datasets.raw_format import RawDataset
+from lesionnet.datasets.verification.pairs import require_usable_training_pairs
 from lesionnet.paths import preprocessed_folder_for
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.registration.cache import (
@@ -134,9 +135,11 @@ def _scan_worker(job: tuple) -> dict:
     result = {"scan_id": scan_id, "scan": scan, "samples": samples}
     if label_path is not None:
         labels, label_geometry = read_image(label_path, dtype=None)
-        if tuple(labels.shape) != tuple(geometry.shape_zyx):
-            raise ValueError(f"{label_path}: mask shape {labels.shape} differs from the image {geometry.shape_zyx}; "
-                             "run lesionnet_verify_dataset and fix the mask.")
+        if not label_geometry.same_grid(geometry):
+            raise ValueError(f"{label_path}: mask grid (shape {label_geometry.shape_zyx}, spacing "
+                             f"{label_geometry.spacing_xyz}) differs from its image (shape {geometry.shape_zyx}, "
+                             f"spacing {geometry.spacing_xyz}); run lesionnet_verify_dataset and resample the mask "
+                             "onto the image grid.")
         stats = instance_statistics(np.rint(labels).astype(np.int64), geometry.spacing_zyx)
         scan["num_lesions"] = len(stats["instances"])
         result["instances"] = stats["instances"]
@@ -226,6 +229,7 @@ def extract_fingerprint(dataset, num_processes: int | None = None,
 
     start = time.perf_counter()
     pairs = raw.pairs("Tr") if raw.task == "tracking" else []
+    require_usable_training_pairs(raw.pairs_path("Tr"), pairs, scans, raw.name)
     jobs = []
     for index, scan_id in enumerate(scans):
         label_path = str(raw.label_path(scan_id)) if raw.task == "detection" else None
@@ -319,10 +323,7 @@ def _tracking_figures(raw: RawDataset, pairs: list, fingerprint: dict, out_folde
                       settings: RegistrationSettings, prior_settings: RegistrationSettings, num_processes: int,
                       symmetric: bool, progress: bool, max_registrations: int, seed: int) -> dict:
     scans = set(fingerprint["scans"])
-    usable = [p for p in pairs if p.source in scans and p.target in scans and p.has_target]
-    if len(usable) < len(pairs):
-        logger.warning("%d training pair(s) name a scan outside imagesTr or have no target; they are ignored.",
-                       len(pairs) - len(usable))
+    usable = pairs  # every pair names two imagesTr scans and has a target (require_usable_training_pairs)
     lesions = unique_lesions(usable)
     radii = [r for scan in lesions.values() for _, r in scan]
     for scan_id, scan in fingerprint["scans"].items():

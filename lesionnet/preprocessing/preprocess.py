@@ -36,6 +36,7 @@ import numpy as np
 from lesionnet.datasets.dataset_id import resolve_raw_dataset
 from lesionnet.datasets.image_io import read_geometry, read_image
 from lesionnet.datasets.instances import instance_statistics
+from lesionnet.datasets.verification.pairs import require_usable_training_pairs
 from lesionnet.paths import preprocessed_folder_for
 from lesionnet.preprocessing.case import lesion_on_grids, preprocess_case, registration_settings_of
 from lesionnet.preprocessing.resampling import map_voxel, resample_array, target_geometry
@@ -214,7 +215,8 @@ def _remove_stale_cases(folder: Path, scans: set) -> list:
 def _write_tracking_pairs(raw, folder: Path, out_folder: Path, data_config: dict, key: str, num_processes: int,
                           progress: bool) -> bool:
     scans = set(raw.scan_ids("Tr"))
-    pairs = [p for p in raw.pairs("Tr") if p.source in scans and p.target in scans and p.has_target]
+    pairs = raw.pairs("Tr")
+    require_usable_training_pairs(raw.pairs_path("Tr"), pairs, scans, raw.name)  # never left out silently
     settings, symmetric = registration_settings_of(data_config, DEFAULT_PRIOR_REGISTRATION)
     scan_paths = {s: raw.image_path(s) for s in scans}
     registrations = ensure_registrations(scan_paths, out_folder, [(p.source, p.target) for p in pairs], settings,

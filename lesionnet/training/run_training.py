@@ -13,6 +13,10 @@ Results layout (nnU-Net style)::
 ``network.json`` records what a predictor needs to rebuild the model: the method, the plan section
 it was built from (preset applied), the data configuration (spacing, normalisation, registration),
 and the dataset, plans and fold it came from.
+
+Before anything is written to the fold, :func:`lesionnet.training.fold_guard.prepare_fold` checks it: a
+fold that holds a model is trained again only with ``resume`` (same settings as its checkpoint) or
+``overwrite`` (a staging folder that replaces the fold after the new run's first checkpoint).
 """
 from __future__ import annotations
 
@@ -28,9 +32,11 @@ from lesionnet.paths import preprocessed_folder_for
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.training.config import TrainingConfig
+from lesionnet.training.fold_guard import prepare_fold
 from lesionnet.training.splits import fold_item_ids, load_or_create_splits
 from lesionnet.training.trainer import Trainer, TrainingResult
 from lesionnet.utils.mappings import deep_merge
+from lesionnet.utils.output_paths import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +112,15 @@ class FoldJob:
 
 def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_PLANS_NAME, preset: str = "plan",
                 resume: bool = False, device: str | None = None, progress: bool = True, output_folder=None,
-                **training_overrides) -> TrainingResult:
+                overwrite: bool = False, **training_overrides) -> TrainingResult:
     """Train ``method`` (a trainable method object) on fold ``fold`` of a preprocessed dataset (see the
     module docstring). ``output_folder`` replaces the fold's results folder (e.g. for a benchmark run that
     must not touch the trained model).
+
+    ``resume`` (``--c``) continues the fold's run; settings that differ from its checkpoint's are refused
+    (:class:`~lesionnet.training.fold_guard.ResumeMismatchError`), a finished run is returned as it is.
+    ``overwrite`` replaces a fold that holds a model; without either such a fold is refused
+    (:class:`~lesionnet.training.fold_guard.FoldHoldsModelError`).
 
     ``training_overrides`` are :class:`TrainingConfig` fields (``num_epochs``, ``iterations_per_epoch``,
     ``learning_rate``, ``seed``, ``num_workers``, ``max_val_pairs``, ...); None values keep the defaults.
@@ -119,6 +130,8 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     raw = resolve_raw_dataset(dataset)
     if method.task != raw.task:
         raise ValueError(f"'{method.name}' is a {method.task} method; {raw.name} is a {raw.task} dataset.")
+    output = Path(output_folder) if output_folder else training_output_folder(raw.name, method.name, fold, plans_name)
+    check_output_folder(output, "training results folder")
     plans = load_plans(raw, plans_name)
     section = configuration_with_preset(method, get_configuration(plans, method.name), preset)
     data_configuration = get_data_configuration(plans, section)
@@ -134,15 +147,32 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     config = default_training_config(method, section, **training_overrides)
     if config.max_val_pairs:
         val_ids = val_ids[:config.max_val_pairs]
-    output = Path(output_folder) if output_folder else training_output_folder(raw.name, method.name, fold, plans_name)
+    requested = {"preset": preset, **{k: v for k, v in training_overrides.items() if v is not None}}
+    fold_plan = prepare_fold(output, method.name, section, requested, resume=resume, overwrite=overwrite)
+    if fold_plan.finished is not None:
+        return _finished_result(output, fold_plan.finished)
     network_info = {"method": method.name, "dataset": raw.name, "plans_name": plans_name, "fold": fold,
                     "preset": preset, "configuration": section, "data_configuration": data_configuration}
     logger.info("%s fold %s: %d training items, %d validation items -> %s", raw.name, fold, len(train_ids),
                 len(val_ids), output)
-    trainer = Trainer(FoldJob(method, section, data, train_ids, val_ids), config, output, resolve_device(device),
-                      resume=resume, progress=progress, network_info=network_info,
-                      metadata={"dataset": raw.name, "plans_name": plans_name, "fold": str(fold), "preset": preset})
-    return trainer.run()
+    trainer = Trainer(FoldJob(method, section, data, train_ids, val_ids), config, fold_plan.folder,
+                      resolve_device(device), resume=resume, progress=progress, network_info=network_info,
+                      metadata={"dataset": raw.name, "plans_name": plans_name, "fold": str(fold), "preset": preset},
+                      on_first_checkpoint=fold_plan.swap_in if fold_plan.staged else None)
+    try:
+        return trainer.run()
+    except BaseException:
+        fold_plan.discard()           # a staging folder that never replaced the fold (the old model stays)
+        raise
+
+
+def _finished_result(folder: Path, final: dict) -> TrainingResult:
+    """The result of a run that ``--c`` found finished with the requested settings (nothing is written)."""
+    history = final.get("history") or []
+    logger.info("%s: this run is finished (epoch %d of %d); nothing to continue, no file changed.", folder,
+                final["epoch"], final["training_config"]["num_epochs"])
+    final_metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+    return TrainingResult(folder, 0, final.get("best_metric"), final_metrics, 0.0)
 
 
 def set_cpu_threads(num_threads: int | None) -> None:

@@ -4,7 +4,9 @@ The split items are what the dataset's task trains on: lesion pairs for tracking
 (:meth:`lesionnet.preprocessing.loading.PreprocessedDataset.training_items`). All items of a patient
 fall into one fold, so no anatomy is seen in training and validation at once. The file is a list of
 ``n_folds`` dicts ``{"train": [item_id, ...], "val": [item_id, ...]}`` (the nnU-Net layout) plus
-nothing else; it is written once and then read, so a user can edit it to define custom folds.
+nothing else; it is written once and then read, so a user can edit it to define custom folds. An
+existing file must still cover the data: an item in no fold (e.g. of a patient added to the dataset
+after the file was made) is an error naming the patients, never a patient silently left out.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ def make_patient_splits(item_patients: dict, num_folds: int = NUM_FOLDS, seed: i
 def load_or_create_splits(folder: str | os.PathLike, item_patients: dict, num_folds: int = NUM_FOLDS) -> list[dict]:
     """Read ``folder/splits_final.json``, or create it with :func:`make_patient_splits` (atomically).
 
-    An existing file must name only known item ids; otherwise the error names the file.
+    An existing file must name only known item ids, and every item of ``item_patients`` must be in some
+    fold; otherwise the error names the file, the items or patients, and the fix.
     """
     path = Path(folder) / SPLITS_FILE
     if path.is_file():
@@ -66,11 +69,30 @@ def load_or_create_splits(folder: str | os.PathLike, item_patients: dict, num_fo
         if unknown:
             raise ValueError(f"{path}: names items that are not in the training data: {sorted(unknown)[:5]}. "
                              "Delete the file to recreate the splits.")
+        _check_every_item_in_a_fold(path, splits, item_patients)
         return splits
     splits = make_patient_splits(item_patients, num_folds)
     write_json(path, splits)
     logger.info("Created %d-fold patient splits in %s", len(splits), path)
     return splits
+
+
+def _check_every_item_in_a_fold(path: Path, splits: list[dict], item_patients: dict) -> None:
+    """Raise a ValueError naming the patients whose items are in the data but in no fold of ``splits``."""
+    in_folds = {p for s in splits for key in ("train", "val") for p in s[key]}
+    left_out: dict = {}
+    for item, patient in sorted(item_patients.items()):
+        if item not in in_folds:
+            left_out.setdefault(patient, []).append(item)
+    if not left_out:
+        return
+    known_patients = {item_patients[p] for p in in_folds if p in item_patients}
+    described = "; ".join(f"patient {patient}{'' if patient in known_patients else ' (new)'}: "
+                          f"{len(items)} item(s), e.g. {', '.join(items[:3])}" for patient, items in left_out.items())
+    raise ValueError(f"{path}: the training data have items in no fold of this file ({described}). They would be "
+                     "silently left out of training. Delete splits_final.json to recreate the splits with every "
+                     "patient (the folds change), or add the items to the 'val' list of one fold and the 'train' "
+                     "lists of the others.")
 
 
 def fold_item_ids(splits: list[dict], fold: int | str) -> tuple[list[str], list[str]]:

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from lesionnet.training.checkpoints import (
     save_checkpoint,
 )
 from lesionnet.training.config import TrainingConfig
+from lesionnet.training.fold_guard import FoldHoldsModelError, model_files
 from lesionnet.training.progress_plot import plot_progress
 from lesionnet.utils.files import write_json
 
@@ -153,11 +154,17 @@ class Trainer:
         progress: tqdm bars.
         network_info: written to ``network.json`` once the run has started (a resumed run only after its
             checkpoint was accepted): what a predictor needs to rebuild the model.
+        on_first_checkpoint: called once, right after the run's first ``checkpoint_latest.pth`` (end of its
+            first epoch); returns the folder the run continues in (``--overwrite`` swaps its staging folder
+            in for the old fold here, see :mod:`lesionnet.training.fold_guard`).
+
+    A new run (``resume=False``) refuses an ``output_folder`` that already holds checkpoints
+    (:class:`~lesionnet.training.fold_guard.FoldHoldsModelError`): it never overwrites a model.
     """
 
     def __init__(self, method: TrainingMethod, config: TrainingConfig, output_folder: str | os.PathLike,
                  device="cpu", resume: bool = False, metadata: dict | None = None, progress: bool = True,
-                 network_info: dict | None = None):
+                 network_info: dict | None = None, on_first_checkpoint: Callable[[], Path] | None = None):
         self.method = method
         self.config = config
         self.output_folder = Path(output_folder)
@@ -167,6 +174,7 @@ class Trainer:
         self.initial_validation: dict | None = None     # validation of the untrained network (new runs)
         self.progress = progress
         self.network_info = network_info
+        self.on_first_checkpoint = on_first_checkpoint
 
     # ------------------------------------------------------------------------------------ state
     @property
@@ -218,9 +226,6 @@ class Trainer:
                 checkpoint["best_metric"]["value"]
         if self.resume:
             logger.warning("--c: no checkpoint in %s; starting a new training run.", self.output_folder)
-        elif any((self.output_folder / name).exists() for name in (LATEST, FINAL)):
-            logger.warning("%s already holds checkpoints; starting over (use --c to continue instead).",
-                           self.output_folder)
         _seed_everything(self.config.seed, -1)
         network = self.method.build_network().to(self.device)
         optimizer = make_optimizer(network, self.config)
@@ -239,6 +244,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def run(self) -> TrainingResult:
+        existing = [] if self.resume else model_files(self.output_folder)
+        if existing:
+            raise FoldHoldsModelError(f"{self.output_folder}: already holds a trained model ({', '.join(existing)}); "
+                                      "a new run never overwrites it. Continue it (resume, --c), or train into "
+                                      "another folder (train_model(..., overwrite=True) replaces it safely).")
         self.output_folder.mkdir(parents=True, exist_ok=True)
         with _LogFile(self.output_folder / LOG_FILE):
             return self._run()
@@ -267,6 +277,8 @@ class Trainer:
                 save_checkpoint(self.output_folder / LATEST, checkpoint)
                 if improved:
                     save_checkpoint(self.output_folder / BEST, checkpoint)
+                if self.on_first_checkpoint is not None:
+                    self.output_folder, self.on_first_checkpoint = self.on_first_checkpoint(), None
                 plot_progress(history, self.output_folder / PROGRESS_FILE,
                               title=f"{self.method.name} {self.metadata.get('dataset', '')} "
                                     f"fold {self.metadata.get('fold', '')}")

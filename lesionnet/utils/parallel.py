@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
@@ -26,14 +27,24 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
                     on_result(results[i])
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=min(num_processes, len(jobs))) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), initializer=_ignore_interrupts)
+            try:
                 futures = {pool.submit(function, job): i for i, job in enumerate(jobs)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     if on_result is not None:
                         on_result(results[futures[future]])
                     bar.update()
+            except BaseException:                # Ctrl-C or a failed job: drop the queued jobs, then re-raise
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     return results
+
+
+def _ignore_interrupts() -> None:
+    """Pool workers ignore SIGINT: Ctrl-C reaches the main process, which stops the pool (no worker tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_num_processes() -> int:

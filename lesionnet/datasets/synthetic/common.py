@@ -125,14 +125,33 @@ def check_no_conflicting_dataset(output_folder: Path) -> None:
                                  "Remove or rename that folder first.")
 
 
+def remove_interrupted_staging(output_folder: Path) -> None:
+    """Clean up after a killed :func:`staged_output_folder`: put back a dataset whose replacement was killed
+    between its two renames (``.old-<name>-*/<name>`` while ``<name>`` is missing), then remove every
+    leftover staging (``.tmp-<name>-*``) and old (``.old-<name>-*``) folder beside ``output_folder``."""
+    if not output_folder.parent.is_dir():
+        return
+    leftovers = sorted(p for p in output_folder.parent.iterdir() if p.is_dir() and (
+        p.name.startswith(f".tmp-{output_folder.name}-") or p.name.startswith(f".old-{output_folder.name}-")))
+    for old in leftovers:
+        if old.name.startswith(".old-") and (old / output_folder.name).is_dir() and not output_folder.exists():
+            os.replace(old / output_folder.name, output_folder)
+            logger.warning("Put back %s, which an interrupted --overwrite run was replacing.", output_folder)
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+        logger.info("Removed %s, left by an interrupted run.", leftover)
+
+
 @contextlib.contextmanager
 def staged_output_folder(output_folder: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``output_folder``; on success it replaces ``output_folder``.
 
     An existing ``output_folder`` is an error unless ``overwrite`` (then it is replaced only after the
-    new dataset is complete). On failure the temporary folder is removed and nothing else changes.
+    new dataset is complete). On failure the temporary folder is removed and nothing else changes; the
+    staging folder of a killed run is removed by the next run (:func:`remove_interrupted_staging`).
     """
     output_folder = Path(output_folder)
+    remove_interrupted_staging(output_folder)
     if output_folder.exists() and not overwrite:
         raise DatasetExistsError(f"{output_folder} already exists. Pass --overwrite (overwrite=True) to replace it, "
                                  "or remove it first.")

@@ -7,5 +7,7 @@
 * :mod:`.layout`: ``dataset.json``, ``numTraining`` and the image files of ``images{Tr,Ts}/``;
 * :mod:`.scans`: one image file (readable, geometry, NaN/inf voxels) and one scan (all channels, same grid);
 * :mod:`.masks`: detection masks in ``labelsTr/`` (present, same grid as the image, non-negative integers);
-* :mod:`.pairs`: tracking ``pairs{Tr,Ts}.json`` (records, ids, radii, scans referenced, centers inside).
+* :mod:`.pairs`: tracking ``pairs{Tr,Ts}.json`` (records, ids, radii, scans referenced, centers inside);
+* :mod:`.limits`: the smallest scan the registration can work on (``MIN_SCAN_SIZE_VOXELS``);
+* :mod:`.tracking_files`: the same checks on a prediction input folder (pairs file + the scans it names).
 """

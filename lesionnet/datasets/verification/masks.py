@@ -60,7 +60,7 @@ class MaskChecks(ScanChecks):
         if result is None:
             return
         array, geometry, nonfinite = result
-        self._check_geometry(path, geometry)
+        self._check_geometry(path, geometry, check_size=image_geometry is None)
         if image_geometry is not None and not image_geometry.same_grid(geometry):
             self.add(path, f"mask grid differs from its image ({describe_difference(image_geometry, geometry)})",
                      "resample the mask onto the image grid (nearest neighbour) or re-export it from the image")

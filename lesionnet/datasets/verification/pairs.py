@@ -29,6 +29,13 @@ class PairChecks(ProblemCollector):
                 self.add(path, "missing although imagesTr/ holds scans",
                          "write the training lesion pairs to pairsTr.json (see documentation/dataset_format.md)")
             return []
+        pairs = self._load_pairs_file(path)
+        if split == "Tr":
+            self._check_training_targets(path, pairs)
+        return pairs
+
+    def _load_pairs_file(self, path: Path) -> list[TrackingPair]:
+        """The parseable pairs of a raw-format pairs file; every broken record, radius and duplicate id reported."""
         try:
             records = load_json(path)
         except (ValueError, OSError) as e:
@@ -54,6 +61,13 @@ class PairChecks(ProblemCollector):
             if n > 1:
                 self.add(path, f"pair id '{pair_id}' appears {n} times", "give every pair a unique pair_id")
         return pairs
+
+    def _check_training_targets(self, path: Path, pairs: list) -> None:
+        """Training pairs need the truth (planning and training would otherwise leave them out)."""
+        missing = [p.pair_id for p in pairs if p.target_center_zyx is None or p.target_radius_mm is None]
+        if missing:
+            self.add(path, f"training pair(s) {list_some(missing)} lack target_center or target_radius_mm",
+                     "add the follow-up lesion's center and radius, or move the pairs to pairsTs.json")
 
     def _check_radius(self, path: Path, pair: TrackingPair, which: str, radius_mm: float) -> None:
         if not math.isfinite(radius_mm) or radius_mm <= 0:
@@ -82,13 +96,18 @@ class PairChecks(ProblemCollector):
                              "add the scan or remove the pairs that reference it")
 
     def _check_pair_centers(self, split: str, pairs: list) -> None:
-        path = self.folder / f"pairs{split}.json"
+        geometries = self.geometries
+        self._check_centers(self.folder / f"pairs{split}.json", pairs, lambda scan_id: geometries.get((split, scan_id)))
+
+    def _check_centers(self, path: Path, pairs: list, geometry_of) -> None:
+        """Every center of ``pairs`` (from the pairs file ``path``) inside its scan; ``geometry_of(scan_id)``
+        is the scan's Geometry, or None when it is missing or unreadable (already reported)."""
         for pair in pairs:
             checks = [("source", pair.source, pair.source_center_zyx)]
             if pair.target_center_zyx is not None:
                 checks.append(("target", pair.target, pair.target_center_zyx))
             for which, scan_id, center_zyx in checks:
-                geometry = self.geometries.get((split, scan_id))
+                geometry = geometry_of(scan_id)
                 if geometry is None:
                     continue  # scan missing or unreadable: already reported
                 if not geometry.contains_voxel(center_zyx):
@@ -97,3 +116,15 @@ class PairChecks(ProblemCollector):
                              f"scan '{scan_id}' (size x×y×z = {size})",
                              "centers are voxel indices [x=column, y=row, z=slice] of the scan; fix the center "
                              "or its axis order")
+
+
+def require_usable_training_pairs(pairs_path: Path, pairs: list, scan_ids, dataset_name: str) -> None:
+    """Raise :class:`DatasetFormatError` naming ``pairs_path`` when a training pair names a scan that is not
+    in ``scan_ids`` (the ``imagesTr`` scans) or has no target: planning and preprocessing never leave
+    such a pair out silently. ``lesionnet_plan_and_preprocess`` refuses them earlier, with every problem."""
+    scans = set(scan_ids)
+    bad = [p.pair_id for p in pairs if p.source not in scans or p.target not in scans or not p.has_target]
+    if bad:
+        raise DatasetFormatError(f"{pairs_path}: training pair(s) {list_some(bad)} name a scan missing from "
+                                 f"imagesTr/ or have no target_center. Run lesionnet_verify_dataset -d {dataset_name} "
+                                 "for the list, then add the scans or remove the pairs.")

@@ -2,6 +2,7 @@
 
 A :class:`Problem` names the file, what is wrong and what to do; :class:`VerifyReport` holds all of them
 with the number of scans and pairs looked at, and :meth:`VerifyReport.summary` gives the closing line.
+:class:`InputCheckError` is what a command raises when it refuses its input: its message lists every problem.
 :class:`ProblemCollector` is the base of the check classes in this package: it holds the dataset folder,
 the options, ``dataset.json`` once validated and the geometry of every readable scan (channel 0), and
 :meth:`ProblemCollector.add` records a problem. The helpers at the end format values for messages
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.raw_format import DatasetFormatError
 
 ERROR = "error"
 WARNING = "warning"
@@ -73,6 +75,23 @@ class VerifyReport:
                 f"in {what} ({self.folder.name})")
 
 
+class InputCheckError(DatasetFormatError):
+    """Input that a command refuses before doing any work; ``str()`` lists every problem found.
+
+    Attributes:
+        problems: the :class:`Problem` list (errors, and with ``strict`` the warnings too).
+    """
+
+    def __init__(self, headline: str, problems: list):
+        self.problems = list(problems)
+        super().__init__(format_problems(headline, self.problems))
+
+
+def format_problems(headline: str, problems: list) -> str:
+    """``headline`` then one indented line per problem (``file: what is wrong — what to do``)."""
+    return "\n".join([headline, *(f"  {p}" for p in problems)])
+
+
 class ProblemCollector:
     """State shared by the checks of one dataset; every check reports through :meth:`add`."""
 
@@ -85,6 +104,8 @@ class ProblemCollector:
         # (split, scan_id) -> Geometry of channel 0 when readable
         self.geometries: dict[tuple, Geometry] = {}
         self.num_pairs = 0
+        # smallest extent per axis in mm (tracking scans: what the registration needs), None: voxels only
+        self.min_extent_mm: float | None = None
 
     def add(self, file, message: str, hint: str, severity: str = ERROR) -> None:
         self.problems.append(Problem(str(file), message, hint, severity))

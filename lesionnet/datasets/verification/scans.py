@@ -1,8 +1,10 @@
-"""Scan checks: one image file (readable, geometry, NaN/inf voxels) and one scan (all channels, same grid).
+"""Scan checks: one image file (readable in full, geometry, size, NaN/inf voxels) and one scan (all channels).
 
 :class:`ScanChecks` reads each image file once (:meth:`ScanChecks._read`): with ``check_voxels=False``
-only the header, otherwise the voxels too, float NIfTI files streamed raw (see
-:mod:`~lesionnet.datasets.verification.nifti_raw`) because SimpleITK reads NaN/inf there as 0. Arrays are
+only the header, otherwise the voxels too, NIfTI files streamed raw (see
+:mod:`~lesionnet.datasets.verification.nifti_raw`) because SimpleITK reads NaN/inf there as 0 and fills a
+truncated integer file with 0. Every scan must have the size :mod:`~.limits` asks for (at least 4 voxels
+per axis; tracking scans also the extent the registration needs, :attr:`min_extent_mm`). Arrays are
 ``[z, y, x]``; spacing and origin are ITK (x, y, z) triples in mm; a NIfTI header spacing of 0 or NaN
 (which SimpleITK replaces by 1 mm) is reported from the raw header. Channel 0's geometry of each scan is
 kept in :attr:`geometries` for the mask and pair-center checks.
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, xyz_to_zyx
 from lesionnet.datasets.image_io import ImageReadError, read_geometry, read_image
-from lesionnet.datasets.verification.nifti_raw import nifti_header_spacing, nifti_nonfinite_voxels, read_nifti_header
+from lesionnet.datasets.verification.limits import scan_size_problem
+from lesionnet.datasets.verification.nifti_raw import nifti_header_spacing, read_nifti_header, scan_nifti_voxels
 from lesionnet.datasets.verification.problems import ProblemCollector, describe_difference, first_line
 
 _AXES = ("x", "y", "z")
@@ -50,17 +53,29 @@ class ScanChecks(ProblemCollector):
         """``(array or None, geometry, nonfinite)`` of an image file, or None after reporting why it cannot be read.
 
         ``nonfinite`` is ``(n_nan, n_inf, first [z, y, x])`` when the voxels were checked, else None.
-        Each file's voxels are read once: float NIfTI files are streamed raw (SimpleITK would turn
-        NaN into 0) with only the header read through SimpleITK, unless the caller needs the array.
+        Each file's voxels are read once: NIfTI files are streamed raw (:func:`scan_nifti_voxels`: the
+        byte count against the header for every pixel type, NaN/inf for floats — SimpleITK hides both),
+        with only the header read through SimpleITK unless the caller needs the array; other formats
+        are read through SimpleITK, which fails on truncated data itself. A truncated file is reported
+        and its header geometry still returned (array None), so its other checks still run.
         """
         try:
             if not self.check_voxels:
                 return None, read_geometry(path), None
-            raw = nifti_nonfinite_voxels(path) if self._is_float_nifti(path) else None
-            if raw is not None and not need_voxels:
-                return None, read_geometry(path), raw
+            nifti = scan_nifti_voxels(path)
+            if nifti is not None:
+                if nifti.truncated:
+                    self.add(path, nifti.describe_truncation(),
+                             "copy or export the file again (it was cut short, e.g. by an interrupted copy or a "
+                             "full disk)")
+                    return None, read_geometry(path), None
+                if not need_voxels:
+                    return None, read_geometry(path), nifti.nonfinite
+                array, geometry = read_image(path, dtype=None)
+                return array, geometry, nifti.nonfinite
             array, geometry = read_image(path, dtype=None)
-            if raw is None and np.issubdtype(array.dtype, np.floating):
+            raw = None
+            if np.issubdtype(array.dtype, np.floating):
                 finite = np.isfinite(array)
                 n_bad = int(array.size - np.count_nonzero(finite))
                 n_nan = int(np.count_nonzero(np.isnan(array))) if n_bad else 0
@@ -77,11 +92,6 @@ class ScanChecks(ProblemCollector):
             self.add(path, f"unreadable ({type(e).__name__}: {first_line(e)})", "re-export the file")
         return None
 
-    @staticmethod
-    def _is_float_nifti(path: Path) -> bool:
-        header = read_nifti_header(path)
-        return header is not None and header.float_dtype is not None
-
     def _report_nonfinite(self, path: Path, nonfinite, what: str) -> None:
         if nonfinite is None:
             return
@@ -93,10 +103,14 @@ class ScanChecks(ProblemCollector):
                  f"replace them ({what}) and re-save the file; note that SimpleITK reads NaN/inf in NIfTI "
                  "files as 0 without warning")
 
-    def _check_geometry(self, path: Path, geometry: Geometry) -> None:
+    def _check_geometry(self, path: Path, geometry: Geometry, check_size: bool = True) -> bool:
+        """Spacing positive and finite (also in a NIfTI header), origin finite, direction not degenerate, and
+        with ``check_size`` the size :mod:`~.limits` asks for (a mask on its image's grid skips it).
+        Returns False when the scan is too small (its centers are then not checked: one problem, not many)."""
         spacing = np.asarray(geometry.spacing_xyz, dtype=np.float64)
         bad = [f"{a}={s:g}" for a, s in zip(_AXES, spacing) if not (math.isfinite(s) and s > 0)]
         raw = nifti_header_spacing(path)
+        spacing_reported = bool(bad)
         if raw is not None:
             bad_raw = [f"{a}={s:g}" for a, s in zip(_AXES, raw) if not (math.isfinite(s) and s > 0)]
             if bad_raw and not bad:
@@ -105,6 +119,7 @@ class ScanChecks(ProblemCollector):
                          "write the true voxel size (mm) into the header, e.g. re-export with SimpleITK "
                          "or fix pixdim with nibabel header.set_zooms")
                 bad = []  # reported
+                spacing_reported = True
         if bad:
             self.add(path, f"spacing is not positive and finite: {', '.join(bad)}",
                      "write the true voxel size (mm) into the image header")
@@ -113,14 +128,22 @@ class ScanChecks(ProblemCollector):
         direction = geometry.direction_matrix
         if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
             self.add(path, "direction matrix is degenerate", "fix the image header (orientation)")
-        if min(geometry.shape_zyx) < 1:
-            self.add(path, f"image is empty (shape z×y×x = {geometry.shape_zyx})", "re-export the scan")
+        if not check_size:
+            return True
+        header = read_nifti_header(path)
+        shape_zyx = xyz_to_zyx(header.stored_shape_xyz) if header is not None else geometry.shape_zyx
+        too_small = scan_size_problem(shape_zyx, geometry.spacing_xyz,
+                                      None if spacing_reported else self.min_extent_mm)
+        if too_small:
+            self.add(path, too_small, "export the whole scan (all slices), or remove it and the pairs or mask that use "
+                     "it")
+        return not too_small
 
     def _check_image_file(self, path: Path) -> Geometry | None:
         result = self._read(path, need_voxels=False)
         if result is None:
             return None
         _, geometry, nonfinite = result
-        self._check_geometry(path, geometry)
+        large_enough = self._check_geometry(path, geometry)
         self._report_nonfinite(path, nonfinite, "e.g. by the air value -1024 HU for CT")
-        return geometry
+        return geometry if large_enough else None

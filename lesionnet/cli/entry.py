@@ -1,0 +1,86 @@
+"""How every ``lesionnet_*`` command ends: a result, one clear error line, or an interrupt with the way on.
+
+:func:`run_command` runs a command's body and turns what can go wrong into what a user can act on:
+
+* an error (any exception) is written to stderr as ``<prog>: error: <file>: <problem> <fix>`` (argparse's
+  form; the framework's exceptions carry the file and the fix in their message; a list of problems
+  gets a line each), and the command exits with status 1. The Python traceback is shown only with
+  ``-v``. An exception that lesionnet did not anticipate (a bug, or a library failing in an unforeseen
+  way) is named by its type and asks for ``-v`` and a report;
+* Ctrl-C (``KeyboardInterrupt``) writes ``<prog>: interrupted.`` and the command that continues the work (each
+  command passes its own hint, e.g. the same command line with ``--c``), and exits with status 130,
+  the shell's convention for SIGINT.
+
+Worker processes of :func:`lesionnet.utils.parallel.run_jobs` ignore SIGINT, so Ctrl-C reaches only the
+main process and prints no worker tracebacks.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from lesionnet.utils.logging_setup import configure_logging
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+#: exception types whose message is written for users (the framework raises these with file and fix)
+USER_FACING = (ValueError, LookupError, OSError, RuntimeError, FloatingPointError)
+
+
+def error_message(error: BaseException) -> str:
+    """One line (or a few, for a list of problems) that tells a user what went wrong."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])                    # str(KeyError) would quote the message
+    else:
+        text = str(error).strip()
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    defined_here = type(error).__module__.startswith("lesionnet")
+    if not text:
+        text = type(error).__name__
+    if not defined_here and not isinstance(error, USER_FACING):
+        text = (f"unexpected {type(error).__name__}: {text}. This is a lesionnet bug or an unforeseen "
+                "failure of a library; run the command again with -v and report the traceback.")
+    return text
+
+
+def command_line(prog: str, argv: Sequence[str] | None, add: Sequence[str] = ()) -> str:
+    """``prog`` and its arguments as a shell command line, with ``add`` appended when not already there."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args += [a for a in add if a not in args]
+    return shlex.join([prog, *args])
+
+
+def run_command(prog: str, body: Callable[[], int | None], verbose: bool = False,
+                interrupted_hint: str | None = None) -> int:
+    """Run ``body()`` (a command's work; returns its exit status, None meaning 0) after setting up logging.
+
+    Args:
+        prog: the command's name, the first word of its messages.
+        body: the command's work, with its arguments already parsed.
+        verbose: ``-v``: debug logging, and the traceback of an error.
+        interrupted_hint: what to run to continue after Ctrl-C (e.g. the command line with ``--c``).
+
+    Returns:
+        the exit status: ``body``'s, 1 after an error, 130 after Ctrl-C.
+    """
+    configure_logging(verbose)
+    try:
+        status = body()
+    except KeyboardInterrupt:
+        hint = f" To continue: {interrupted_hint}" if interrupted_hint else ""
+        print(f"{prog}: interrupted.{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except Exception as error:               # every error ends as one message; the traceback only with -v
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: error: {error_message(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0 if status is None else int(status)
+
+
+__all__ = ["run_command", "error_message", "command_line", "EXIT_ERROR", "EXIT_INTERRUPTED"]
