@@ -142,9 +142,16 @@ def test_run_command_statuses(capsys):
 
 
 # ------------------------------------------------------------------------------------------ Ctrl-C
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as in a terminal (a test run in the background of a script inherits
+    SIGINT ignored, and Python then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(command: list[str], env: dict, ready, timeout: float = 240) -> subprocess.CompletedProcess:
     """Start ``command``, send SIGINT once ``ready()`` is true, and return the finished process."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_interruptible)
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None and not ready():
         time.sleep(0.05)
@@ -163,6 +170,21 @@ def test_ctrl_c_in_train_tells_how_to_continue(data_501, tmp_path):
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "lesionnet_train: interrupted. To continue: lesionnet_train 501 tlt 0 --preset tiny" in result.stderr
     assert result.stderr.rstrip().endswith("--no_progress --c")
+
+
+def test_ctrl_c_while_the_console_script_starts_prints_no_import_traceback(tmp_path):
+    script = Path(sys.executable).parent / "lesionnet_train"
+    if not script.exists():
+        script = Path(shutil.which("lesionnet_train") or script)
+    if not script.exists():
+        pytest.skip("the lesionnet_train console script is not installed (pip install -e .)")
+    process = subprocess.Popen([str(script), "501", "tlt", "0"], env=_env(None, tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+    time.sleep(0.3)                                         # still importing torch and lesionnet
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "lesionnet_train: interrupted" in err
 
 
 def test_ctrl_c_in_predict_tells_how_to_continue(data_501, tmp_path):

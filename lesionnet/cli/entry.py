@@ -17,7 +17,9 @@ main process and prints no worker tracebacks.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Sequence
 
@@ -67,6 +69,8 @@ def run_command(prog: str, body: Callable[[], int | None], verbose: bool = False
         the exit status: ``body``'s, 1 after an error, 130 after Ctrl-C.
     """
     configure_logging(verbose)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C from here on: KeyboardInterrupt
     try:
         status = body()
     except KeyboardInterrupt:

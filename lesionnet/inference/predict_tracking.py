@@ -22,9 +22,12 @@ folds, checkpoint file hash, settings, the scans' size and modification time, th
 :mod:`lesionnet.inference.case_signature`), and predicts the others again, logging each case and why.
 Without ``resume`` an output folder that holds an earlier run's predictions is refused unless
 ``overwrite`` (which deletes them once the checks have passed); the folder is checked before any
-work (:mod:`lesionnet.inference.prediction_output`). A scan that exists
-but cannot be read is reported, its cases are skipped, the other cases are finished, and the run
-is marked failed (the command exits non-zero).
+work (:mod:`lesionnet.inference.prediction_output`). The input is checked before any work too
+(:func:`lesionnet.inference.tracking_input.load_tracking_input`: missing, truncated, NaN or too small
+scans and centers outside their scan are refused, all listed in one error). A case that still fails
+during the run (e.g. a file changed meanwhile) is reported, its pairs are listed under
+``failed_pairs``, the other cases are finished, and the run is marked failed (the command exits
+non-zero).
 """
 from __future__ import annotations
 
