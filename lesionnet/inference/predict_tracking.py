@@ -204,9 +204,7 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     if overwrite:
         remove_earlier_predictions(output_folder)
     hop_cache: dict = {}
-    run = PredictionRun(output_folder / PREDICTIONS_FILENAME, failed=dict(tracking_input.skipped))
-    for pair_id, reason in tracking_input.skipped.items():
-        logger.error("Skipping pair '%s': %s", pair_id, reason)
+    run = PredictionRun(output_folder / PREDICTIONS_FILENAME)
     groups = tracking_input.scan_pairs()
     logger.info("%d pairs on %d scan pairs from %s", len(tracking_input.pairs), len(groups), tracking_input.pairs_path)
 

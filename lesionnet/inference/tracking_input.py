@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lesionnet.datasets.geometry import Geometry
@@ -52,7 +52,6 @@ class TrackingInput:
     pairs: list[TrackingPair]
     scan_paths: dict[str, Path]
     geometries: dict[str, Geometry]
-    skipped: dict[str, str] = field(default_factory=dict)  # pair_id -> why it cannot be predicted
 
     def scan_pairs(self) -> dict[tuple[str, str], list[TrackingPair]]:
         """Pairs grouped by (source, target) scan, in first-appearance order: one registration per group."""
@@ -86,8 +85,7 @@ def default_pairs_path(folder: Path) -> Path:
 
 
 def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike | None = None,
-                        skip_unreadable: bool = False, strict: bool = False,
-                        check_voxels: bool = True) -> TrackingInput:
+                        strict: bool = False, check_voxels: bool = True) -> TrackingInput:
     """Read and check a tracking input folder; raises :class:`TrackingInputError` listing every problem.
 
     This is the input check of ``lesionnet_predict`` (the same checks as ``lesionnet_verify_dataset``,
@@ -97,8 +95,6 @@ def load_tracking_input(folder: str | os.PathLike, pairs_path: str | os.PathLike
     Args:
         folder: the input folder of ``{scan_id}_0000{ending}`` files.
         pairs_path: the pairs file (default: see :func:`default_pairs_path`).
-        skip_unreadable: ignored (kept for old callers): an unreadable scan is refused like every other
-            problem, so that no pair is left out of a run.
         strict: also check the scans no pair names, and refuse on warnings too.
         check_voxels: read the voxel data (complete, finite); ``False`` reads headers only.
     """
