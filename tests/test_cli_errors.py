@@ -16,7 +16,7 @@ import pytest
 from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
 from lesionnet.cli import plan_and_preprocess
-from lesionnet.cli.entry import EXIT_INTERRUPTED, error_message, run_command
+from lesionnet.cli.entry import EXIT_INTERRUPTED, command_line, error_message, run_command
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.planning import fingerprint as fp_module
 from lesionnet.preprocessing import preprocess as pre_module
@@ -122,6 +122,13 @@ def test_error_messages():
     unexpected = error_message(ZeroDivisionError("division by zero"))
     assert unexpected.startswith("unexpected ZeroDivisionError: division by zero") and "-v" in unexpected
     assert error_message(ValueError("a.json: radius must be positive.")) == "a.json: radius must be positive."
+
+
+def test_the_continuing_command_line():
+    assert command_line("lesionnet_train", ["501", "tlt", "0", "--overwrite"], add=["--c"], drop=["--overwrite"]) == \
+        "lesionnet_train 501 tlt 0 --c"
+    assert command_line("lesionnet_predict", ["-i", "a b", "--continue"], add=["--continue"]) == \
+        "lesionnet_predict -i 'a b' --continue"
 
 
 def test_run_command_statuses(capsys):

@@ -48,9 +48,10 @@ def error_message(error: BaseException) -> str:
     return text
 
 
-def command_line(prog: str, argv: Sequence[str] | None, add: Sequence[str] = ()) -> str:
-    """``prog`` and its arguments as a shell command line, with ``add`` appended when not already there."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def command_line(prog: str, argv: Sequence[str] | None, add: Sequence[str] = (), drop: Sequence[str] = ()) -> str:
+    """``prog`` and its arguments as a shell command line, without the flags in ``drop`` and with ``add``
+    appended when not already there (e.g. a run started with ``--overwrite`` continues with ``--c``)."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in drop]
     args += [a for a in add if a not in args]
     return shlex.join([prog, *args])
 

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    hint = command_line("lesionnet_predict", argv, add=["--continue"])
+    hint = command_line("lesionnet_predict", argv, add=["--continue"], drop=["--overwrite"])
     return run_command("lesionnet_predict", lambda: _predict(args), args.verbose, interrupted_hint=hint)
 
 

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    hint = command_line("lesionnet_train", argv, add=["--c"])
+    hint = command_line("lesionnet_train", argv, add=["--c"], drop=["--overwrite"])
     return run_command("lesionnet_train", lambda: _train(args), args.verbose, interrupted_hint=hint)
 
 
