@@ -11,6 +11,7 @@ CONSOLE_SCRIPTS = [
     "lesionnet_verify_dataset = lesionnet.cli.verify_dataset:main",
     "lesionnet_convert_dls = lesionnet.cli.convert_dls:main",
     "lesionnet_evaluate_tracking = lesionnet.cli.evaluate_tracking:main",
+    "lesionnet_evaluate_detection = lesionnet.cli.evaluate_detection:main",
     "lesionnet_plan_and_preprocess = lesionnet.cli.plan_and_preprocess:main",
     "lesionnet_train = lesionnet.cli.train:main",
     "lesionnet_predict = lesionnet.cli.predict:main",

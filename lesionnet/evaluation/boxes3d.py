@@ -1,0 +1,80 @@
+"""3D boxes for detection evaluation: boxes of an instance mask, and the 3D IoU of two box sets.
+
+A box is ``[x1, y1, z1, x2, y2, z2]`` in voxel indices of its scan, **half open** (the voxels
+``x1 <= x < x2`` etc.): a one-voxel box has size 1 along each axis, and the ground-truth box of an
+instance is ``min .. max + 1`` of its voxels' indices. Box arrays are ``(N, 6)`` float64 in that
+``(x, y, z)`` order, the order of lesionnet's files; the instance mask is a ``[z, y, x]`` array as
+read from the image file, converted here and nowhere else in this package.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from lesionnet.datasets.geometry import zyx_to_xyz
+
+
+def as_boxes(boxes_xyz, name: str = "boxes_xyz") -> np.ndarray:
+    """``boxes_xyz`` as an ``(N, 6)`` float64 array; ValueError unless every box is finite with
+    ``x2 > x1``, ``y2 > y1``, ``z2 > z1``."""
+    boxes = np.asarray(boxes_xyz, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 6))
+    if boxes.ndim != 2 or boxes.shape[1] != 6:
+        raise ValueError(f"{name} must be a list of [x1, y1, z1, x2, y2, z2] boxes, got shape {boxes.shape}")
+    if not np.all(np.isfinite(boxes)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(boxes), axis=1))[0])
+        raise ValueError(f"{name}[{bad}] is not finite: {boxes[bad].tolist()}")
+    empty = np.flatnonzero(np.any(boxes[:, 3:] <= boxes[:, :3], axis=1))
+    if empty.size:
+        i = int(empty[0])
+        raise ValueError(f"{name}[{i}] = {boxes[i].tolist()} is empty: boxes are [x1, y1, z1, x2, y2, z2] "
+                         "with x2 > x1, y2 > y1, z2 > z1 (half open, a one-voxel box has size 1)")
+    return boxes
+
+
+def box_volumes(boxes_xyz: np.ndarray) -> np.ndarray:
+    """``(N,)`` volumes (voxels) of ``(N, 6)`` half-open boxes."""
+    boxes = np.asarray(boxes_xyz, dtype=np.float64).reshape(-1, 6)
+    return np.prod(boxes[:, 3:] - boxes[:, :3], axis=1)
+
+
+def iou_3d(boxes_a_xyz, boxes_b_xyz) -> np.ndarray:
+    """``(N, M)`` 3D intersection over union of ``(N, 6)`` and ``(M, 6)`` half-open boxes."""
+    a = np.asarray(boxes_a_xyz, dtype=np.float64).reshape(-1, 6)
+    b = np.asarray(boxes_b_xyz, dtype=np.float64).reshape(-1, 6)
+    low = np.maximum(a[:, None, :3], b[None, :, :3])
+    high = np.minimum(a[:, None, 3:], b[None, :, 3:])
+    intersection = np.prod(np.clip(high - low, 0.0, None), axis=2)
+    union = box_volumes(a)[:, None] + box_volumes(b)[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def instance_boxes(instance_mask_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of the instances of a ``[z, y, x]`` mask (0 background, 1..N instances).
+
+    Returns ``(labels (K,), boxes_xyz (K, 6))`` for the K labels present, in increasing label order;
+    each box is ``min .. max + 1`` of the instance's voxel indices (half open).
+    """
+    mask = np.asarray(instance_mask_zyx)
+    if mask.ndim != 3:
+        raise ValueError(f"an instance mask must be 3D [z, y, x], got {mask.ndim} dimensions")
+    if not np.issubdtype(mask.dtype, np.integer):
+        rounded = np.rint(mask)
+        if not np.array_equal(rounded, mask):
+            raise ValueError("an instance mask must hold integer labels (0 background, 1..N instances)")
+        mask = rounded.astype(np.int64)
+    if mask.size and mask.min() < 0:
+        raise ValueError(f"an instance mask must not hold negative labels (found {int(mask.min())})")
+    labels, boxes = [], []
+    for index, slices in enumerate(ndimage.find_objects(mask), start=1):
+        if slices is None:
+            continue
+        start_zyx = [s.start for s in slices]
+        stop_zyx = [s.stop for s in slices]
+        labels.append(index)
+        boxes.append(list(zyx_to_xyz(start_zyx)) + list(zyx_to_xyz(stop_zyx)))
+    return np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+
+
+__all__ = ["as_boxes", "box_volumes", "iou_3d", "instance_boxes"]
