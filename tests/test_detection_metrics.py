@@ -12,7 +12,7 @@ from lesionnet.cli import evaluate_detection as cli
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.datasets.image_io import write_image
 from lesionnet.evaluation.boxes3d import instance_boxes, iou_3d
-from lesionnet.evaluation.detection_metrics import evaluate_detection, match_scan
+from lesionnet.evaluation.detection_metrics import evaluate_detection, fragmentation, match_scan
 
 
 def box(x1, y1, z1, size=2):
@@ -215,3 +215,13 @@ def test_evaluate_detection_command(tmp_path, capsys):
     assert "LN0002.json: 1 boxes but 2 scores" in err and "Traceback" not in err
     assert cli.main([str(tmp_path / "nope"), str(gt)]) == 1
     assert "prediction folder not found" in capsys.readouterr().err
+
+
+def test_split_lesions_and_merging_boxes():
+    upper, lower = [0, 0, 0, 6, 6, 3], [0, 0, 4, 6, 6, 7]                 # two nodes stacked along z
+    halves = [[0, 0, 0, 6, 6, 2], [0, 0, 2, 6, 6, 3]]                     # the upper one cut in two
+    assert fragmentation(halves, [upper, lower]) == (1, 0)
+    assert fragmentation([[0, 0, 0, 6, 6, 7]], [upper, lower]) == (0, 1)   # one box over both
+    assert fragmentation([upper, lower], [upper, lower]) == (0, 0)
+    r = evaluate_detection({"a": (halves + [[0, 0, 0, 6, 6, 7]], [0.9, 0.8, 0.7])}, {"a": np.array([upper, lower])})
+    assert (r["n_split_lesions"], r["n_merging_boxes"]) == (1, 1)

@@ -1,5 +1,6 @@
-"""``lesionnet_predict``: run a registered tracking method over an input folder (thin wrapper over
-lesionnet.inference)."""
+"""``lesionnet_predict``: run a registered tracking or detection method over an input folder (thin wrapper
+over lesionnet.inference: ``predict_tracking`` for tracking methods, ``predict_detection`` for detection
+methods)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import sys
 
 from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.dataset_id import find_dataset_folder
+from lesionnet.inference.predict_detection import predict_detection
 from lesionnet.inference.predict_tracking import LearnedModelOptions, predict_tracking
 from lesionnet.inference.tracking_input import load_tracking_input
 from lesionnet.methods import describe_methods, get_method, methods_with
@@ -16,10 +18,10 @@ from lesionnet.training.checkpoints import CHECKPOINT_NAMES
 logger = logging.getLogger("lesionnet_predict")
 
 
-def _tracking_method(name: str):
-    """A registered tracking method that can predict; the argparse error says why not and lists the others."""
+def _predicting_method(name: str):
+    """A registered method that can predict; the argparse error says why not and lists the others."""
     try:
-        return get_method(name, "tracking", "predict")
+        return get_method(name, None, "predict")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -27,15 +29,18 @@ def _tracking_method(name: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lesionnet_predict",
-        description="Predict lesion positions in follow-up scans. IN holds {scan_id}_0000.nii.gz files and "
-                    "a pairs file (IN/pairs.json, or the dataset's pairsTs.json when IN is its imagesTs). "
-                    f"Methods: {describe_methods('tracking', 'predict')}.")
+        description="Predict lesion positions in follow-up scans (tracking methods) or 3D lesion boxes in scans "
+                    "(detection methods). IN holds {scan_id}_0000.nii.gz files and, for tracking, a pairs file "
+                    "(IN/pairs.json, or the dataset's pairsTs.json when IN is its imagesTs). Tracking writes "
+                    "OUT/predictions.json; detection writes OUT/{scan_id}.json (what lesionnet_evaluate_detection "
+                    f"reads) and OUT/markups/. Methods: {describe_methods(None, 'predict')}.")
     parser.add_argument("-i", "--input", required=True, help="input folder with scans (and pairs.json)")
-    parser.add_argument("-o", "--output", required=True, help="output folder; gets predictions.json")
-    predictors = [m.name for m in methods_with("tracking", "predict")]
-    parser.add_argument("-m", "--method", default="affine", type=_tracking_method,
+    parser.add_argument("-o", "--output", required=True,
+                        help="output folder; gets predictions.json (tracking) or {scan_id}.json per scan (detection)")
+    predictors = [m.name for m in methods_with(None, "predict")]
+    parser.add_argument("-m", "--method", default="affine", type=_predicting_method,
                         metavar="{" + ",".join(predictors) + "}",
-                        help="tracking method (default: affine); trainable methods need a trained model")
+                        help="method (default: affine); trainable methods need a trained model")
     parser.add_argument("-d", "--dataset", default=None,
                         help="dataset (id or name) whose trained model to use (default: the dataset IN belongs to, "
                              "or the only one with a trained model)")
@@ -79,6 +84,8 @@ def _predict(args: argparse.Namespace) -> int:
     options = LearnedModelOptions(dataset=dataset, folds=tuple(args.folds) if args.folds else None,
                                   checkpoint=args.checkpoint, plans_name=args.plans, step_size=args.step_size,
                                   device=args.device)
+    if args.method.task == "detection":
+        return _detect(args, options)
     if args.strict:  # the fuller input check; predict_tracking runs the default one itself
         load_tracking_input(args.input, args.pairs, strict=True)
     run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
@@ -91,6 +98,22 @@ def _predict(args: argparse.Namespace) -> int:
                      len(run.failed), run.predictions_path.name)
         return 1
     return 0
+
+def _detect(args: argparse.Namespace, options: LearnedModelOptions) -> int:
+    tracking_only = [flag for flag, used in (("--chain", args.chain), ("--save_heatmaps", args.save_heatmaps),
+                                             ("--pairs", args.pairs), ("--save_overlays", args.save_overlays))
+                     if used]
+    if tracking_only:
+        raise ValueError(f"{', '.join(tracking_only)}: tracking options; '{args.method.name}' is a detection method.")
+    run = predict_detection(args.input, args.output, args.method, options, resume=args.resume,
+                            overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"3D boxes of {len(run.predicted) + len(run.reused)} scan(s) written to {run.output_folder} "
+          f"({len(run.reused)} reused)")
+    if not run.ok:
+        logger.error("%d scan(s) could not be predicted: %s", len(run.failed), ", ".join(run.failed))
+        return 1
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

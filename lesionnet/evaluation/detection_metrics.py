@@ -70,6 +70,17 @@ def match_scan(boxes_xyz, scores, ground_truth_xyz, iou_threshold: float = IOU_T
     return ScanMatch(scores, true_positive, matched, len(truth))
 
 
+def fragmentation(boxes_xyz, ground_truth_xyz, iou_threshold: float = IOU_THRESHOLD) -> tuple[int, int]:
+    """``(split lesions, merging boxes)`` of one scan: lesions that two or more of the boxes overlap with
+    IoU > ``iou_threshold`` (one node cut into several boxes), and boxes that overlap two or more lesions
+    so (several nodes in one box). Scores play no part: every given box counts."""
+    boxes, truth = as_boxes(boxes_xyz), as_boxes(ground_truth_xyz, "ground truth boxes")
+    if not len(boxes) or not len(truth):
+        return 0, 0
+    hits = iou_3d(boxes, truth) > iou_threshold
+    return int((hits.sum(axis=0) >= 2).sum()), int((hits.sum(axis=1) >= 2).sum())
+
+
 def froc(matches: Mapping[str, ScanMatch], fps_per_scan=FROC_FPS_PER_SCAN) -> dict:
     """FROC of matched scans: ``{"sens@k": %, ..., "AS": %, "curve": {"fps_per_scan": [...],
     "sensitivity": [...], "thresholds": [...]}}`` (the curve has one point per distinct score, in
@@ -127,7 +138,8 @@ def evaluate_detection(predictions: Mapping[str, tuple], ground_truth: Mapping[s
 
     Returns:
         ``{"AS", "sens@1", "sens@2", "sens@4", "sens@8", "AP@0.1", "n_scans", "n_lesions",
-        "n_predictions", "froc_curve", "per_scan"}``; percentages 0-100.
+        "n_predictions", "n_split_lesions", "n_merging_boxes", "froc_curve", "per_scan"}``; percentages
+        0-100; the two counts are :func:`fragmentation`'s, summed over the scans.
     """
     unknown = sorted(set(predictions) - set(ground_truth))
     if unknown:
@@ -135,10 +147,12 @@ def evaluate_detection(predictions: Mapping[str, tuple], ground_truth: Mapping[s
                          + (" ..." if len(unknown) > 5 else ""))
     if not ground_truth:
         raise ValueError("no ground-truth scans to evaluate")
-    matches = {}
+    matches, split, merging = {}, 0, 0
     for scan_id in sorted(ground_truth):
         boxes, scores = predictions.get(scan_id, (np.zeros((0, 6)), np.zeros(0)))
         matches[scan_id] = match_scan(boxes, scores, ground_truth[scan_id], iou_threshold)
+        counts = fragmentation(boxes, ground_truth[scan_id], iou_threshold)
+        split, merging = split + counts[0], merging + counts[1]
     n_lesions = sum(m.n_ground_truth for m in matches.values())
     if n_lesions == 0:
         raise ValueError("the ground truth holds no lesion: sensitivity and AP are undefined")
@@ -147,6 +161,7 @@ def evaluate_detection(predictions: Mapping[str, tuple], ground_truth: Mapping[s
     result[f"AP@{iou_threshold:g}"] = average_precision(matches)
     result.update({"n_scans": len(matches), "n_lesions": int(n_lesions),
                    "n_predictions": int(sum(len(m.scores) for m in matches.values())),
+                   "n_split_lesions": split, "n_merging_boxes": merging,
                    "iou_threshold": float(iou_threshold), "froc_curve": curve["curve"],
                    "per_scan": {s: {"n_lesions": m.n_ground_truth, "n_predictions": int(len(m.scores)),
                                     "n_found": int(m.true_positive.sum())} for s, m in matches.items()}})
@@ -156,15 +171,16 @@ def evaluate_detection(predictions: Mapping[str, tuple], ground_truth: Mapping[s
 def format_detection_table(results: Mapping[str, dict]) -> str:
     """A Markdown table of ``{row label: evaluate_detection result}``."""
     keys = ["AS", "sens@1", "sens@2", "sens@4", "sens@8"]
-    header = ["", *keys, "AP@0.1", "scans", "lesions", "boxes"]
+    header = ["", *keys, "AP@0.1", "scans", "lesions", "boxes", "split lesions", "merging boxes"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for label, r in results.items():
         ap = next(v for k, v in r.items() if k.startswith("AP@"))
         cells = [label, *(f"{r[k]:.1f}" for k in keys), f"{ap:.1f}", str(r["n_scans"]), str(r["n_lesions"]),
-                 str(r["n_predictions"])]
+                 str(r["n_predictions"]), str(r["n_split_lesions"]), str(r["n_merging_boxes"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-__all__ = ["IOU_THRESHOLD", "ScanMatch", "match_scan", "froc", "average_precision", "evaluate_detection",
+__all__ = ["IOU_THRESHOLD", "ScanMatch", "match_scan", "fragmentation", "froc", "average_precision",
+           "evaluate_detection",
            "format_detection_table"]

@@ -5,6 +5,9 @@ import os
 
 from lesionnet.utils.files import atomic_path
 
+#: validation metrics in percent (tracking: CPM; detection: AS, sensitivities, AP), drawn on one axis
+PERCENT_METRICS = ("cpm", "AS", "sens@", "AP@")
+
 
 def plot_progress(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
     """Write the training curves of ``history`` (one dict per epoch: ``epoch``, ``train_*`` losses,
@@ -20,15 +23,16 @@ def plot_progress(history: list[dict], path: str | os.PathLike, title: str = "")
     axes[0].set_ylabel("training loss")
     axes[0].set_yscale("symlog", linthresh=1e-2)
     axes[0].legend(loc="upper right")
-    ax_cpm, ax_med = axes[1], axes[1].twinx()
-    for key, style in (("val_cpm_10mm", "-"), ("val_cpm_radius", "--")):
-        if any(key in h for h in history):
-            ax_cpm.plot(epochs, [h.get(key) for h in history], style, color="tab:green", label=key[4:])
+    ax_percent, ax_med = axes[1], axes[1].twinx()
+    percent_keys = sorted({k for h in history for k in h if k.startswith("val_") and k[4:].startswith(PERCENT_METRICS)})
+    for key in percent_keys:
+        ax_percent.plot(epochs, [h.get(key) for h in history], label=key[4:])
     if any("val_med_mm" in h for h in history):
         ax_med.plot(epochs, [h.get("val_med_mm") for h in history], color="tab:red", label="MED (mm)")
-    ax_cpm.set_ylabel("validation CPM (%)")
-    ax_med.set_ylabel("validation MED (mm)", color="tab:red")
-    ax_cpm.legend(loc="upper left")
+        ax_med.set_ylabel("validation MED (mm)", color="tab:red")
+    ax_percent.set_ylabel("validation (%)")
+    if percent_keys:
+        ax_percent.legend(loc="upper left", fontsize="small")
     axes[2].plot(epochs, [h["learning_rate"] for h in history], color="tab:purple")
     axes[2].set_ylabel("learning rate")
     axes[3].plot(epochs, [h["epoch_seconds"] for h in history], color="tab:gray")

@@ -9,5 +9,6 @@
 * :mod:`.masks`: detection masks in ``labelsTr/`` (present, same grid as the image, non-negative integers);
 * :mod:`.pairs`: tracking ``pairs{Tr,Ts}.json`` (records, ids, radii, scans referenced, centers inside);
 * :mod:`.limits`: the smallest scan the registration can work on (``MIN_SCAN_SIZE_VOXELS``);
-* :mod:`.tracking_files`: the same checks on a prediction input folder (pairs file + the scans it names).
+* :mod:`.tracking_files`: the same checks on a prediction input folder (pairs file + the scans it names);
+* :mod:`.scan_files`: the image checks on a detection prediction input folder (scans only).
 """

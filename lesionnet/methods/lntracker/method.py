@@ -1,18 +1,67 @@
-"""The ``lntracker`` method: its plan section (and with it the native-z preprocessing of detection
-datasets) and memory estimate. Neither trainable nor predicting yet (the network is not implemented),
-and ``lesionnet_train`` / ``lesionnet_predict`` say so."""
+"""The ``lntracker`` method: LN-Tracker's plan, training and validation for the generic layers.
+
+* plan: :func:`lesionnet.methods.lntracker.planning.plan` (native-z preprocessing, patch, queries, slice
+  context, width and depth from the memory budget); memory: :mod:`lesionnet.methods.lntracker.memory`;
+* presets: ``small`` (a CPU-sized network for the demo) and ``tiny`` (tests), overrides of the plan;
+* build: :func:`~lesionnet.methods.lntracker.network.build_lntracker` +
+  :class:`~lesionnet.methods.lntracker.criterion.LNTrackerLoss`;
+* batches: adjacent-slice pairs of the fold's training scans
+  (:class:`~lesionnet.methods.lntracker.slices.SlicePairSampler`);
+* validation: Algorithm 1 on whole validation scans, scored with the detection metrics against the
+  preprocessed instance masks (AS, sens@k, AP@0.1); ``checkpoint_best`` has the highest AS.
+"""
 from __future__ import annotations
 
+import numpy as np
+
+from lesionnet.evaluation.boxes3d import instance_boxes
+from lesionnet.evaluation.detection_metrics import evaluate_detection
 from lesionnet.methods.base import Method
 from lesionnet.methods.lntracker import memory, planning
+from lesionnet.methods.lntracker.criterion import LNTrackerLoss
+from lesionnet.methods.lntracker.inference import track_volume
+from lesionnet.methods.lntracker.network import LNTrackerConfig, build_lntracker
+from lesionnet.methods.lntracker.predictor import LNTrackerScanDetector
+from lesionnet.methods.lntracker.slices import SliceBatchMaker, SlicePairSampler
+from lesionnet.methods.lntracker.tracklets import tracklets_to_record
+from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
+from lesionnet.training.built_model import BuiltModel
+
+#: network presets as overrides of the plan section (the plan's data, slice context and thresholds kept)
+PRESETS = {
+    "plan": {},
+    "small": {"hidden_dim": 64, "encoder_layers": 1, "decoder_layers": 3, "num_queries": 30, "ffn_dim": 128,
+              "backbone_widths": [16, 32, 64], "batch_size": 4},
+    "tiny": {"hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 20, "ffn_dim": 64,
+             "backbone_widths": [8, 16, 32], "patch_size_yx": [64, 64], "batch_size": 2},
+}
+INPUT_KEYS = ("images_prev", "images", "boxes_prev", "ids_prev")
+
+
+def network_config(section: dict) -> LNTrackerConfig:
+    """The network of a plan section: its sizes, DETR's head count (8 at width 256, else 4) and an FFN of
+    four times the width unless the section says otherwise."""
+    hidden = int(section["hidden_dim"])
+    return LNTrackerConfig(
+        num_input_slices=int(section["num_input_slices"]), hidden_dim=hidden,
+        encoder_layers=int(section["encoder_layers"]), decoder_layers=int(section["decoder_layers"]),
+        num_heads=int(section.get("num_heads", 8 if hidden >= 256 else 4)),
+        ffn_dim=int(section.get("ffn_dim", 4 * hidden)), num_queries=int(section["num_queries"]),
+        backbone_widths=tuple(section.get("backbone_widths", (32, 64, 128, 256))),
+        attention_mask=bool(section.get("attention_mask", True)))
 
 
 class LNTrackerMethod(Method):
     name = "lntracker"
     task = "detection"
-    description = "LN-Tracker (CVPR 2025), 3D detection by tracking along z: planned only, not implemented yet"
+    description = "LN-Tracker (CVPR 2025), 3D detection by tracking along z"
+    trainable = True
+    predicts = True
+    presets = PRESETS
+    selection_metric = ("AS", "max")
     memory_driven_keys = planning.MEMORY_DRIVEN_KEYS
 
+    # ------------------------------------------------------------------------------- planning
     def plan(self, context) -> dict:
         return planning.plan(context)
 
@@ -25,10 +74,49 @@ class LNTrackerMethod(Method):
         spacing = "x".join("native" if v is None else f"{v:.2f}" for v in (data_configuration or {}).get(
             "target_spacing_zyx", []))
         return (f"lntracker: spacing {spacing} mm, patch {section['patch_size_yx']}, {section['num_input_slices']} "
-                f"slices, {section['num_queries']} queries, batch {section['batch_size']} (planned only; memory "
-                "model unverified)")
+                f"slices, {section['num_queries']} queries, width {section['hidden_dim']}, encoder "
+                f"{section['encoder_layers']} / decoder {section['decoder_layers']} layers, batch "
+                f"{section['batch_size']} (memory model unverified)")
+
+    # ------------------------------------------------------------------------------- training
+    def build(self, section: dict) -> BuiltModel:
+        network = build_lntracker(network_config(section))
+        return BuiltModel(network, LNTrackerLoss(), lambda outputs: outputs["current"]["boxes"], INPUT_KEYS)
+
+    def training_defaults(self, section: dict) -> dict:
+        return {"batch_size": int(section.get("batch_size", 2)), "optimizer": "adamw", "learning_rate": 2e-4,
+                "weight_decay": 1e-4, "grad_clip_norm": 0.1, "augmentation": {"enabled": True}}
+
+    def batches(self, data, item_ids, section: dict, config, first_batch: int):
+        sampler = SlicePairSampler(data.cached_case, section["patch_size_yx"], section["slices_per_side"],
+                                   augment=bool(config.augmentation.get("enabled", True)))
+        loader = SeededBatchLoader(list(item_ids), SliceBatchMaker(sampler), config.batch_size, config.seed,
+                                   first_batch, config.num_workers)
+        return make_batch_stream(loader, config.num_workers)
+
+    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
+        """Detection metrics of Algorithm 1 on the validation scans (preprocessed grid)."""
+        if not item_ids:
+            return {}
+        predictions, truth = {}, {}
+        for scan_id in item_ids:
+            case = data.cached_case(scan_id)
+            tracklets = track_volume(model.network, case.image, section["slices_per_side"], section["thresholds"],
+                                     device)
+            record = tracklets_to_record(tracklets)
+            predictions[scan_id] = (np.asarray(record["boxes_xyz"]).reshape(-1, 6), np.asarray(record["scores"]))
+            truth[scan_id] = instance_boxes(np.asarray(case.seg))[1]
+        if not sum(len(t) for t in truth.values()):
+            return {}
+        result = evaluate_detection(predictions, truth)
+        return {k: result[k] for k in ("AS", "sens@1", "sens@2", "sens@4", "sens@8", "AP@0.1")} | \
+            {"boxes_per_scan": result["n_predictions"] / result["n_scans"]}
+
+    # ------------------------------------------------------------------------------- prediction
+    def predictor(self, request) -> LNTrackerScanDetector:
+        return LNTrackerScanDetector(request.models, request.device)
 
 
 LNTRACKER = LNTrackerMethod()
 
-__all__ = ["LNTrackerMethod", "LNTRACKER"]
+__all__ = ["PRESETS", "INPUT_KEYS", "network_config", "LNTrackerMethod", "LNTRACKER"]

@@ -1,0 +1,213 @@
+"""LN-Tracker inference (the paper's Algorithm 1): link per-slice detections into 3D tracklets along z.
+
+Independent of the network: :func:`track_scan` calls ``step(z, track_embeddings)`` — the detector on
+axial slice ``z`` given the track queries of the live tracklets — from the bottom slice ``z = 0`` up,
+and turns what it returns (:class:`SliceDetections`) into :class:`Tracklet` objects. 2D boxes are
+``[x1, y1, x2, y2]`` pixels of the slice, half open; 3D boxes ``[x1, y1, z1, x2, y2, z2]`` voxels,
+half open (a tracklet on slices ``a .. b`` has z-extent ``[a, b + 1)``).
+
+Rules where the paper is silent:
+
+* **Associate T and d** (line 14): a detection (score > ``tau_det``) is a re-detection of a live tracklet
+  when its 2D IoU with that tracklet's box *on the same slice* exceeds ``associate_iou``; it is then
+  dropped. Detections are visited by decreasing score, and tracklets born earlier on the same slice
+  count as live, so duplicate detection queries on one new node start one tracklet (the highest-scoring).
+  A tracklet closed on this slice (score or similarity too low) is not live: a detection on its node
+  starts a new tracklet, as in the paper's pseudo-code.
+* **Tracklet score** (:func:`chain_score`): the *maximum* of its per-slice scores. A node's slice scores
+  fall at its upper and lower ends (partial volume), so a mean would rank a correctly extended tracklet
+  below a short one; the maximum is the detector's confidence on the node's clearest slice and does not
+  depend on the tracklet's length. The merging baseline (:mod:`.merging`) uses the same rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lesionnet.datasets.geometry import points_xyz_to_zyx
+
+
+def box_iou_2d(boxes_a_xyxy, boxes_b_xyxy) -> np.ndarray:
+    """``(N, M)`` IoU of ``(N, 4)`` and ``(M, 4)`` half-open boxes ``[x1, y1, x2, y2]``."""
+    a = np.asarray(boxes_a_xyxy, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes_b_xyxy, dtype=np.float64).reshape(-1, 4)
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = np.prod(np.clip(high - low, 0.0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def box_3d_from_slices(boxes_xyxy, first_slice: int, last_slice: int) -> np.ndarray:
+    """``(6,)`` box ``[x1, y1, z1, x2, y2, z2]``: the union of 2D boxes ``(K, 4)`` in x/y, z-extent
+    ``[first_slice, last_slice + 1)``."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    x1, y1 = boxes[:, 0].min(), boxes[:, 1].min()
+    x2, y2 = boxes[:, 2].max(), boxes[:, 3].max()
+    return np.array([x1, y1, first_slice, x2, y2, last_slice + 1], dtype=np.float64)
+
+
+def chain_score(scores) -> float:
+    """Score of a tracklet / chain from its per-slice scores: their maximum (see the module docstring)."""
+    return float(np.max(np.asarray(scores, dtype=np.float64)))
+
+
+@dataclass
+class SliceDetections:
+    """The detector's output on one slice ``z`` given ``T`` track queries (one per live tracklet, in order).
+
+    Attributes:
+        track_scores: ``(T,)`` class scores of the track queries' boxes on slice ``z``.
+        track_boxes: ``(T, 4)`` their boxes ``[x1, y1, x2, y2]``, pixels of the slice, half open.
+        track_similarity: ``(T,)`` ``sim(q', q)`` in [0, 1] between each track query on slice ``z - 1`` and
+            its update on slice ``z``.
+        det_scores: ``(N,)`` class scores of the detection queries.
+        det_boxes: ``(N, 4)`` their boxes, as ``track_boxes``.
+        track_embeddings: ``(T, C)`` updated track queries (numpy array or torch tensor; only rows are taken).
+        det_embeddings: ``(N, C)`` detection queries' embeddings, likewise.
+    """
+
+    track_scores: np.ndarray
+    track_boxes: np.ndarray
+    track_similarity: np.ndarray
+    det_scores: np.ndarray
+    det_boxes: np.ndarray
+    track_embeddings: object
+    det_embeddings: object
+
+    def __post_init__(self):
+        self.track_scores = np.asarray(self.track_scores, dtype=np.float64).reshape(-1)
+        self.track_boxes = np.asarray(self.track_boxes, dtype=np.float64).reshape(-1, 4)
+        self.track_similarity = np.asarray(self.track_similarity, dtype=np.float64).reshape(-1)
+        self.det_scores = np.asarray(self.det_scores, dtype=np.float64).reshape(-1)
+        self.det_boxes = np.asarray(self.det_boxes, dtype=np.float64).reshape(-1, 4)
+        counts = {len(self.track_scores), len(self.track_boxes), len(self.track_similarity)}
+        if len(counts) != 1:
+            raise ValueError("track_scores, track_boxes and track_similarity disagree on the number of track queries: "
+                             f"{len(self.track_scores)}, {len(self.track_boxes)}, {len(self.track_similarity)}")
+        if len(self.det_scores) != len(self.det_boxes):
+            raise ValueError(f"{len(self.det_scores)} det_scores but {len(self.det_boxes)} det_boxes")
+
+
+@dataclass
+class Tracklet:
+    """One 3D instance: its per-slice boxes ``[x1, y1, x2, y2]`` and scores on slices ``first_slice ..``
+    (consecutive, one per slice)."""
+
+    tracklet_id: int
+    first_slice: int
+    boxes: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+
+    @property
+    def last_slice(self) -> int:
+        return self.first_slice + len(self.boxes) - 1
+
+    def append(self, box_xyxy, score: float) -> None:
+        self.boxes.append(np.asarray(box_xyxy, dtype=np.float64).reshape(4))
+        self.scores.append(float(score))
+
+    @property
+    def score(self) -> float:
+        return chain_score(self.scores)
+
+
+def tracklet_box_3d(tracklet: Tracklet) -> np.ndarray:
+    """``(6,)`` box ``[x1, y1, z1, x2, y2, z2]`` of a tracklet (union in x/y, z ``[first, last + 1)``)."""
+    return box_3d_from_slices(tracklet.boxes, tracklet.first_slice, tracklet.last_slice)
+
+
+def _take_rows(rows, index: list, name: str):
+    """Rows ``index`` (non-empty) of a numpy array or torch tensor."""
+    if rows is None:
+        raise ValueError(f"step returned no {name}: they are needed as the track queries of the next slice")
+    if isinstance(rows, np.ndarray):
+        return rows[np.asarray(index, dtype=np.int64)]
+    import torch
+    return rows[torch.as_tensor(index, dtype=torch.long, device=rows.device)]
+
+
+def _concat_rows(first, second):
+    """``first`` then ``second`` along rows (numpy arrays or torch tensors; ``first`` may be None)."""
+    if first is None:
+        return second
+    if isinstance(first, np.ndarray):
+        return np.concatenate([first, second], axis=0)
+    import torch
+    return torch.cat([first, second], dim=0)
+
+
+def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, tau_det: float = 0.3,
+               tau_track: float = 0.3, tau_sim: float = 0.5, associate_iou: float = 0.5) -> list[Tracklet]:
+    """Algorithm 1 over slices ``0 .. num_slices - 1``; returns every tracklet, in order of birth.
+
+    ``step(z, track_embeddings)`` runs the detector on slice ``z``; ``track_embeddings`` holds one row per
+    live tracklet, in the order of the tracklets (survivors first, then those born on slice ``z - 1``), or
+    is None when there is none. A live tracklet is kept when its track score > ``tau_track`` and its
+    similarity > ``tau_sim`` (its box is appended), else closed; a detection with score > ``tau_det`` that
+    matches no live tracklet (see the module docstring) starts a new one, and its embedding becomes a
+    track query for slice ``z + 1``. Tracklets still live after the last slice are closed.
+    """
+    finished: list[Tracklet] = []
+    live: list[Tracklet] = []
+    queries = None
+    for z in range(int(num_slices)):
+        detections = step(z, queries)
+        if len(detections.track_scores) != len(live):
+            raise ValueError(f"slice {z}: step returned {len(detections.track_scores)} track outputs for "
+                             f"{len(live)} track queries")
+        kept = []
+        for k, tracklet in enumerate(live):
+            if detections.track_scores[k] > tau_track and detections.track_similarity[k] > tau_sim:
+                tracklet.append(detections.track_boxes[k], detections.track_scores[k])
+                kept.append(k)
+            else:
+                finished.append(tracklet)
+        live = [live[k] for k in kept]
+        queries = _take_rows(detections.track_embeddings, kept, "track_embeddings") if kept else None
+        live_boxes = [tracklet.boxes[-1] for tracklet in live]
+        born = []
+        for i in np.argsort(-detections.det_scores, kind="stable"):
+            if detections.det_scores[i] <= tau_det:
+                break
+            box = detections.det_boxes[i]
+            if live_boxes and box_iou_2d(box, np.stack(live_boxes)).max() > associate_iou:
+                continue
+            tracklet = Tracklet(len(finished) + len(live), z)
+            tracklet.append(box, detections.det_scores[i])
+            live.append(tracklet)
+            live_boxes.append(tracklet.boxes[-1])
+            born.append(int(i))
+        if born:
+            queries = _concat_rows(queries, _take_rows(detections.det_embeddings, born, "det_embeddings"))
+    finished.extend(live)
+    return sorted(finished, key=lambda t: t.tracklet_id)
+
+
+def tracklets_to_record(tracklets, geometry=None) -> dict:
+    """The per-scan prediction record (``{scan_id}.json``, read by ``lesionnet_evaluate_detection``):
+
+    * ``boxes_xyz``: ``[[x1, y1, z1, x2, y2, z2], ...]`` voxels of the scan, half open; ``scores``: one each;
+    * ``slice_ranges``: ``[[z1, z2], ...]`` the slices ``z1 <= z < z2`` of each tracklet;
+    * with a :class:`lesionnet.datasets.geometry.Geometry` of the scan's grid, ``boxes_world``:
+      ``[[low_xyz, high_xyz], ...]``, the world points (mm, LPS) of each box's two opposite corners, the
+      voxel edges: continuous indices ``(x1 - 0.5, y1 - 0.5, z1 - 0.5)`` and ``(x2 - 0.5, y2 - 0.5, z2 - 0.5)``
+      (voxel centers lie on integer indices).
+    """
+    tracklets = list(tracklets)
+    boxes = np.array([tracklet_box_3d(t) for t in tracklets], dtype=np.float64).reshape(-1, 6)
+    record = {"boxes_xyz": boxes.tolist(), "scores": [chain_score(t.scores) for t in tracklets],
+              "slice_ranges": [[int(b[2]), int(b[5])] for b in boxes]}
+    if geometry is not None:
+        corners_xyz = boxes.reshape(-1, 2, 3) - 0.5
+        world = np.asarray(geometry.voxel_to_world(points_xyz_to_zyx(corners_xyz))).reshape(-1, 2, 3)
+        record["boxes_world"] = world.tolist()
+    return record
+
+
+__all__ = ["box_iou_2d", "box_3d_from_slices", "chain_score", "SliceDetections", "Tracklet", "tracklet_box_3d",
+           "track_scan", "tracklets_to_record"]

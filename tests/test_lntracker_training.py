@@ -1,0 +1,141 @@
+"""LN-Tracker end to end on a tiny Dataset502: planned, trained through ``lesionnet_train``, resumed exactly
+after an interruption, validated with the detection metrics; whole-volume inference (Algorithm 1 and the
+merging baseline) and its non-maximum suppression."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lesionnet.cli import plan_and_preprocess
+from lesionnet.cli import train as train_cli
+from lesionnet.datasets.synthetic import generate_lymph_node_dataset
+from lesionnet.datasets.synthetic.lymph_node_config import LymphNodeConfig
+from lesionnet.methods import REGISTRY
+from lesionnet.methods.lntracker.inference import merge_volume, non_maximum_suppression, track_volume
+from lesionnet.methods.lntracker.network import LNTrackerConfig, build_lntracker
+from lesionnet.planning.plans_io import load_plans
+from lesionnet.preprocessing.loading import PreprocessedDataset
+from lesionnet.training.checkpoints import FINAL, LATEST, load_checkpoint
+from lesionnet.training.config import TrainingConfig
+from lesionnet.training.run_training import FoldJob, configuration_with_preset, training_output_folder
+from lesionnet.training.trainer import Trainer
+
+DATASET = "Dataset502_SynthLymphNodes"
+LNTRACKER = REGISTRY["lntracker"]
+
+
+@pytest.fixture(scope="module")
+def preprocessed_502(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lntracker")
+    dirs = {name: root / name for name in ("raw", "preprocessed", "results")}
+    generate_lymph_node_dataset(dirs["raw"] / DATASET, LymphNodeConfig(num_patients=6, shape_zyx=(10, 48, 48)),
+                                seed=0, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, folder in dirs.items():
+            patch.setenv(f"lesionnet_{name}", str(folder))
+        assert plan_and_preprocess.main(["-d", "502", "-np", "1", "--gpu_memory_gb", "4", "--no_progress"]) == 0
+    return dirs
+
+
+@pytest.fixture
+def env_502(preprocessed_502, tmp_path, monkeypatch):
+    monkeypatch.setenv("lesionnet_raw", str(preprocessed_502["raw"]))
+    monkeypatch.setenv("lesionnet_preprocessed", str(preprocessed_502["preprocessed"]))
+    monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _tiny_section() -> dict:
+    return configuration_with_preset(LNTRACKER, load_plans(502)["configurations"]["lntracker"], "tiny")
+
+
+def test_tiny_lntracker_trains_through_the_command(env_502):
+    args = ["502", "lntracker", "0", "--preset", "tiny", "--epochs", "2", "--iterations", "3", "--no_progress"]
+    assert train_cli.main(args) == 0
+    checkpoint = load_checkpoint(training_output_folder(DATASET, "lntracker", 0) / FINAL)
+    record = checkpoint["history"][-1]
+    assert {"train_focal", "train_l1", "train_giou", "train_similarity", "val_AS", "val_AP@0.1"} <= set(record)
+    assert checkpoint["best_metric"]["name"] == "val_AS"
+    assert all(np.isfinite(record[k]) for k in record if k.startswith("train_"))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(env_502, monkeypatch):
+    section = _tiny_section()
+    data = PreprocessedDataset(502, section["data_identifier"])
+    scans = data.scan_ids
+    config = dict(num_epochs=3, iterations_per_epoch=2, batch_size=2, learning_rate=2e-4, optimizer="adamw",
+                  seed=4, max_val_pairs=1, augmentation={"enabled": True})
+
+    def run(folder, resume=False, job=None):
+        job = job or FoldJob(LNTRACKER, section, data, scans[1:], scans[:1])
+        return Trainer(job, TrainingConfig(**config), folder, resume=resume, progress=False).run()
+
+    run(env_502 / "a")
+    job = FoldJob(LNTRACKER, section, data, scans[1:], scans[:1])
+    real, calls = job.compute_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2 * config["iterations_per_epoch"] + 1:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(job, "compute_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(env_502 / "b", job=job)
+    assert load_checkpoint(env_502 / "b" / LATEST)["epoch"] == 2
+    run(env_502 / "b", resume=True)
+    a, b = (load_checkpoint(env_502 / name / FINAL)["model"] for name in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run ends with the uninterrupted weights"
+
+
+def test_non_maximum_suppression():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
+    kept = non_maximum_suppression(boxes, np.array([0.5, 0.9, 0.4, 0.9]))
+    assert kept.tolist() == [1, 2]                        # equal scores keep the first; IoU 9/11 suppressed
+
+
+def test_volume_inference_returns_boxes_inside_the_scan():
+    torch.manual_seed(0)
+    network = build_lntracker(LNTrackerConfig(num_input_slices=3, hidden_dim=32, encoder_layers=1, decoder_layers=1,
+                                              num_queries=6, backbone_widths=(8, 16, 32), ffn_dim=32)).eval()
+    torch.nn.init.constant_(network.score_head.bias, 5.0)            # every query detects, every track survives
+    image = np.random.default_rng(0).normal(size=(5, 20, 27)).astype(np.float32)
+    thresholds = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.0}
+    tracklets = track_volume(network, image, 1, thresholds)
+    assert tracklets and all(t.last_slice == 4 for t in tracklets), "no track is closed: every one reaches the top"
+    assert any(t.first_slice == 0 for t in tracklets)
+    for t in tracklets:
+        boxes = np.stack(t.boxes)
+        assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 27).all() and (boxes[:, [1, 3]] <= 20).all()
+    merged = merge_volume(network, image, 1, thresholds)
+    assert merged and all(0 <= box[2] < box[5] <= 5 for box, _ in merged)
+
+
+def test_predict_writes_what_evaluate_detection_reads(env_502, preprocessed_502, tmp_path, capsys):
+    from lesionnet.cli import evaluate_detection, predict
+
+    args = ["502", "lntracker", "0", "--preset", "tiny", "--epochs", "1", "--iterations", "1", "--no_progress"]
+    assert train_cli.main(args) == 0
+    images = preprocessed_502["raw"] / DATASET / "imagesTs"
+    out = tmp_path / "boxes"
+    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--no_progress"]) == 0
+    scans = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert sorted(p.stem for p in out.glob("*.json")) == scans
+    assert sorted(p.name for p in (out / "markups").iterdir()) == [f"{s}.mrk.json" for s in scans]
+    record = json.loads((out / f"{scans[0]}.json").read_text())
+    assert {"boxes_xyz", "scores", "slice_ranges", "boxes_world", "signature"} <= set(record)
+    capsys.readouterr()
+    assert evaluate_detection.main([str(out), str(preprocessed_502["raw"] / DATASET / "labelsTs")]) == 0
+    assert "| AS |" in capsys.readouterr().out
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--no_progress"]) == 1
+    assert "earlier run" in capsys.readouterr().err
+    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--continue", "--no_progress"]) == 0
+    assert f"({len(scans)} reused)" in capsys.readouterr().out
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}, "nothing was predicted again"
+    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--chain"]) == 1
+    assert "tracking options" in capsys.readouterr().err
