@@ -61,35 +61,42 @@ def test_detection_queries_do_not_see_track_queries():
         net.detect(torch.randn(1, 3, 30, 32))
 
 
-def _pair_batch():
-    """Two samples: a node continuing from z-1 to z (and one ending), a node ending and a new one."""
-    images_prev, images = torch.randn(2, 3, 32, 32) * 0.1, torch.randn(2, 3, 32, 32) * 0.1
-    boxes_prev = torch.tensor([[[4.0, 4, 10, 12], [20, 18, 26, 24]], [[4, 4, 9, 9], [0, 0, 0, 0]]])
-    ids_prev = torch.tensor([[1, 2], [1, -1]])
-    boxes, ids = torch.tensor([[[5.0, 4, 11, 12]], [[18, 18, 26, 26]]]), torch.tensor([[1], [2]])
+def _chain_batch():
+    """Two samples of a 3-slice chain: a node continuing over all slices (and one ending after the first);
+    a node ending after the first slice and a new one appearing on the second."""
+    images = torch.randn(2, 3, 3, 32, 32) * 0.1
+    boxes = torch.tensor([[[[4.0, 4, 10, 12], [20, 18, 26, 24]], [[5, 4, 11, 12], [0, 0, 0, 0]],
+                           [[5, 5, 11, 13], [0, 0, 0, 0]]],
+                          [[[4, 4, 9, 9], [0, 0, 0, 0]], [[18, 18, 26, 26], [0, 0, 0, 0]],
+                           [[18, 17, 26, 25], [0, 0, 0, 0]]]])
+    ids = torch.tensor([[[1, 2], [1, -1], [1, -1]], [[1, -1], [2, -1], [2, -1]]])
     for b in range(2):
-        for target, box_set, id_set in ((images_prev, boxes_prev, ids_prev), (images, boxes, ids)):
-            for (x1, y1, x2, y2), i in zip(box_set[b].int().tolist(), id_set[b].tolist()):
+        for step in range(3):
+            for (x1, y1, x2, y2), i in zip(boxes[b, step].int().tolist(), ids[b, step].tolist()):
                 if i >= 0:
-                    target[b, :, y1:y2, x1:x2] += 1.0
-    return {"images_prev": images_prev, "images": images, "boxes_prev": boxes_prev, "ids_prev": ids_prev,
-            "boxes": boxes, "ids": ids}
+                    images[b, step, :, y1:y2, x1:x2] += 1.0
+    return {"images": images, "boxes": boxes, "ids": ids}
 
 
 def test_track_queries_keep_identities_and_the_loss_trains():
     torch.manual_seed(1)
-    batch = _pair_batch()
+    batch = _chain_batch()
     net = build_lntracker(TINY)
-    out = net(batch["images_prev"], batch["images"], batch["boxes_prev"], batch["ids_prev"])
-    ids = out["track_ids"]
-    assert set(ids[0].tolist()) <= {1, 2, FALSE_POSITIVE} and FALSE_POSITIVE in ids[0].tolist()
-    assert set(ids[1].tolist()) <= {1, FALSE_POSITIVE, PADDING}
-    assert out["similarity"].shape == (2, ids.shape[1], ids.shape[1])
+    out = net(batch["images"], batch["boxes"], batch["ids"])
+    assert len(out["passes"]) == 3 and "track_ids" not in out["passes"][0]
+    second, third = out["passes"][1]["track_ids"], out["passes"][2]["track_ids"]
+    assert set(second[0].tolist()) <= {1, 2, FALSE_POSITIVE} and FALSE_POSITIVE in second[0].tolist()
+    assert set(second[1].tolist()) <= {1, FALSE_POSITIVE, PADDING}
+    # on the third slice: tracks whose node continued, and the node born on the second slice
+    assert set(third[0].tolist()) <= {1, FALSE_POSITIVE, PADDING} and 2 not in third[0].tolist()
+    assert set(third[1].tolist()) <= {2, FALSE_POSITIVE, PADDING}
+    t = second.shape[1]
+    assert out["passes"][1]["similarity"].shape == (2, t, t)
     criterion = LNTrackerLoss()
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
     first = None
     for _ in range(60):
-        out = net(batch["images_prev"], batch["images"], batch["boxes_prev"], batch["ids_prev"])
+        out = net(batch["images"], batch["boxes"], batch["ids"])
         losses = criterion(out, batch)
         optimiser.zero_grad()
         losses["loss"].backward()
@@ -99,8 +106,8 @@ def test_track_queries_keep_identities_and_the_loss_trains():
     assert float(losses["loss"].detach()) < 0.5 * first
     net.eval()
     with torch.no_grad():
-        found = net.detect(batch["images"])
+        found = net.detect(batch["images"][:, -1])
     best = found["logits"][0].argmax()
     box = cxcywh_to_xyxy(found["boxes"][0, best], (32, 32))
-    overlap = pairwise_giou(box[None], batch["boxes"][0, :1])
-    assert overlap.item() > 0.3, f"the best detection {box.tolist()} is on the node {batch['boxes'][0, 0].tolist()}"
+    overlap = pairwise_giou(box[None], batch["boxes"][0, -1, :1])
+    assert overlap.item() > 0.3, f"the best detection {box.tolist()} is on the node {batch['boxes'][0, -1, 0].tolist()}"

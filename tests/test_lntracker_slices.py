@@ -6,7 +6,7 @@ import pytest
 
 from lesionnet.methods.lntracker.slices import (
     SliceBatchMaker,
-    SlicePairSampler,
+    SliceChainSampler,
     choose_crop_start_yx,
     crop_boxes,
     slice_boxes,
@@ -31,7 +31,7 @@ def _foreground_box_xyxy(image_yx):
 def _sampler_on(seg, patch_yx, slices_per_side=1, **kwargs):
     """A sampler over one scan whose image is its own mask (so image crops show where boxes must be)."""
     case = SimpleNamespace(image=seg.astype(np.float32), seg=seg)
-    return SlicePairSampler(lambda scan_id: case, patch_yx, slices_per_side, **kwargs)
+    return SliceChainSampler(lambda scan_id: case, patch_yx, slices_per_side, **kwargs)
 
 
 def test_slice_boxes_are_half_open_x_then_y_sorted_by_id():
@@ -62,13 +62,13 @@ def test_crop_keeps_instances_and_boxes_follow_the_crop():
     for seed in range(20):
         sample = sampler.sample("scan", np.random.default_rng(seed))
         assert sample["z"] in (1, 2, 3)
-        assert sample["images"].shape == (3, 16, 24) and sample["images_prev"].shape == (3, 16, 24)
+        assert sample["images"].shape == (2, 3, 16, 24)             # the pair z - 1, z
         starts.add(sample["crop_start_yx"])
-        for key_images, key_ids, key_boxes in (("images", "ids", "boxes"), ("images_prev", "ids_prev", "boxes_prev")):
-            center = sample[key_images][1]                     # the slice itself (z or z - 1)
-            expected = slice_boxes(seg, sample["z"] - (key_images == "images_prev"))[0]
-            assert sample[key_ids].tolist() == expected.tolist()     # every instance kept inside the crop
-            for label, box in zip(sample[key_ids], sample[key_boxes]):
+        for step, back in ((1, 0), (0, 1)):
+            center = sample["images"][step][1]                         # the slice itself (z or z - 1)
+            expected = slice_boxes(seg, sample["z"] - back)[0]
+            assert sample["ids"][step].tolist() == expected.tolist()     # every instance kept inside the crop
+            for label, box in zip(sample["ids"][step], sample["boxes"][step]):
                 assert _foreground_box_xyxy(center == label) == box.tolist()
     assert len(starts) > 1                                      # random crops
 
@@ -77,13 +77,14 @@ def test_slice_smaller_than_patch_is_padded_with_image_minimum():
     seg = np.zeros((3, 5, 7), dtype=np.int16)
     seg[1:3, 2, 3] = 1
     case = SimpleNamespace(image=seg.astype(np.float32) - 2.0, seg=seg)
-    sampler = SlicePairSampler(lambda scan_id: case, (8, 10), 0, positive_fraction=1.0)
+    sampler = SliceChainSampler(lambda scan_id: case, (8, 10), 0, positive_fraction=1.0)
     sample = sampler.sample("scan", np.random.default_rng(0))
     y0, x0 = sample["crop_start_yx"]
     assert -3 <= y0 <= 0 and -3 <= x0 <= 0
-    assert sample["boxes"].tolist() == [[3 - x0, 2 - y0, 4 - x0, 3 - y0]]
-    assert (sample["images"] == -2.0).sum() == 8 * 10 - 1       # slice -2 and padding = image minimum -2
-    assert sample["images"][0, 2 - y0, 3 - x0] == -1.0
+    assert sample["boxes"][-1].tolist() == [[3 - x0, 2 - y0, 4 - x0, 3 - y0]]
+    last = sample["images"][-1]
+    assert (last == -2.0).sum() == 8 * 10 - 1                   # slice -2 and padding = image minimum -2
+    assert last[0, 2 - y0, 3 - x0] == -1.0
 
 
 def test_crop_rule_falls_back_to_one_instance_and_clips_the_others():
@@ -113,9 +114,9 @@ def test_flip_augmentation_moves_boxes_with_the_image():
     flipped = 0
     for seed in range(12):
         sample = sampler.sample("s", np.random.default_rng(seed))
-        box = sample["boxes"][0].tolist()
+        box = sample["boxes"][-1][0].tolist()
         flipped += box[0] == 12 - 4
-        image = sample["images"][0]
+        image = sample["images"][-1][0]
         foreground = np.abs(image - np.median(image)) > 1e-6
         assert _foreground_box_xyxy(foreground) == box
     assert 0 < flipped < 12
@@ -126,27 +127,25 @@ def test_batch_maker_pads_instances_and_is_seeded():
     empty = np.zeros((4, 6, 9), dtype=np.int16)
     cases = {"a": SimpleNamespace(image=full.astype(np.float32), seg=full),
              "b": SimpleNamespace(image=empty.astype(np.float32), seg=empty)}
-    maker = SliceBatchMaker(SlicePairSampler(cases.__getitem__, (6, 9), 1, positive_fraction=1.0))
+    maker = SliceBatchMaker(SliceChainSampler(cases.__getitem__, (6, 9), 1, positive_fraction=1.0))
     batch = maker(["a", "b"], np.random.default_rng(3))
-    assert batch["images"].shape == (2, 3, 6, 9) and batch["images"].dtype == np.float32
-    assert batch["images_prev"].shape == (2, 3, 6, 9)
-    most = max(1, int((batch["ids"][0] >= 0).sum()))
-    assert batch["ids"].shape == (2, most) and batch["boxes"].shape == (2, most, 4)
-    assert batch["ids"][1].tolist() == [-1] * most and not batch["boxes"][1].any()
-    assert batch["ids_prev"].shape[0] == 2 and batch["boxes_prev"].shape[:2] == batch["ids_prev"].shape
+    assert batch["images"].shape == (2, 2, 3, 6, 9) and batch["images"].dtype == np.float32
+    most = max(1, int((batch["ids"][0] >= 0).sum(axis=1).max()))
+    assert batch["ids"].shape == (2, 2, most) and batch["boxes"].shape == (2, 2, most, 4)
+    assert (batch["ids"][1] == -1).all() and not batch["boxes"][1].any()
     assert batch["scan_ids"] == ["a", "b"] and batch["z"].dtype == np.int64
     again = maker(["a", "b"], np.random.default_rng(3))
-    assert all(np.array_equal(batch[k], again[k]) for k in ("images", "ids", "boxes", "ids_prev", "boxes_prev", "z"))
+    assert all(np.array_equal(batch[k], again[k]) for k in ("images", "ids", "boxes", "z"))
 
 
 def test_batch_maker_works_in_seeded_batch_loader():
     from lesionnet.training.batch_stream import SeededBatchLoader
     seg = _seg_two_nodes()
     case = SimpleNamespace(image=seg.astype(np.float32), seg=seg)
-    maker = SliceBatchMaker(SlicePairSampler(lambda scan_id: case, (4, 8), 1))
+    maker = SliceBatchMaker(SliceChainSampler(lambda scan_id: case, (4, 8), 1))
     loader = SeededBatchLoader(["a", "b", "c"], maker, batch_size=2, seed=5)
     first, again = loader.build_batch(4), loader.build_batch(4)
-    assert first["images"].shape == (2, 3, 4, 8)
+    assert first["images"].shape == (2, 2, 3, 4, 8)
     assert np.array_equal(first["images"], again["images"]) and np.array_equal(first["boxes"], again["boxes"])
 
 
@@ -154,3 +153,20 @@ def test_single_slice_scan_is_refused():
     seg = np.zeros((1, 4, 4), dtype=np.int16)
     with pytest.raises(ValueError, match="at least 2"):
         _sampler_on(seg, (4, 4)).sample("s", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="at least 3"):
+        _sampler_on(np.zeros((2, 4, 4), dtype=np.int16), (4, 4), chain_length=3).sample("s", np.random.default_rng(0))
+
+
+def test_chains_of_three_slices_share_one_crop():
+    seg = np.zeros((6, 20, 20), dtype=np.int16)
+    seg[1:5, 4:8, 5:9] = 1
+    seg[3:5, 12:15, 12:16] = 2
+    sampler = _sampler_on(seg, (16, 16), slices_per_side=0, chain_length=3, positive_fraction=1.0)
+    for seed in range(6):
+        sample = sampler.sample("s", np.random.default_rng(seed))
+        z = sample["z"]
+        assert 2 <= z <= 4 and sample["images"].shape == (3, 1, 16, 16)
+        for step, zz in enumerate(range(z - 2, z + 1)):
+            assert sample["ids"][step].tolist() == slice_boxes(seg, zz)[0].tolist()
+            for label, box in zip(sample["ids"][step], sample["boxes"][step]):
+                assert _foreground_box_xyxy(sample["images"][step][0] == label) == box.tolist()

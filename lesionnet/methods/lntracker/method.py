@@ -5,8 +5,9 @@
 * presets: ``small`` (a CPU-sized network for the demo) and ``tiny`` (tests), overrides of the plan;
 * build: :func:`~lesionnet.methods.lntracker.network.build_lntracker` +
   :class:`~lesionnet.methods.lntracker.criterion.LNTrackerLoss`;
-* batches: adjacent-slice pairs of the fold's training scans
-  (:class:`~lesionnet.methods.lntracker.slices.SlicePairSampler`);
+* batches: chains of 3 adjacent slices of the fold's training scans
+  (:class:`~lesionnet.methods.lntracker.slices.SliceChainSampler`), so that track queries are trained
+  over two steps, as they run at inference;
 * validation: Algorithm 1 on whole validation scans, scored with the detection metrics against the
   preprocessed instance masks (AS, sens@k, AP@0.1); ``checkpoint_best`` has the highest AS.
 """
@@ -22,7 +23,7 @@ from lesionnet.methods.lntracker.criterion import LNTrackerLoss
 from lesionnet.methods.lntracker.inference import track_volume
 from lesionnet.methods.lntracker.network import LNTrackerConfig, build_lntracker
 from lesionnet.methods.lntracker.predictor import LNTrackerScanDetector
-from lesionnet.methods.lntracker.slices import SliceBatchMaker, SlicePairSampler
+from lesionnet.methods.lntracker.slices import SliceBatchMaker, SliceChainSampler
 from lesionnet.methods.lntracker.tracklets import tracklets_to_record
 from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
 from lesionnet.training.built_model import BuiltModel
@@ -35,7 +36,9 @@ PRESETS = {
     "tiny": {"hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 20, "ffn_dim": 64,
              "backbone_widths": [8, 16, 32], "patch_size_yx": [64, 64], "batch_size": 2},
 }
-INPUT_KEYS = ("images_prev", "images", "boxes_prev", "ids_prev")
+INPUT_KEYS = ("images", "boxes", "ids")
+#: slices per training chain: tracks are trained over two steps, as they run at inference
+CHAIN_LENGTH = 3
 
 
 def network_config(section: dict) -> LNTrackerConfig:
@@ -81,15 +84,16 @@ class LNTrackerMethod(Method):
     # ------------------------------------------------------------------------------- training
     def build(self, section: dict) -> BuiltModel:
         network = build_lntracker(network_config(section))
-        return BuiltModel(network, LNTrackerLoss(), lambda outputs: outputs["current"]["boxes"], INPUT_KEYS)
+        return BuiltModel(network, LNTrackerLoss(), lambda outputs: outputs["passes"][-1]["out"]["boxes"], INPUT_KEYS)
 
     def training_defaults(self, section: dict) -> dict:
         return {"batch_size": int(section.get("batch_size", 2)), "optimizer": "adamw", "learning_rate": 2e-4,
                 "weight_decay": 1e-4, "grad_clip_norm": 0.1, "augmentation": {"enabled": True}}
 
     def batches(self, data, item_ids, section: dict, config, first_batch: int):
-        sampler = SlicePairSampler(data.cached_case, section["patch_size_yx"], section["slices_per_side"],
-                                   augment=bool(config.augmentation.get("enabled", True)))
+        sampler = SliceChainSampler(data.cached_case, section["patch_size_yx"], section["slices_per_side"],
+                                    int(section.get("training_chain_length", CHAIN_LENGTH)),
+                                    augment=bool(config.augmentation.get("enabled", True)))
         loader = SeededBatchLoader(list(item_ids), SliceBatchMaker(sampler), config.batch_size, config.seed,
                                    first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)
@@ -119,4 +123,4 @@ class LNTrackerMethod(Method):
 
 LNTRACKER = LNTrackerMethod()
 
-__all__ = ["PRESETS", "INPUT_KEYS", "network_config", "LNTrackerMethod", "LNTRACKER"]
+__all__ = ["PRESETS", "INPUT_KEYS", "CHAIN_LENGTH", "network_config", "LNTrackerMethod", "LNTRACKER"]

@@ -9,13 +9,13 @@ Pipeline of one slice (``detect``)::
            track queries see everything), cross-attention to the encoder tokens
         ── heads: score logit, box (sigmoid [cx, cy, w, h] of the patch), embedding for the similarity φ
 
-Training (``forward``) runs slice z-1 with detection queries only, assigns the boxes of slice z-1 to its
-queries (Hungarian, :mod:`~lesionnet.methods.lntracker.matcher`), turns the matched queries' output
-embeddings into track queries that keep their instance identity (dropping some and adding unmatched
-queries as false positives, as augmentation), and runs slice z with them. The criterion
-(:mod:`~lesionnet.methods.lntracker.criterion`) scores both passes. Shapes: images ``(B, S, H, W)``
-(``S = 2k+1`` slices, ``H, W`` multiples of the stride), boxes of the batch ``[x1, y1, x2, y2]`` pixels
-of the patch, half open (:mod:`~lesionnet.methods.lntracker.boxes`).
+Training (``forward``) runs a chain of L adjacent slices bottom up: the first with detection queries
+only; the boxes of each slice are assigned to its queries (Hungarian, :mod:`~lesionnet.methods.lntracker.matcher`),
+and the matched queries' outputs become track queries of the next slice that keep their instance
+identity (tracks whose node continues, plus the newly matched detections; some dropped and unmatched
+queries added as false positives, as augmentation). The criterion (:mod:`~lesionnet.methods.lntracker.criterion`)
+scores every pass. Shapes: one slice's input ``(B, S, H, W)`` (``S = 2k+1`` slices, ``H, W`` multiples
+of the stride), boxes ``[x1, y1, x2, y2]`` pixels of the patch, half open (:mod:`~lesionnet.methods.lntracker.boxes`).
 """
 from __future__ import annotations
 
@@ -231,51 +231,89 @@ class LNTracker(nn.Module):
         return a @ b.transpose(1, 2) / math.sqrt(a.shape[-1])
 
     # ------------------------------------------------------------------ training: a pair of slices
-    def forward(self, images_prev: torch.Tensor, images: torch.Tensor, boxes_prev: torch.Tensor,
-                ids_prev: torch.Tensor) -> dict:
-        """Slices z-1 and z of each sample; ``boxes_prev (B, M, 4)`` xyxy pixels and ``ids_prev (B, M)``
-        (instance ids, -1 padding) of slice z-1. Returns ``prev`` (the slice z-1 pass), ``prev_match``
-        (per sample ``(query_index, box_index)``), ``current`` (the slice z pass), ``track_ids (B, T)``
-        (instance id of each track query, ``FALSE_POSITIVE`` or ``PADDING``) and ``similarity (B, T, T)``."""
+    def _next_tracks(self, out: dict, ids: torch.Tensor, boxes: torch.Tensor, patch,
+                     tracks: tuple | None) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """The track queries after one pass: ``(queries (B, T, C + 2), track_ids (B, T), match)``.
+
+        A track query of the pass whose instance is on its slice continues (its output row); the slice's
+        other instances are born from the detection queries Hungarian-matched to them (``match``: per
+        sample ``(query row, box index)``, rows counted from the first detection query). In training, each
+        query is dropped with ``track_drop_probability`` and the best-scoring unmatched detection queries
+        are added as false positives (``FALSE_POSITIVE``)."""
         cfg = self.config
-        patch = images.shape[2:]
-        prev = self.detect(images_prev)
+        t = out["num_track"]
         costs = MatchCosts(**cfg.match_costs)
-        matches, rows, ids = [], [], []
-        for i in range(images.shape[0]):
-            keep = ids_prev[i] >= 0
-            target = xyxy_to_cxcywh(boxes_prev[i][keep].float(), patch)
-            query, box = hungarian_match(prev["logits"][i], prev["boxes"][i], target, costs)
+        rows, identities, matches = [], [], []
+        for i in range(ids.shape[0]):
+            keep = ids[i] >= 0
+            present = ids[i][keep]
+            row = torch.zeros(0, dtype=torch.long, device=ids.device)
+            identity = torch.zeros(0, dtype=torch.long, device=ids.device)
+            if tracks is not None:
+                continuing = torch.nonzero((tracks[1][i][:, None] == present[None, :]).any(1)
+                                           & (tracks[1][i] >= 0)).flatten()
+                row, identity = continuing, tracks[1][i][continuing]
+            newborn = ~(present[:, None] == identity[None, :]).any(1) if len(identity) else \
+                torch.ones(len(present), dtype=torch.bool, device=ids.device)
+            target = xyxy_to_cxcywh(boxes[i][keep][newborn].float(), patch)
+            query, box = hungarian_match(out["logits"][i, t:], out["boxes"][i, t:], target, costs)
             matches.append((query, box))
-            instance = ids_prev[i][keep][torch.as_tensor(box, dtype=torch.long)]
-            query = torch.as_tensor(query, dtype=torch.long)
-            if self.training and len(query):
-                kept = torch.rand(len(query)) >= cfg.track_drop_probability
-                query, instance = query[kept], instance[kept]
+            query = torch.as_tensor(query, dtype=torch.long, device=ids.device)
+            row = torch.cat((row, query + t))
+            identity = torch.cat((identity, present[newborn][torch.as_tensor(box, dtype=torch.long)]))
+            if self.training and len(row):
+                kept = torch.rand(len(row)) >= cfg.track_drop_probability
+                row, identity = row[kept.to(row.device)], identity[kept.to(row.device)]
             if self.training and cfg.false_track_queries:
-                free = torch.ones(prev["logits"].shape[1], dtype=torch.bool)
-                free[torch.as_tensor(matches[-1][0], dtype=torch.long)] = False
-                candidates = torch.nonzero(free).squeeze(1)
-                ranked = candidates[prev["logits"][i].detach()[candidates].argsort(descending=True)]
-                extra = ranked[:cfg.false_track_queries]
-                query = torch.cat((query, extra))
-                instance = torch.cat((instance, torch.full((len(extra),), FALSE_POSITIVE, dtype=instance.dtype,
-                                                           device=instance.device)))
-            rows.append(query)
-            ids.append(instance.to(torch.long))
-        t = max(1, max(len(r) for r in rows))
-        b, c = images.shape[0], cfg.hidden_dim
-        track = prev["queries"].new_zeros(b, t, c + 2)
-        track[..., -2:] = 0.5                                     # padding: a reference at the patch center
-        track_ids = torch.full((b, t), PADDING, dtype=torch.long, device=images.device)
-        for i, (query, instance) in enumerate(zip(rows, ids)):
-            track[i, :len(query)] = prev["queries"][i, query.to(images.device)]
-            track_ids[i, :len(query)] = instance.to(images.device)
-        valid = track_ids != PADDING
-        current = self.detect(images, track, valid)
-        similarity = self.similarity_logits(track[..., :-2], current["embeddings"][:, :t])
-        return {"prev": prev, "prev_match": matches, "current": current, "track_ids": track_ids,
-                "similarity": similarity}
+                free = torch.ones(out["logits"].shape[1] - t, dtype=torch.bool, device=ids.device)
+                free[query] = False
+                candidates = torch.nonzero(free).flatten()
+                ranked = candidates[out["logits"][i, t:].detach()[candidates].argsort(descending=True)]
+                extra = ranked[:cfg.false_track_queries] + t
+                row = torch.cat((row, extra))
+                identity = torch.cat((identity, torch.full((len(extra),), FALSE_POSITIVE, dtype=torch.long,
+                                                           device=ids.device)))
+            rows.append(row)
+            identities.append(identity)
+        size = max(1, max(len(r) for r in rows))
+        queries = out["queries"].new_zeros(ids.shape[0], size, out["queries"].shape[-1])
+        queries[..., -2:] = 0.5                                   # padding: a reference at the patch center
+        track_ids = torch.full((ids.shape[0], size), PADDING, dtype=torch.long, device=ids.device)
+        for i, (row, identity) in enumerate(zip(rows, identities)):
+            queries[i, :len(row)] = out["queries"][i, row]
+            track_ids[i, :len(row)] = identity
+        return queries, track_ids, matches
+
+    # ------------------------------------------------------------------ training: a chain of slices
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor, ids: torch.Tensor) -> dict:
+        """Slices ``z - L + 1 .. z`` of each sample, bottom first: ``images (B, L, S, H, W)``, their boxes
+        ``(B, L, M, 4)`` (xyxy pixels of the patch) and instance ids ``(B, L, M)`` (-1 padding).
+
+        The first slice runs with detection queries only; each later one with the track queries of the
+        slice before (:meth:`_next_tracks`), so tracks are trained over ``L - 1`` steps as they run at
+        inference. Returns ``passes``: per slice ``{"out": detect(...) output, "track_ids": (B, T) instance
+        id of each track query (``FALSE_POSITIVE``, ``PADDING``), "similarity": (B, T, T) logits of
+        φ(input track queries) · φ(their outputs)}`` (the first pass without tracks) and ``match``: the first
+        slice's Hungarian assignment (per sample ``(query row, box index)``)."""
+        if images.ndim != 5:
+            raise ValueError(f"images must be (B, L, S, H, W), a chain of L >= 2 slices, got {tuple(images.shape)}")
+        patch = images.shape[-2:]
+        tracks, passes, first_match = None, [], None
+        for step in range(images.shape[1]):
+            if tracks is None:
+                out = self.detect(images[:, step])
+                passes.append({"out": out})
+            else:
+                valid = tracks[1] != PADDING
+                out = self.detect(images[:, step], tracks[0], valid)
+                similarity = self.similarity_logits(tracks[0][..., :-2], out["embeddings"][:, :out["num_track"]])
+                passes.append({"out": out, "track_ids": tracks[1], "similarity": similarity})
+            if step < images.shape[1] - 1:
+                queries, track_ids, match = self._next_tracks(out, ids[:, step], boxes[:, step], patch,
+                                                              None if tracks is None else tracks)
+                first_match = match if first_match is None else first_match
+                tracks = (queries, track_ids)
+        return {"passes": passes, "match": first_match}
 
 
 def build_lntracker(section_or_config=None) -> LNTracker:

@@ -1,21 +1,22 @@
-"""LN-Tracker training samples: pairs of adjacent axial slices ``(z - 1, z)`` with their 2D instance boxes.
+"""LN-Tracker training samples: chains of ``L`` adjacent axial slices ``z - L + 1 .. z`` (``L = 2``: a pair)
+with their 2D instance boxes.
 
 One sample of a preprocessed detection case (``image`` and ``seg``, both ``[z, y, x]``):
 
-* ``images_prev`` / ``images`` ``(S, H, W)`` float32: the 2.5D inputs of slices ``z - 1`` and ``z``,
+* ``images`` ``(L, S, H, W)`` float32: the 2.5D inputs of the chain's slices, bottom first, each
   ``S = 2 k + 1`` slices ``z - k .. z + k`` as channels (the volume's first / last slice repeated beyond
-  it, :func:`stack_context`), cropped in plane to ``patch_size_yx = (H, W)`` — the same crop for both;
-* ``ids_prev`` / ``ids`` ``(M,)`` int64 and ``boxes_prev`` / ``boxes`` ``(M, 4)`` float64: the instance
-  labels present in each slice and their boxes ``[x1, y1, x2, y2]`` in pixels of the crop, half open
-  (a one-pixel box has size 1), in increasing label order. The same label in both slices is the same
-  lymph node: that identity is what the track queries are trained on.
+  it, :func:`stack_context`), cropped in plane to ``patch_size_yx = (H, W)`` — the same crop for all;
+* ``ids`` / ``boxes``: per slice, ``(M,)`` int64 and ``(M, 4)`` float64, the instance labels present and
+  their boxes ``[x1, y1, x2, y2]`` in pixels of the crop, half open (a one-pixel box has size 1), in
+  increasing label order. The same label on several slices is the same lymph node: that identity is
+  what the track queries are trained on.
 
 Crop rule (:func:`choose_crop_start_yx`): a uniformly random in-plane window that keeps inside, when it
-fits, every instance of slices ``z - 1`` and ``z``, else every instance of slice ``z``, else one random
-instance of slice ``z`` (of ``z - 1`` when ``z`` has none). Where the window leaves the slice (a slice
-smaller than the patch), it is padded with the **minimum of the image slices read** (air / outside the
-body in normalised CT; 0 would be mid-range soft tissue after z-scoring). Boxes are clipped to the crop
-and dropped, with their labels, when they become empty.
+fits, every instance of the chain, else every instance of its last slice ``z``, else one random
+instance of slice ``z`` (of an earlier slice when ``z`` has none). Where the window leaves the slice (a
+slice smaller than the patch), it is padded with the **minimum of the image slices read** (air / outside
+the body in normalised CT; 0 would be mid-range soft tissue after z-scoring). Boxes are clipped to the
+crop and dropped, with their labels, when they become empty.
 
 :class:`SliceBatchMaker` is the ``make_batch(scan_ids, rng)`` of
 :class:`lesionnet.training.batch_stream.SeededBatchLoader` (items = scan ids).
@@ -124,78 +125,78 @@ def flip_boxes_left_right(boxes_xyxy, width: int) -> np.ndarray:
     return boxes
 
 
-class SlicePairSampler:
-    """Training samples of adjacent-slice pairs (see the module docstring).
+class SliceChainSampler:
+    """Training samples of chains of adjacent slices (see the module docstring).
 
     Args:
         load_case: ``scan_id -> case`` with ``.image`` and ``.seg`` ``[z, y, x]`` (numpy or blosc2), e.g.
             :meth:`lesionnet.preprocessing.loading.PreprocessedDataset.cached_case`.
         patch_size_yx: in-plane crop ``(H, W)``, pixels.
         slices_per_side: ``k``, the 2.5D context (``2k + 1`` input channels).
-        positive_fraction: probability that slice ``z`` is drawn among the slices holding an instance (when
-            the scan has any at ``z >= 1``); otherwise ``z`` is uniform over ``1 .. Z - 1``.
-        augment: a random left-right flip (p = 0.5) of both slices and their boxes, and an intensity scale
-            (uniform 0.9 .. 1.1) and shift (uniform -0.1 .. 0.1, normalised units) shared by both slices.
+        chain_length: ``L``, adjacent slices ``z - L + 1 .. z`` per sample (2: a pair).
+        positive_fraction: probability that the last slice ``z`` is drawn among the slices holding an
+            instance (when the scan has any at ``z >= L - 1``); otherwise uniform over ``L - 1 .. Z - 1``.
+        augment: a random left-right flip (p = 0.5) of the slices and their boxes, and an intensity scale
+            (uniform 0.9 .. 1.1) and shift (uniform -0.1 .. 0.1, normalised units) shared by the chain.
     """
 
-    def __init__(self, load_case: Callable, patch_size_yx, slices_per_side: int, positive_fraction: float = 0.67,
-                 augment: bool = False):
+    def __init__(self, load_case: Callable, patch_size_yx, slices_per_side: int, chain_length: int = 2,
+                 positive_fraction: float = 0.67, augment: bool = False):
+        if int(chain_length) < 2:
+            raise ValueError(f"chain_length must be at least 2 (a pair of slices), got {chain_length}")
         self.load_case = load_case
         self.patch_size_yx = tuple(int(v) for v in patch_size_yx)
         self.slices_per_side = int(slices_per_side)
+        self.chain_length = int(chain_length)
         self.positive_fraction = float(positive_fraction)
         self.augment = bool(augment)
         self._positive_slices: dict = {}
 
     def positive_slices(self, scan_id: str, seg_zyx) -> np.ndarray:
-        """Indices ``z >= 1`` of the slices of ``seg_zyx`` holding an instance (cached per scan)."""
+        """Indices ``z >= L - 1`` of the slices of ``seg_zyx`` holding an instance (cached per scan)."""
         if scan_id not in self._positive_slices:
             seg = np.asarray(seg_zyx)
             present = np.flatnonzero(seg.reshape(seg.shape[0], -1).any(axis=1))
-            self._positive_slices[scan_id] = present[present >= 1]
+            self._positive_slices[scan_id] = present[present >= self.chain_length - 1]
         return self._positive_slices[scan_id]
 
     def choose_slice(self, scan_id: str, seg_zyx, rng: np.random.Generator) -> int:
-        """The slice ``z`` (``1 .. Z - 1``) of the pair ``(z - 1, z)``."""
+        """The last slice ``z`` (``L - 1 .. Z - 1``) of the chain ``z - L + 1 .. z``."""
         num_slices = int(seg_zyx.shape[0])
-        if num_slices < 2:
-            raise ValueError(f"scan '{scan_id}' has {num_slices} slice(s): LN-Tracker trains on pairs of adjacent "
-                             "slices and needs at least 2")
+        if num_slices < self.chain_length:
+            raise ValueError(f"scan '{scan_id}' has {num_slices} slice(s): LN-Tracker trains on chains of "
+                             f"{self.chain_length} adjacent slices and needs at least {self.chain_length}")
         if rng.random() < self.positive_fraction:
             positives = self.positive_slices(scan_id, seg_zyx)
             if len(positives):
                 return int(positives[rng.integers(len(positives))])
-        return int(rng.integers(1, num_slices))
+        return int(rng.integers(self.chain_length - 1, num_slices))
 
     def sample(self, scan_id: str, rng: np.random.Generator) -> dict:
-        """One pair of scan ``scan_id``: the dict described in the module docstring, plus ``scan_id``, ``z``
-        and ``crop_start_yx`` (the crop's start in slice pixels)."""
+        """One chain of scan ``scan_id``: ``images (L, S, H, W)`` float32, ``ids`` / ``boxes`` (lists of ``L``
+        arrays, bottom slice first; crop pixels, half open), ``scan_id``, ``z`` (the last slice) and
+        ``crop_start_yx`` (the crop's start in slice pixels)."""
         case = self.load_case(scan_id)
         image, seg = case.image, case.seg
         if seg is None:
             raise ValueError(f"scan '{scan_id}' has no instance mask: LN-Tracker trains on detection datasets")
         z = self.choose_slice(scan_id, seg, rng)
-        ids_prev, boxes_prev = slice_boxes(seg, z - 1)
-        ids, boxes = slice_boxes(seg, z)
-        start_yx = choose_crop_start_yx(image.shape[1:], self.patch_size_yx, boxes_prev, boxes, rng)
-        stack_prev = stack_context(image, z - 1, self.slices_per_side)
-        stack = stack_context(image, z, self.slices_per_side)
-        pad_value = float(min(stack_prev.min(), stack.min()))
-        size = (stack.shape[0], *self.patch_size_yx)
-        images_prev = crop_zyx(stack_prev, (0, *start_yx), size, pad_value)
-        images = crop_zyx(stack, (0, *start_yx), size, pad_value)
-        ids_prev, boxes_prev = crop_boxes(ids_prev, boxes_prev, start_yx, self.patch_size_yx)
-        ids, boxes = crop_boxes(ids, boxes, start_yx, self.patch_size_yx)
+        slices = list(range(z - self.chain_length + 1, z + 1))
+        found = [slice_boxes(seg, zz) for zz in slices]
+        earlier = np.concatenate([boxes for _, boxes in found[:-1]]).reshape(-1, 4)
+        start_yx = choose_crop_start_yx(image.shape[1:], self.patch_size_yx, earlier, found[-1][1], rng)
+        stacks = [stack_context(image, zz, self.slices_per_side) for zz in slices]
+        pad_value = float(min(stack.min() for stack in stacks))
+        size = (stacks[0].shape[0], *self.patch_size_yx)
+        images = np.stack([crop_zyx(stack, (0, *start_yx), size, pad_value) for stack in stacks])
+        cropped = [crop_boxes(ids, boxes, start_yx, self.patch_size_yx) for ids, boxes in found]
+        ids_list, boxes_list = [c[0] for c in cropped], [c[1] for c in cropped]
         if self.augment:
-            width = self.patch_size_yx[1]
             if rng.random() < 0.5:
-                images_prev, images = images_prev[..., ::-1], images[..., ::-1]
-                boxes_prev, boxes = flip_boxes_left_right(boxes_prev, width), flip_boxes_left_right(boxes, width)
-            scale, shift = rng.uniform(0.9, 1.1), rng.uniform(-0.1, 0.1)
-            images_prev, images = images_prev * scale + shift, images * scale + shift
-        return {"images_prev": np.ascontiguousarray(images_prev, dtype=np.float32),
-                "images": np.ascontiguousarray(images, dtype=np.float32),
-                "ids_prev": ids_prev, "boxes_prev": boxes_prev, "ids": ids, "boxes": boxes,
+                images = images[..., ::-1]
+                boxes_list = [flip_boxes_left_right(boxes, self.patch_size_yx[1]) for boxes in boxes_list]
+            images = images * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+        return {"images": np.ascontiguousarray(images, dtype=np.float32), "ids": ids_list, "boxes": boxes_list,
                 "scan_id": scan_id, "z": z, "crop_start_yx": start_yx}
 
 
@@ -213,24 +214,23 @@ def pad_instances(ids_list, boxes_list) -> tuple[np.ndarray, np.ndarray]:
 
 class SliceBatchMaker:
     """``make_batch(scan_ids, rng)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader`: one
-    slice pair per scan id, stacked: ``images_prev`` / ``images`` ``(B, S, H, W)`` float32,
-    ``ids_prev`` / ``ids`` ``(B, Mmax)`` int64 (-1 = padding), ``boxes_prev`` / ``boxes`` ``(B, Mmax, 4)``
-    float32 (crop pixels, half open; zeros where padded), ``z`` ``(B,)`` int64, ``scan_ids`` (list)."""
+    chain per scan id, stacked: ``images (B, L, S, H, W)`` float32, ``ids (B, L, Mmax)`` int64 (-1 =
+    padding), ``boxes (B, L, Mmax, 4)`` float32 (crop pixels, half open; zeros where padded), ``z (B,)``
+    int64 (the chains' last slices), ``scan_ids`` (list)."""
 
-    def __init__(self, sampler: SlicePairSampler):
+    def __init__(self, sampler: SliceChainSampler):
         self.sampler = sampler
 
     def __call__(self, scan_ids: list, rng: np.random.Generator) -> dict:
         samples = [self.sampler.sample(scan_id, rng) for scan_id in scan_ids]
-        batch = {"images_prev": np.stack([s["images_prev"] for s in samples]),
-                 "images": np.stack([s["images"] for s in samples])}
-        batch["ids_prev"], batch["boxes_prev"] = pad_instances([s["ids_prev"] for s in samples],
-                                                               [s["boxes_prev"] for s in samples])
-        batch["ids"], batch["boxes"] = pad_instances([s["ids"] for s in samples], [s["boxes"] for s in samples])
-        batch["z"] = np.array([s["z"] for s in samples], dtype=np.int64)
-        batch["scan_ids"] = [s["scan_id"] for s in samples]
-        return batch
+        length = len(samples[0]["ids"])
+        ids, boxes = pad_instances([i for s in samples for i in s["ids"]], [b for s in samples for b in s["boxes"]])
+        return {"images": np.stack([s["images"] for s in samples]),
+                "ids": ids.reshape(len(samples), length, -1),
+                "boxes": boxes.reshape(len(samples), length, -1, 4),
+                "z": np.array([s["z"] for s in samples], dtype=np.int64),
+                "scan_ids": [s["scan_id"] for s in samples]}
 
 
 __all__ = ["slice_boxes", "context_indices", "stack_context", "choose_crop_start_yx", "crop_boxes",
-           "flip_boxes_left_right", "SlicePairSampler", "pad_instances", "SliceBatchMaker"]
+           "flip_boxes_left_right", "SliceChainSampler", "pad_instances", "SliceBatchMaker"]
