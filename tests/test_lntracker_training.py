@@ -139,3 +139,23 @@ def test_predict_writes_what_evaluate_detection_reads(env_502, preprocessed_502,
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}, "nothing was predicted again"
     assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--chain"]) == 1
     assert "tracking options" in capsys.readouterr().err
+
+
+def test_demo_detection_part(lesionnet_dirs, monkeypatch, capsys):
+    """lesionnet_demo --task detection on a tiny Dataset502: train a tiny LN-Tracker, compare it with its
+    untrained network and the merging baseline on the test scans."""
+    from lesionnet.cli import demo
+
+    generate_lymph_node_dataset(lesionnet_dirs["raw"] / DATASET,
+                                LymphNodeConfig(num_patients=6, shape_zyx=(10, 48, 48)), seed=0, progress=False)
+    monkeypatch.setattr(LNTRACKER, "demo_training", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
+                                                     "batch_size": 2, "max_val_pairs": 1, "seed": 0})
+    assert demo.main(["--task", "detection", "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    for row in ("lntracker_untrained", "lntracker", "lntracker_merging"):
+        assert f"| {row} |" in out
+    assert "lntracker vs lntracker_merging at ≤ 4 FP/scan" in out and "McNemar" in out
+    assert "lntracker on the fold-0 validation scans, untrained -> trained: AS" in out
+    results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
+    assert list(results["rows"]) == ["lntracker_untrained", "lntracker", "lntracker_merging"]
+    assert results["n_lesions"] > 0 and results["training"]["lntracker"]["seconds"] > 0

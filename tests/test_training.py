@@ -393,7 +393,7 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
                               TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)), seed=0, progress=False)
     monkeypatch.setattr(TLT, "demo_training", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2, "seed": 0})
-    assert demo.main(["--no_progress"]) == 0
+    assert demo.main(["--task", "tracking", "--no_progress"]) == 0
     out = capsys.readouterr().out
     rows = ["identity", "affine", "deformable", "matcher", "tlt_untrained", "tlt"]
     for row in rows:
@@ -409,7 +409,7 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
     assert results["training"]["tlt"]["seconds"] > 0
     assert set(results["training"]["tlt"]["validation"]) == {"untrained", "trained"}
     # a second run reuses the model and still reports its training time and validation
-    assert demo.main(["--no_progress"]) == 0
+    assert demo.main(["--task", "tracking", "--no_progress"]) == 0
     again = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
     assert again["training"]["tlt"]["seconds"] > 0
     assert again["training"]["tlt"]["validation"] == results["training"]["tlt"]["validation"]

@@ -1,6 +1,7 @@
-"""``lesionnet_demo``: the main job end to end on the built-in synthetic tracking dataset.
+"""``lesionnet_demo``: the main job end to end on the built-in synthetic datasets: tracking (Dataset501),
+then detection (Dataset502, :mod:`lesionnet.cli.demo_detection`); ``--task`` runs one of them.
 
-Steps, each an importable lesionnet function, each skipped when its output already exists:
+Tracking steps, each an importable lesionnet function, each skipped when its output already exists:
 
 1. generate Dataset501_SynthLesionTracking (``lesionnet_make_synthetic -d 501``);
 2. check it (``lesionnet_verify_dataset -d 501``);
@@ -27,10 +28,12 @@ import os
 import sys
 
 from lesionnet import paths
+from lesionnet.cli.demo_detection import run_detection_demo
 from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.datasets.verify import verify_dataset_report
+from lesionnet.evaluation.detection_comparison import comparison_markdown
 from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
 from lesionnet.inference.predict_tracking import LearnedModelOptions
 from lesionnet.methods import methods_with
@@ -67,18 +70,18 @@ def demo_entries(methods: list, dataset_name: str) -> tuple[list, list]:
 
 
 def _train(method, dataset_folder, progress: bool) -> dict:
-    """Train ``method`` on fold 0 with its demo settings (or reuse the finished run); returns
-    ``{"settings", "seconds", "validation": {"untrained", "trained"}}``."""
+    """Train ``method`` on fold 0 of ``dataset_folder`` with its demo settings (or reuse the finished run);
+    returns ``{"settings", "seconds", "validation": {"untrained", "trained"}}``."""
     settings = dict(method.demo_training)
     preset = settings.pop("preset", "plan")
     folder = training_output_folder(dataset_folder.name, method.name, 0)
     info: dict = {"settings": dict(method.demo_training), "seconds": None, "validation": None}
     if (folder / FINAL).is_file():
-        logger.info("Step 4/5: using the trained %s in %s", method.name, folder)
+        logger.info("Training: using the trained %s in %s", method.name, folder)
     else:
-        logger.info("Step 4/5: training a %s %s on fold 0 (%s)", preset, method.name, settings)
-        info["seconds"] = train_model(DEMO_DATASET_ID, method, 0, preset=preset, resume=True, progress=progress,
-                                      **settings).seconds
+        logger.info("Training a %s %s on fold 0 of %s (%s)", preset, method.name, dataset_folder.name, settings)
+        info["seconds"] = train_model(dataset_folder.name, method, 0, preset=preset, resume=True,
+                                      progress=progress, **settings).seconds
     if (folder / SUMMARY_FILE).is_file():
         summary = json.loads((folder / SUMMARY_FILE).read_text())
         # fold-0 validation before and after training: what the training itself adds
@@ -140,20 +143,28 @@ def training_lines(results: dict) -> list[str]:
             lines.append(f"{name} training ({preset} preset, fold 0): {info['seconds'] / 60:.1f} min wall time.")
         validation = info.get("validation") or {}
         if validation.get("untrained") and validation.get("trained"):
-            lines.append(f"{name} on the fold-0 validation pairs, untrained -> trained: {validation_line(validation)}")
+            items = "scans" if "val_AS" in validation["trained"] else "pairs"
+            lines.append(f"{name} on the fold-0 validation {items}, untrained -> trained: "
+                         f"{validation_line(validation)}")
     return lines
 
 
 def validation_line(validation: dict) -> str:
-    """``CPM@10mm a -> b %, MED c -> d mm`` from ``{"untrained": {...}, "trained": {...}}`` metrics."""
+    """``CPM@10mm a -> b %, MED c -> d mm`` (tracking) or ``AS a -> b %, AP@0.1 c -> d %`` (detection) from
+    ``{"untrained": {...}, "trained": {...}}`` metrics."""
     u, t = validation["untrained"], validation["trained"]
+    if "val_AS" in t:
+        return (f"AS {u.get('val_AS', 0.0):.1f} -> {t['val_AS']:.1f} %, "
+                f"AP@0.1 {u.get('val_AP@0.1', 0.0):.1f} -> {t['val_AP@0.1']:.1f} %")
     return (f"CPM@10mm {u['val_cpm_10mm']:.1f} -> {t['val_cpm_10mm']:.1f} %, "
             f"MED {u['val_med_mm']:.2f} -> {t['val_med_mm']:.2f} mm")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lesionnet_demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic datasets (default 0)")
+    parser.add_argument("--task", choices=("both", "tracking", "detection"), default="both",
+                        help="run the tracking part (Dataset501), the detection part (Dataset502) or both (default)")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -162,13 +173,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    results = run_demo(seed=args.seed, progress=not args.no_progress)
-    print()
-    print(markdown_table(results))
-    lines = comparison_lines(results) + training_lines(results)
-    if lines:
+    if args.task in ("both", "tracking"):
+        results = run_demo(seed=args.seed, progress=not args.no_progress)
         print()
-        print("\n".join(lines))
+        print(markdown_table(results))
+        lines = comparison_lines(results) + training_lines(results)
+        if lines:
+            print()
+            print("\n".join(lines))
+    if args.task in ("both", "detection"):
+        detection = run_detection_demo(_train, seed=args.seed, progress=not args.no_progress)
+        if detection:
+            print()
+            print(comparison_markdown(detection))
+            lines = training_lines(detection)
+            if lines:
+                print()
+                print("\n".join(lines))
     return 0
 
 

@@ -17,6 +17,7 @@ predicted) or ``overwrite`` (``--overwrite``: its scan files and markups are rep
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +90,11 @@ def load_detection_input(input_folder) -> dict[str, Path]:
 
 
 def predict_detection(input_folder, output_folder, method, model_options: LearnedModelOptions | None = None,
-                      resume: bool = False, overwrite: bool = False, progress: bool = True) -> DetectionRun:
+                      resume: bool = False, overwrite: bool = False, progress: bool = True,
+                      predictor_options: dict | None = None) -> DetectionRun:
     """Detect with ``method`` (a trained detection method) on every scan of ``input_folder`` (see the module
-    docstring)."""
+    docstring); ``predictor_options`` go to the method's predictor (e.g. one of its ``demo_variants``).
+    Each record also holds ``seconds``, the wall time of its scan."""
     if method.task != "detection" or not method.predicts:
         raise ValueError(f"method '{method.name}' does not detect lesions in scans (a {method.task} method).")
     output_folder = check_detection_output(output_folder, resume, overwrite)
@@ -101,7 +104,7 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
     model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint)
     logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
     folds = load_trained_models(method, model, options.checkpoint, options.device)
-    detector = method.predictor(PredictorRequest(folds, options.device))
+    detector = method.predictor(PredictorRequest(folds, options.device, options=dict(predictor_options or {})))
     checkpoints = {f: file_sha256(model.folder / f"fold_{f}" / f"checkpoint_{options.checkpoint}.pth")
                    for f in model.folds}
     run_signature = {"method": method.name, "model": str(model.folder), "checkpoint": options.checkpoint,
@@ -122,13 +125,15 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
             except ValueError:
                 pass
             logger.info("predicting %s again: model, settings or input changed", out_path.name)
+        started = time.perf_counter()
         try:
             record = detector.predict_scan(path)
         except (RuntimeError, ValueError, OSError) as error:
             logger.error("%s: %s", path, error)
             run.failed[scan_id] = str(error)
             continue
-        record = {"scan_id": scan_id, **record, "signature": signature}
+        record = {"scan_id": scan_id, **record, "seconds": round(time.perf_counter() - started, 3),
+                  "signature": signature}
         write_json(out_path, record)
         write_box_markups(output_folder / MARKUPS_FOLDER / f"{scan_id}.mrk.json", record.get("boxes_world", []),
                           [f"{scan_id} {i + 1} ({s:.2f})" for i, s in enumerate(record["scores"])])

@@ -85,6 +85,7 @@ class PredictorRequest:
         registration: registration settings for methods that register on the fly (None: their default).
         plan: ``{"configuration", "data_configuration"}`` of the dataset's plans for an untrained method
             that declares ``uses_plan`` (None otherwise).
+        options: method-specific predictor settings (e.g. a detection method's ``demo_variants``).
     """
 
     models: list[LoadedFold] = field(default_factory=list)
@@ -94,6 +95,7 @@ class PredictorRequest:
     heatmap_folder: Path | None = None
     registration: RegistrationSettings | None = None
     plan: dict | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -25,7 +25,9 @@ A method that can be trained has ``trainable = True`` and:
   (batch size from the plan, the augmentation settings);
 * ``batches(data, item_ids, section, config, first_batch)``: its training batch stream;
 * ``validate(model, data, item_ids, section, device) -> dict``: validation metrics;
-* ``demo_training``: the training settings ``lesionnet_demo`` uses for it on a CPU.
+* ``demo_training``: the training settings ``lesionnet_demo`` uses for it on a CPU;
+* ``demo_variants``: ``{suffix: predictor options}``, further rows of the comparisons (demo, benchmarks)
+  made with the same trained model and other predictor settings (e.g. a paper's baseline).
 
 A method that can predict has ``predicts = True`` and ``predictor(request) -> CaseTracker`` (a
 :class:`lesionnet.inference.predict_tracking.PredictorRequest` in, a per-case tracker out), and
@@ -56,6 +58,7 @@ class Method:
     selection_metric: tuple | None = None
     memory_driven_keys: tuple = ()
     demo_training: dict | None = None
+    demo_variants: dict = {}
 
     def plan(self, context) -> dict | None:
         """Its section of the plan; the default plans nothing (the method runs on the raw scans)."""

@@ -1,0 +1,79 @@
+"""The detection part of ``lesionnet_demo``: the built-in synthetic lymph-node dataset end to end.
+
+Steps, each skipped when its output already exists:
+
+1. generate Dataset502_SynthLymphNodes (``lesionnet_make_synthetic -d 502``) and check it;
+2. fingerprint, plan and preprocess it (``lesionnet_plan_and_preprocess -d 502``);
+3. train every registered trainable detection method on fold 0 with its ``demo_training`` settings
+   (``lesionnet_train 502 METHOD 0 ...``; a finished run is reused);
+4. detect on the test scans with each method, its untrained network (``<name>_untrained``) and its
+   ``demo_variants`` (LN-Tracker: ``lntracker_merging``, the same detector with 2D-IoU merging instead of
+   track queries) through ``lesionnet_predict``, score them (``lesionnet_evaluate_detection``) side by
+   side, and compare each trained method with its untrained network and its variants (exact McNemar
+   test on the lesions found at ≤ 4 false positives per scan);
+5. write the comparison (JSON and Markdown) to ``$lesionnet_results/Dataset502_SynthLymphNodes/demo``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from lesionnet import paths
+from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
+from lesionnet.datasets.synthetic import LymphNodeConfig, generate_lymph_node_dataset
+from lesionnet.datasets.verify import verify_dataset_report
+from lesionnet.evaluation.detection_comparison import compare_detectors, comparison_markdown, detection_entries
+from lesionnet.methods import methods_with
+from lesionnet.utils.files import write_json, write_text
+
+logger = logging.getLogger("lesionnet_demo")
+DETECTION_DATASET_ID = 502
+
+
+def detection_demo_methods() -> list:
+    """The trainable detection methods that can predict and have ``demo_training`` settings."""
+    return [m for m in methods_with("detection", "predict") if m.trainable and m.demo_training]
+
+
+def run_detection_demo(train, seed: int = 0, progress: bool = True) -> dict:
+    """Run the detection demo (see the module docstring); ``train(method, dataset_folder, progress)`` is
+    the demo's training step. Returns :func:`compare_detectors`'s result with ``"training"``."""
+    from lesionnet.cli.plan_and_preprocess import run as plan_and_preprocess
+
+    methods = detection_demo_methods()
+    if not methods:
+        return {}
+    try:
+        dataset_folder = find_dataset_folder(DETECTION_DATASET_ID)
+        logger.info("Detection 1/4: using the existing %s", dataset_folder)
+    except DatasetNotFoundError:
+        logger.info("Detection 1/4: generating the synthetic lymph-node dataset (seed %d)", seed)
+        generate_lymph_node_dataset(None, LymphNodeConfig(), seed=seed, progress=progress,
+                                    num_processes=os.cpu_count() or 1)
+        dataset_folder = find_dataset_folder(DETECTION_DATASET_ID)
+    report = verify_dataset_report(dataset_folder, progress=progress)
+    if report.errors:
+        for problem in report.errors:
+            logger.error("%s", problem)
+        raise RuntimeError(f"{dataset_folder} has {len(report.errors)} problem(s); fix or regenerate it "
+                           "(lesionnet_make_synthetic -d 502 --overwrite).")
+    logger.info("Detection 2/4: fingerprint, plans and preprocessing")
+    plan_and_preprocess(DETECTION_DATASET_ID, progress=progress)
+    training = {m.name: train(m, dataset_folder, progress) for m in methods}
+    entries, comparisons = [], []
+    for method in methods:
+        rows = detection_entries(method, dataset_folder.name)
+        entries += rows
+        comparisons += [(method.name, label) for label, *_ in rows if label != method.name]
+    output_folder = paths.results_dir() / dataset_folder.name / "demo"
+    logger.info("Detection 4/4: detecting on the test scans with %s", ", ".join(label for label, *_ in entries))
+    results = compare_detectors(dataset_folder, output_folder / "predictions", entries, comparisons,
+                                progress=progress)
+    results["training"] = training
+    write_json(output_folder / "comparison.json", results)
+    write_text(output_folder / "comparison.md", comparison_markdown(results) + "\n")
+    logger.info("Wrote %s", output_folder / "comparison.md")
+    return results
+
+
+__all__ = ["DETECTION_DATASET_ID", "detection_demo_methods", "run_detection_demo"]
