@@ -69,7 +69,7 @@ def demo_entries(methods: list, dataset_name: str) -> tuple[list, list]:
     return entries, comparisons
 
 
-def _train(method, dataset_folder, progress: bool) -> dict:
+def train_for_demo(method, dataset_folder, progress: bool) -> dict:
     """Train ``method`` on fold 0 of ``dataset_folder`` with its demo settings (or reuse the finished run);
     returns ``{"settings", "seconds", "validation": {"untrained", "trained"}}``."""
     settings = dict(method.demo_training)
@@ -120,7 +120,7 @@ def run_demo(seed: int = 0, progress: bool = True) -> dict:
     if trained:
         logger.info("Step 3/5: fingerprint, plans and preprocessing")
         plan_and_preprocess(DEMO_DATASET_ID, progress=progress)
-        training = {m.name: _train(m, dataset_folder, progress) for m in trained}
+        training = {m.name: train_for_demo(m, dataset_folder, progress) for m in trained}
     output_folder = paths.results_dir() / dataset_folder.name / "demo"
     entries, comparisons = demo_entries(methods, dataset_folder.name)
     logger.info("Step 5/5: tracking the test pairs with %s", ", ".join(label for label, _, _ in entries))
@@ -182,7 +182,7 @@ def _demo(args: argparse.Namespace) -> int:
             print()
             print("\n".join(lines))
     if args.task in ("both", "detection"):
-        detection = run_detection_demo(_train, seed=args.seed, progress=not args.no_progress)
+        detection = run_detection_demo(train_for_demo, seed=args.seed, progress=not args.no_progress)
         if detection:
             print()
             print(comparison_markdown(detection))

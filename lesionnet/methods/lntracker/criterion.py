@@ -12,7 +12,9 @@ For a batch of chains of adjacent slices and :meth:`LNTracker.forward`'s outputs
 * **proposals** (two-stage): on each slice, the encoder's per-token box proposals are Hungarian-matched
   to every box of the slice and scored the same way (the best proposals become the detection queries);
 * **similarity**: BCE of ``sigmoid(φ(Q_{z-1}) φ(Q_z)ᵀ)`` against the same-instance matrix of the track
-  queries (1 where a track query continues its own instance on the slice), averaged over the slices.
+  queries (1 where a track query continues its own instance on the slice), the positive and negative
+  pairs weighted equally (a matrix of T track queries has at most T positives among T² pairs: plain
+  BCE taught the head to answer "no" and closed most tracks), averaged over the slices.
 
 ``loss = λ_cls · focal + λ_L1 · L1 + λ_GIoU · (1 - GIoU) + λ_sim · BCE`` with λ = 1, 2, 2, 1 (the paper's
 λ_cls = 1, λ_box = 2). Returns the loss and its parts (detached floats for logging).
@@ -126,7 +128,13 @@ class LNTrackerLoss:
         pair_mask = valid[:, :, None] & valid[:, None, :]
         if not pair_mask.any():
             return current["similarity"].sum() * 0.0
-        return F.binary_cross_entropy_with_logits(current["similarity"][pair_mask], target[pair_mask])
+        logits, target = current["similarity"][pair_mask], target[pair_mask]
+        losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        positive = target > 0.5
+        if not positive.any() or positive.all():
+            return losses.mean()
+        # balanced: a continuing track is one pair among T² (the rest are other tracks, or ended ones)
+        return 0.5 * (losses[positive].mean() + losses[~positive].mean())
 
 
 __all__ = ["LossWeights", "sigmoid_focal_loss", "LNTrackerLoss"]

@@ -51,8 +51,8 @@ class VolumeSlices:
 def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds: dict,
                  device=None) -> list[Tracklet]:
     """Algorithm 1 on a volume with a trained :class:`LNTracker` (in eval mode); ``thresholds`` holds
-    ``tau_det``, ``tau_track`` and ``tau_sim`` (the plan's) and optionally ``associate_iou`` (default 0.5),
-    the 2D IoU above which a detection is a live tracklet's node found again."""
+    ``tau_det``, ``tau_track`` and ``tau_sim`` (the plan's) and ``associate_iou`` (default 0.1), the 2D IoU
+    above which a detection is a live tracklet's node found again."""
     device = device or next(network.parameters()).device
     volume = VolumeSlices(image_zyx, slices_per_side, network.config.stride, device)
 
@@ -71,7 +71,7 @@ def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
                                out["queries"][0, :t], out["queries"][0, t:])
 
     return track_scan(step, volume.num_slices, float(thresholds["tau_det"]), float(thresholds["tau_track"]),
-                      float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.5)))
+                      float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.1)))
 
 
 def non_maximum_suppression(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -106,12 +106,14 @@ def slice_detections(network: LNTracker, image_zyx, slices_per_side: int, min_sc
 
 
 def merge_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds: dict, device=None,
-                 iou_threshold: float = 0.5, max_gap: int = 1) -> list[tuple[np.ndarray, float]]:
+                 iou_threshold: float | None = None, max_gap: int | None = None) -> list[tuple[np.ndarray, float]]:
     """The baseline without track queries: the same detector's per-slice boxes (score > ``tau_det``)
-    linked into 3D boxes by 2D IoU; ``[(box_xyz (6,), score), ...]``."""
+    linked into 3D boxes by 2D IoU > ``iou_threshold`` across gaps of up to ``max_gap`` slices (default:
+    the plan's ``merge_link_iou`` and ``merge_max_gap``, else 0.1 and 1); ``[(box_xyz (6,), score), ...]``."""
     per_slice = slice_detections(network, image_zyx, slices_per_side, float(thresholds["tau_det"]), device)
-    return merge_slice_boxes(per_slice, iou_threshold=iou_threshold, max_gap=max_gap,
-                             min_score=float(thresholds["tau_det"]))
+    link = float(thresholds.get("merge_link_iou", 0.1)) if iou_threshold is None else float(iou_threshold)
+    gap = int(thresholds.get("merge_max_gap", 1)) if max_gap is None else int(max_gap)
+    return merge_slice_boxes(per_slice, iou_threshold=link, max_gap=gap, min_score=float(thresholds["tau_det"]))
 
 
 __all__ = ["VolumeSlices", "track_volume", "non_maximum_suppression", "slice_detections", "merge_volume"]

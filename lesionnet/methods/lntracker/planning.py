@@ -33,8 +33,12 @@ DECODER_LAYERS = (3, 6, 9)
 QUERY_LEVELS = (25, 50, 100, 200, 300)
 #: stride of the coarsest backbone level; the in-plane patch is a multiple of it
 STRIDE = 32
-#: the paper's inference thresholds
-THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5}
+#: inference thresholds: the paper's tau_det, tau_track, tau_sim; the 2D IoU above which a detection is a
+#: live tracklet's node found again (Algorithm 1's "associate", not given in the paper), and the merging
+#: baseline's linking IoU and gap. The last three were chosen on Dataset502's fold-0 validation scans
+#: (documentation/methods/ln_tracker.md); 0.1 is also the IoU at which the benchmark counts a box as a node.
+THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5, "associate_iou": 0.1, "merge_link_iou": 0.1,
+              "merge_max_gap": 1}
 #: the plan's keys that grow with the memory budget
 MEMORY_DRIVEN_KEYS = ("patch_size_yx", "num_queries", "slices_per_side", "hidden_dim", "encoder_layers",
                       "decoder_layers", "batch_size")
