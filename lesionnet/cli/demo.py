@@ -24,15 +24,13 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 
 from lesionnet import paths
+from lesionnet.cli.demo_data import prepare_demo_dataset
 from lesionnet.cli.demo_detection import run_detection_demo
 from lesionnet.cli.entry import command_line, run_command
-from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
-from lesionnet.datasets.verify import verify_dataset_report
 from lesionnet.evaluation.detection_comparison import comparison_markdown
 from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
 from lesionnet.inference.predict_tracking import LearnedModelOptions
@@ -96,23 +94,9 @@ def run_demo(seed: int = 0, progress: bool = True) -> dict:
     trained method its settings, training time and fold-0 validation before and after training."""
     from lesionnet.cli.plan_and_preprocess import run as plan_and_preprocess
 
-    try:
-        dataset_folder = find_dataset_folder(DEMO_DATASET_ID)
-        logger.info("Step 1/5: using the existing %s", dataset_folder)
-    except DatasetNotFoundError:
-        logger.info("Step 1/5: generating the synthetic tracking dataset (seed %d)", seed)
-        generate_tracking_dataset(None, TrackingConfig(), seed=seed, progress=progress,
-                                  num_processes=os.cpu_count() or 1)
-        dataset_folder = find_dataset_folder(DEMO_DATASET_ID)
-
-    logger.info("Step 2/5: verifying %s", dataset_folder.name)
-    report = verify_dataset_report(dataset_folder, progress=progress)
-    if report.errors:
-        for problem in report.errors:
-            logger.error("%s", problem)
-        raise RuntimeError(f"{dataset_folder} has {len(report.errors)} problem(s); fix or regenerate it "
-                           "(lesionnet_make_synthetic -d 501 --overwrite).")
-    logger.info("%s", report.summary())
+    logger.info("Steps 1-2/5: the synthetic tracking dataset")
+    dataset_folder = prepare_demo_dataset(DEMO_DATASET_ID, lambda folder, **kw: generate_tracking_dataset(
+        folder, TrackingConfig(), **kw), "tracking", seed, progress)
 
     methods = demo_methods()
     trained = [m for m in methods if m.trainable]

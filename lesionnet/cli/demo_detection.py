@@ -16,12 +16,10 @@ Steps, each skipped when its output already exists:
 from __future__ import annotations
 
 import logging
-import os
 
 from lesionnet import paths
-from lesionnet.datasets.dataset_id import DatasetNotFoundError, find_dataset_folder
+from lesionnet.cli.demo_data import prepare_demo_dataset
 from lesionnet.datasets.synthetic import LymphNodeConfig, generate_lymph_node_dataset
-from lesionnet.datasets.verify import verify_dataset_report
 from lesionnet.evaluation.detection_comparison import compare_detectors, comparison_markdown, detection_entries
 from lesionnet.methods import methods_with
 from lesionnet.utils.files import write_json, write_text
@@ -43,20 +41,9 @@ def run_detection_demo(train, seed: int = 0, progress: bool = True) -> dict:
     methods = detection_demo_methods()
     if not methods:
         return {}
-    try:
-        dataset_folder = find_dataset_folder(DETECTION_DATASET_ID)
-        logger.info("Detection 1/4: using the existing %s", dataset_folder)
-    except DatasetNotFoundError:
-        logger.info("Detection 1/4: generating the synthetic lymph-node dataset (seed %d)", seed)
-        generate_lymph_node_dataset(None, LymphNodeConfig(), seed=seed, progress=progress,
-                                    num_processes=os.cpu_count() or 1)
-        dataset_folder = find_dataset_folder(DETECTION_DATASET_ID)
-    report = verify_dataset_report(dataset_folder, progress=progress)
-    if report.errors:
-        for problem in report.errors:
-            logger.error("%s", problem)
-        raise RuntimeError(f"{dataset_folder} has {len(report.errors)} problem(s); fix or regenerate it "
-                           "(lesionnet_make_synthetic -d 502 --overwrite).")
+    logger.info("Detection 1/4: the synthetic lymph-node dataset")
+    dataset_folder = prepare_demo_dataset(DETECTION_DATASET_ID, lambda folder, **kw: generate_lymph_node_dataset(
+        folder, LymphNodeConfig(), **kw), "lymph-node", seed, progress)
     logger.info("Detection 2/4: fingerprint, plans and preprocessing")
     plan_and_preprocess(DETECTION_DATASET_ID, progress=progress)
     training = {m.name: train(m, dataset_folder, progress) for m in methods}

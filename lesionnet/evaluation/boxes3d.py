@@ -33,21 +33,23 @@ def as_boxes(boxes_xyz, name: str = "boxes_xyz") -> np.ndarray:
     return boxes
 
 
-def box_volumes(boxes_xyz: np.ndarray) -> np.ndarray:
-    """``(N,)`` volumes (voxels) of ``(N, 6)`` half-open boxes."""
-    boxes = np.asarray(boxes_xyz, dtype=np.float64).reshape(-1, 6)
-    return np.prod(boxes[:, 3:] - boxes[:, :3], axis=1)
+def box_iou(boxes_a, boxes_b, ndim: int) -> np.ndarray:
+    """``(N, M)`` intersection over union of half-open ``ndim``-D boxes ``(N, 2 ndim)`` and ``(M, 2 ndim)``
+    (low corner, then high corner: ``[x1, y1, x2, y2]`` in 2D, ``[x1, y1, z1, x2, y2, z2]`` in 3D)."""
+    a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 2 * ndim)
+    b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 2 * ndim)
+    low = np.maximum(a[:, None, :ndim], b[None, :, :ndim])
+    high = np.minimum(a[:, None, ndim:], b[None, :, ndim:])
+    intersection = np.prod(np.clip(high - low, 0.0, None), axis=2)
+    size_a = np.prod(np.clip(a[:, ndim:] - a[:, :ndim], 0.0, None), axis=1)
+    size_b = np.prod(np.clip(b[:, ndim:] - b[:, :ndim], 0.0, None), axis=1)
+    union = size_a[:, None] + size_b[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def iou_3d(boxes_a_xyz, boxes_b_xyz) -> np.ndarray:
     """``(N, M)`` 3D intersection over union of ``(N, 6)`` and ``(M, 6)`` half-open boxes."""
-    a = np.asarray(boxes_a_xyz, dtype=np.float64).reshape(-1, 6)
-    b = np.asarray(boxes_b_xyz, dtype=np.float64).reshape(-1, 6)
-    low = np.maximum(a[:, None, :3], b[None, :, :3])
-    high = np.minimum(a[:, None, 3:], b[None, :, 3:])
-    intersection = np.prod(np.clip(high - low, 0.0, None), axis=2)
-    union = box_volumes(a)[:, None] + box_volumes(b)[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    return box_iou(boxes_a_xyz, boxes_b_xyz, 3)
 
 
 def instance_boxes(instance_mask_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,4 +79,4 @@ def instance_boxes(instance_mask_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
 
 
-__all__ = ["as_boxes", "box_volumes", "iou_3d", "instance_boxes"]
+__all__ = ["as_boxes", "box_iou", "iou_3d", "instance_boxes"]

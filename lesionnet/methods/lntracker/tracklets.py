@@ -27,19 +27,12 @@ from typing import Callable
 import numpy as np
 
 from lesionnet.datasets.geometry import points_xyz_to_zyx
+from lesionnet.evaluation.boxes3d import box_iou
 
 
 def box_iou_2d(boxes_a_xyxy, boxes_b_xyxy) -> np.ndarray:
     """``(N, M)`` IoU of ``(N, 4)`` and ``(M, 4)`` half-open boxes ``[x1, y1, x2, y2]``."""
-    a = np.asarray(boxes_a_xyxy, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(boxes_b_xyxy, dtype=np.float64).reshape(-1, 4)
-    low = np.maximum(a[:, None, :2], b[None, :, :2])
-    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.prod(np.clip(high - low, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    return box_iou(boxes_a_xyxy, boxes_b_xyxy, 2)
 
 
 def box_3d_from_slices(boxes_xyxy, first_slice: int, last_slice: int) -> np.ndarray:
