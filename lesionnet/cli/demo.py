@@ -36,6 +36,7 @@ from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison
 from lesionnet.inference.predict_tracking import LearnedModelOptions
 from lesionnet.methods import methods_with
 from lesionnet.training.checkpoints import FINAL
+from lesionnet.training.fold_guard import model_files
 from lesionnet.training.run_training import train_model, training_output_folder
 from lesionnet.training.trainer import SUMMARY_FILE
 from lesionnet.utils.files import write_json, write_text
@@ -78,7 +79,8 @@ def train_for_demo(method, dataset_folder, progress: bool) -> dict:
         logger.info("Training: using the trained %s in %s", method.name, folder)
     else:
         logger.info("Training a %s %s on fold 0 of %s (%s)", preset, method.name, dataset_folder.name, settings)
-        info["seconds"] = train_model(dataset_folder.name, method, 0, preset=preset, resume=True,
+        # continue a killed run (--c); a new one otherwise (without --c's "no checkpoint" warning)
+        info["seconds"] = train_model(dataset_folder.name, method, 0, preset=preset, resume=bool(model_files(folder)),
                                       progress=progress, **settings).seconds
     if (folder / SUMMARY_FILE).is_file():
         summary = json.loads((folder / SUMMARY_FILE).read_text())

@@ -9,7 +9,7 @@ name up with :func:`get_method`; registering a method of one's own is one line::
 
 Built in: ``identity``, ``affine`` and ``deformable`` (registration baselines), ``matcher`` (the parameter-free
 NCC + prior matcher, a baseline), ``tlt`` (Transformer Lesion Tracker),
-and, planned only for now, ``dlt`` (Deep Lesion Tracker) and ``lntracker`` (LN-Tracker).
+``lntracker`` (LN-Tracker, detection), and, planned only for now, ``dlt`` (Deep Lesion Tracker).
 """
 from __future__ import annotations
 

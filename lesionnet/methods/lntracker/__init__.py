@@ -1,3 +1,3 @@
-"""LN-Tracker (CVPR 2025), detection by tracking along z: planned only so far — its plan section, the
-native-z preprocessing of detection datasets, and a memory estimate. The network, training and
-prediction arrive with the LN-Tracker issue; see documentation/methods/."""
+"""LN-Tracker (CVPR 2025), 3D detection by tracking along z: plan section (native-z preprocessing),
+network, losses, training samples, Algorithm 1, the merging baseline and the predictor; see
+documentation/methods/ln_tracker.md."""

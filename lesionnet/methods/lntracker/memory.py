@@ -1,4 +1,5 @@
-"""LN-Tracker's memory model: an **estimate** (the network is not implemented yet) of one training step
+"""LN-Tracker's memory model: an **estimate** (not fitted to lesionnet's network, which is smaller: a 2D
+ResNet backbone and two-stage queries; documentation/methods/ln_tracker.md) of one training step
 on pairs of neighbouring slices — ResNet-50 2.5D backbone, deformable DETR encoder/decoder with
 detection, track and denoising queries — from the paper's description. It must be checked against
 measured peaks once the network exists. Patch sizes are pixels ``(y, x)``; the result is a
@@ -44,7 +45,7 @@ def training_step_memory(patch_size_yx, batch_size: int = 8, slices_per_side: in
                          hidden_dim: int = 256, encoder_layers: int = 6, decoder_layers: int = 9,
                          ffn_dim: int | None = None, heads: int = 8, device: str = "cpu",
                          **_ignored) -> MemoryEstimate:
-    """**Estimate** (LN-Tracker is not implemented yet) of one training step on ``batch_size`` pairs of
+    """**Estimate** (of the paper's architecture, not of lesionnet's network) of one training step on ``batch_size`` pairs of
     neighbouring slices. The 2.5D input of ``2 * slices_per_side + 1`` slices goes through ResNet-50
     in groups of 3 channels; multi-scale tokens (strides 8, 16, 32) feed the deformable encoder; the
     decoder runs on detection queries + as many track queries + denoising queries."""

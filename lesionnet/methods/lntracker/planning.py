@@ -1,6 +1,7 @@
-"""LN-Tracker's planning rules and its section of the plan (the LN-Tracker network itself is not
-implemented yet: the section is planned, and the detection data are preprocessed for it, so that its
-sizes and memory can be reviewed; no command trains or predicts with it).
+"""LN-Tracker's planning rules and its section of the plan (sizes, slice context, queries, inference
+thresholds; the detection data are preprocessed for it). The memory model behind the width and depth
+is an estimate from the paper's architecture (:mod:`lesionnet.methods.lntracker.memory`), not fitted to
+the network as built; on a CPU the ``small`` preset replaces the planned network.
 
 Slices keep their native thickness (detection runs slice by slice); the in-plane patch is the whole
 median slice; queries come from the most lesions seen in one slice, the 2.5D slice context from the
