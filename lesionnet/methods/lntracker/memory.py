@@ -46,8 +46,8 @@ def training_step_memory(patch_size_yx, batch_size: int = 8, slices_per_side: in
                          ffn_dim: int | None = None, heads: int = 8, device: str = "cpu",
                          **_ignored) -> MemoryEstimate:
     """**Estimate** (of the paper's architecture, not of lesionnet's network) of one training step on
-    ``batch_size`` pairs of neighbouring slices. The 2.5D input of ``2 * slices_per_side + 1`` slices goes through ResNet-50
-    in groups of 3 channels; multi-scale tokens (strides 8, 16, 32) feed the deformable encoder; the
+    ``batch_size`` pairs of neighbouring slices. The 2.5D input of ``2 * slices_per_side + 1`` slices goes
+    through ResNet-50 in groups of 3 channels; multi-scale tokens (strides 8, 16, 32) feed the deformable encoder; the
     decoder runs on detection queries + as many track queries + denoising queries."""
     d = int(hidden_dim)
     f = 8 * d if ffn_dim is None else int(ffn_dim)
