@@ -159,3 +159,14 @@ def test_demo_detection_part(lesionnet_dirs, monkeypatch, capsys):
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
     assert list(results["rows"]) == ["lntracker_untrained", "lntracker", "lntracker_merging"]
     assert results["n_lesions"] > 0 and results["training"]["lntracker"]["seconds"] > 0
+
+
+def test_ablation_presets():
+    section = {"num_input_slices": 3, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 1, "num_queries": 8,
+               "thresholds": {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5}}
+    masked = configuration_with_preset(LNTRACKER, section, "small_no_mask")
+    assert LNTRACKER.build(masked).network.config.attention_mask is False
+    plain = configuration_with_preset(LNTRACKER, section, "small_no_similarity")
+    assert LNTRACKER.build(plain).criterion.weights.similarity == 0.0
+    assert plain["thresholds"] == {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.0}
+    assert LNTRACKER.build(configuration_with_preset(LNTRACKER, section, "small")).network.config.attention_mask

@@ -2,7 +2,8 @@
 
 * plan: :func:`lesionnet.methods.lntracker.planning.plan` (native-z preprocessing, patch, queries, slice
   context, width and depth from the memory budget); memory: :mod:`lesionnet.methods.lntracker.memory`;
-* presets: ``small`` (a CPU-sized network for the demo) and ``tiny`` (tests), overrides of the plan;
+* presets: ``small`` (a CPU-sized network for the demo), ``tiny`` (tests), overrides of the plan, and the
+  paper's ablations at the ``small`` size (``small_no_mask``, ``small_no_similarity``);
 * build: :func:`~lesionnet.methods.lntracker.network.build_lntracker` +
   :class:`~lesionnet.methods.lntracker.criterion.LNTrackerLoss`;
 * batches: chains of 3 adjacent slices of the fold's training scans
@@ -19,7 +20,7 @@ from lesionnet.evaluation.boxes3d import instance_boxes
 from lesionnet.evaluation.detection_metrics import evaluate_detection
 from lesionnet.methods.base import Method
 from lesionnet.methods.lntracker import memory, planning
-from lesionnet.methods.lntracker.criterion import LNTrackerLoss
+from lesionnet.methods.lntracker.criterion import LNTrackerLoss, LossWeights
 from lesionnet.methods.lntracker.inference import track_volume
 from lesionnet.methods.lntracker.network import LNTrackerConfig, build_lntracker
 from lesionnet.methods.lntracker.predictor import LNTrackerScanDetector
@@ -36,6 +37,10 @@ PRESETS = {
     "tiny": {"hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "num_queries": 20, "ffn_dim": 64,
              "backbone_widths": [8, 16, 32], "patch_size_yx": [64, 64], "batch_size": 2},
 }
+#: the paper's ablations, at the ``small`` size: detection queries that see the track queries, and no
+#: similarity loss (tracks then end on their score alone: τ_sim 0)
+PRESETS["small_no_mask"] = {**PRESETS["small"], "attention_mask": False}
+PRESETS["small_no_similarity"] = {**PRESETS["small"], "similarity_loss_weight": 0.0, "thresholds": {"tau_sim": 0.0}}
 INPUT_KEYS = ("images", "boxes", "ids")
 #: slices per training chain: tracks are trained over two steps, as they run at inference
 CHAIN_LENGTH = 3
@@ -91,7 +96,8 @@ class LNTrackerMethod(Method):
     # ------------------------------------------------------------------------------- training
     def build(self, section: dict) -> BuiltModel:
         network = build_lntracker(network_config(section))
-        return BuiltModel(network, LNTrackerLoss(), lambda outputs: outputs["passes"][-1]["out"]["boxes"], INPUT_KEYS)
+        loss = LNTrackerLoss(LossWeights(similarity=float(section.get("similarity_loss_weight", 1.0))))
+        return BuiltModel(network, loss, lambda outputs: outputs["passes"][-1]["out"]["boxes"], INPUT_KEYS)
 
     def training_defaults(self, section: dict) -> dict:
         return {"batch_size": int(section.get("batch_size", 2)), "optimizer": "adamw", "learning_rate": 2e-4,
