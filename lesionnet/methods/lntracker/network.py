@@ -230,7 +230,7 @@ class LNTracker(nn.Module):
         a, b = self.similarity_head(previous), self.similarity_head(current)
         return a @ b.transpose(1, 2) / math.sqrt(a.shape[-1])
 
-    # ------------------------------------------------------------------ training: a pair of slices
+    # ------------------------------------------------------------------ training: the next track queries
     def _next_tracks(self, out: dict, ids: torch.Tensor, boxes: torch.Tensor, patch,
                      tracks: tuple | None) -> tuple[torch.Tensor, torch.Tensor, list]:
         """The track queries after one pass: ``(queries (B, T, C + 2), track_ids (B, T), match)``.
