@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lesionnet.cli import evaluate_detection as cli
-from lesionnet.datasets.geometry import Geometry
+from lesionnet.datasets.geometry import Geometry, box_corners_world, boxes_between_grids
 from lesionnet.datasets.image_io import write_image
-from lesionnet.evaluation.boxes3d import instance_boxes, iou_3d
+from lesionnet.evaluation.boxes3d import instance_boxes, iou_3d, non_maximum_suppression
 from lesionnet.evaluation.detection_metrics import evaluate_detection, fragmentation, match_scan
 
 
@@ -225,3 +225,40 @@ def test_split_lesions_and_merging_boxes():
     assert fragmentation([upper, lower], [upper, lower]) == (0, 0)
     r = evaluate_detection({"a": (halves + [[0, 0, 0, 6, 6, 7]], [0.9, 0.8, 0.7])}, {"a": np.array([upper, lower])})
     assert (r["n_split_lesions"], r["n_merging_boxes"]) == (1, 1)
+
+
+def test_non_maximum_suppression_in_2d_and_3d():
+    boxes_2d = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
+    assert non_maximum_suppression(boxes_2d, [0.5, 0.9, 0.4, 0.9]).tolist() == [1, 2]   # ties keep the first
+    boxes_3d = np.array([box(0, 0, 0, 4), [0, 0, 1, 4, 4, 5], box(9, 9, 9)], dtype=float)
+    assert non_maximum_suppression(boxes_3d, [0.2, 0.9, 0.5]).tolist() == [1, 2]           # IoU 3/5 > 0.5
+    assert non_maximum_suppression(boxes_3d, [0.2, 0.9, 0.5], iou_threshold=0.7).tolist() == [1, 2, 0]
+    assert non_maximum_suppression(np.zeros((0, 6)), []).tolist() == []
+
+
+def test_boxes_keep_their_region_between_grids():
+    fine = Geometry(spacing_xyz=(0.5, 0.5, 2.0), origin_xyz=(10.0, -4.0, 3.0), shape_zyx=(10, 40, 40))
+    # coarse voxel 0 spans exactly fine voxels 0 and 1: edges coincide
+    coarse = Geometry(spacing_xyz=(1.0, 1.0, 2.0), origin_xyz=(10.25, -3.75, 3.0), shape_zyx=(10, 20, 20))
+    boxes = np.array([[4, 6, 1, 10, 8, 3]], dtype=float)                   # fine voxels, half open
+    on_coarse = boxes_between_grids(boxes, fine, coarse)
+    assert np.allclose(on_coarse, [[2, 3, 1, 5, 4, 3]])                     # the same edges in mm
+    assert np.allclose(box_corners_world(on_coarse, coarse), box_corners_world(boxes, fine))
+    assert np.allclose(boxes_between_grids(on_coarse, coarse, fine), boxes)
+    flipped = Geometry(spacing_xyz=(0.5, 0.5, 2.0), origin_xyz=(29.5, -4.0, 3.0),
+                       direction=(-1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0), shape_zyx=(10, 40, 40))
+    mirrored = boxes_between_grids(boxes, fine, flipped)
+    assert (mirrored[:, 3:] > mirrored[:, :3]).all() and np.allclose(mirrored[0, [0, 3]], [30, 36])
+
+
+def test_lesion_hits_at_an_operating_point_and_mcnemar():
+    from lesionnet.evaluation.detection_comparison import lesion_hits, mcnemar
+
+    predictions, truth = _hand_case()
+    # at <= 1 FP/scan the threshold is 0.5 (FROC above): g1 and g2 found, g3 (score 0.3) not
+    assert lesion_hits(predictions, truth, 1).tolist() == [True, True, False]
+    assert lesion_hits(predictions, truth, 2).tolist() == [True, True, True]
+    assert lesion_hits(predictions, truth, 0.1).tolist() == [True, False, False]
+    test = mcnemar(np.array([True, True, False, True]), np.array([False, True, False, False]))
+    assert (test["only_a"], test["only_b"]) == (2, 0) and test["p_value"] == pytest.approx(0.5)
+    assert mcnemar(np.array([True]), np.array([True]))["p_value"] == 1.0

@@ -14,7 +14,7 @@ from lesionnet.cli import train as train_cli
 from lesionnet.datasets.synthetic import generate_lymph_node_dataset
 from lesionnet.datasets.synthetic.lymph_node_config import LymphNodeConfig
 from lesionnet.methods import REGISTRY
-from lesionnet.methods.lntracker.inference import merge_volume, non_maximum_suppression, track_volume
+from lesionnet.methods.lntracker.inference import merge_volume, track_volume
 from lesionnet.methods.lntracker.network import LNTrackerConfig, build_lntracker
 from lesionnet.planning.plans_io import load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset
@@ -90,12 +90,6 @@ def test_interrupted_training_resumes_to_the_same_weights(env_502, monkeypatch):
     run(env_502 / "b", resume=True)
     a, b = (load_checkpoint(env_502 / name / FINAL)["model"] for name in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run ends with the uninterrupted weights"
-
-
-def test_non_maximum_suppression():
-    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], dtype=float)
-    kept = non_maximum_suppression(boxes, np.array([0.5, 0.9, 0.4, 0.9]))
-    assert kept.tolist() == [1, 2]                        # equal scores keep the first; IoU 9/11 suppressed
 
 
 def test_volume_inference_returns_boxes_inside_the_scan():

@@ -33,7 +33,7 @@ from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.evaluation.detection_comparison import comparison_markdown
 from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
-from lesionnet.inference.predict_tracking import LearnedModelOptions
+from lesionnet.inference.model_request import LearnedModelOptions
 from lesionnet.methods import methods_with
 from lesionnet.training.checkpoints import FINAL
 from lesionnet.training.fold_guard import model_files

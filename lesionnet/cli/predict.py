@@ -9,8 +9,9 @@ import sys
 
 from lesionnet.cli.entry import command_line, run_command
 from lesionnet.datasets.dataset_id import find_dataset_folder
+from lesionnet.inference.model_request import LearnedModelOptions
 from lesionnet.inference.predict_detection import predict_detection
-from lesionnet.inference.predict_tracking import LearnedModelOptions, predict_tracking
+from lesionnet.inference.predict_tracking import predict_tracking
 from lesionnet.inference.tracking_input import load_tracking_input
 from lesionnet.methods import describe_methods, get_method, methods_with
 from lesionnet.training.checkpoints import CHECKPOINT_NAMES

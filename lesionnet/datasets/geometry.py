@@ -132,3 +132,20 @@ class Geometry:
             and np.allclose(self.origin_xyz, other.origin_xyz, atol=tol * 10)
             and np.allclose(self.direction, other.direction, atol=tol)
         )
+
+
+def box_corners_world(boxes_xyz, geometry: Geometry) -> np.ndarray:
+    """``(N, 2, 3)`` world points (mm, LPS) of the two opposite corners of half-open voxel boxes
+    ``[x1, y1, z1, x2, y2, z2]`` ``(N, 6)``: the voxel edges, continuous indices ``(x1, y1, z1) - 0.5`` and
+    ``(x2, y2, z2) - 0.5`` (voxel centers lie on integer indices)."""
+    corners_xyz = np.asarray(boxes_xyz, dtype=np.float64).reshape(-1, 2, 3) - 0.5
+    return np.asarray(geometry.voxel_to_world(points_xyz_to_zyx(corners_xyz.reshape(-1, 3)))).reshape(-1, 2, 3)
+
+
+def boxes_between_grids(boxes_xyz, source: Geometry, target: Geometry) -> np.ndarray:
+    """``(N, 6)`` half-open voxel boxes on the ``source`` grid → the boxes of the same regions on the
+    ``target`` grid (through the world points of their corners; low and high sorted per axis, for flipped
+    directions). Indices may be fractional when the spacings differ."""
+    world = box_corners_world(boxes_xyz, source).reshape(-1, 3)
+    moved = points_zyx_to_xyz(target.world_to_voxel(world)).reshape(-1, 2, 3) + 0.5
+    return np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)

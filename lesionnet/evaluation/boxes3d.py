@@ -47,6 +47,18 @@ def box_iou(boxes_a, boxes_b, ndim: int) -> np.ndarray:
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
+def non_maximum_suppression(boxes, scores, iou_threshold: float = 0.5) -> np.ndarray:
+    """Indices of the boxes ``(N, 2 ndim)`` (2D or 3D, half open) kept by greedy non-maximum suppression: by
+    decreasing score (ties in order), a box is dropped when its IoU with a kept one exceeds ``iou_threshold``."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    ndim = boxes.shape[-1] // 2 if boxes.size else 1
+    kept: list[int] = []
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        if not kept or box_iou(boxes[i], boxes[kept], ndim).max() <= iou_threshold:
+            kept.append(int(i))
+    return np.asarray(kept, dtype=np.int64)
+
+
 def iou_3d(boxes_a_xyz, boxes_b_xyz) -> np.ndarray:
     """``(N, M)`` 3D intersection over union of ``(N, 6)`` and ``(M, 6)`` half-open boxes."""
     return box_iou(boxes_a_xyz, boxes_b_xyz, 3)
@@ -79,4 +91,4 @@ def instance_boxes(instance_mask_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
 
 
-__all__ = ["as_boxes", "box_iou", "iou_3d", "instance_boxes"]
+__all__ = ["as_boxes", "box_iou", "non_maximum_suppression", "iou_3d", "instance_boxes"]

@@ -17,8 +17,8 @@ from scipy.stats import binomtest
 
 from lesionnet.evaluation.detection_io import load_ground_truth, load_predictions
 from lesionnet.evaluation.detection_metrics import evaluate_detection, format_detection_table, match_scan
+from lesionnet.inference.model_request import LearnedModelOptions
 from lesionnet.inference.predict_detection import predict_detection
-from lesionnet.inference.predict_tracking import LearnedModelOptions
 from lesionnet.utils.files import load_json
 
 
@@ -35,11 +35,11 @@ def detection_entries(method, dataset_name: str, fold: str = "0", plans_name: st
     return rows
 
 
-def lesion_hits(predictions: dict, truth: dict, max_fps_per_scan: float) -> np.ndarray:
+def lesion_hits(predictions: dict, truth: dict, max_fps_per_scan: float, froc_curve: dict | None = None) -> np.ndarray:
     """Per lesion (scans in name order, lesions in mask order), whether it is found at the lowest score
-    threshold with at most ``max_fps_per_scan`` false positives per scan."""
-    result = evaluate_detection(predictions, truth)
-    curve = result["froc_curve"]
+    threshold with at most ``max_fps_per_scan`` false positives per scan (``froc_curve``: the predictions'
+    FROC curve from :func:`evaluate_detection`, computed when not given)."""
+    curve = froc_curve if froc_curve is not None else evaluate_detection(predictions, truth)["froc_curve"]
     allowed = [t for t, f in zip(curve["thresholds"], curve["fps_per_scan"]) if f <= max_fps_per_scan]
     threshold = min(allowed) if allowed else np.inf
     hits = []
@@ -80,8 +80,8 @@ def compare_detectors(dataset_folder, output_folder, entries: list, comparisons:
         rows[label]["seconds_per_scan"] = float(np.median(seconds))
     tests = []
     for a, b in comparisons:
-        hits_a = lesion_hits(predictions[a], truth, max_fps)
-        hits_b = lesion_hits(predictions[b], truth, max_fps)
+        hits_a = lesion_hits(predictions[a], truth, max_fps, rows[a]["froc_curve"])
+        hits_b = lesion_hits(predictions[b], truth, max_fps, rows[b]["froc_curve"])
         tests.append({"a": a, "b": b, "max_fps_per_scan": max_fps, "sens_a": 100 * float(hits_a.mean()),
                       "sens_b": 100 * float(hits_b.mean()), **mcnemar(hits_a, hits_b)})
     first = next(iter(rows.values()))

@@ -33,7 +33,7 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     Returns ``{"dataset", "split", "n_pairs", "methods": {name: {metrics..., "seconds_per_pair",
     "wall_seconds", "vs_reference": {...}}}, "comparisons": [...]}`` — ``comparisons`` holds a paired
     test for each ``(label_a, label_b)`` asked for in ``comparisons``; predictions go to ``output_folder/<label>/``.
-    ``model_options`` (:class:`~lesionnet.inference.predict_tracking.LearnedModelOptions`) choose the
+    ``model_options`` (:class:`~lesionnet.inference.model_request.LearnedModelOptions`) choose the
     trained model of learned trackers.
     """
     dataset = RawDataset(dataset_folder)

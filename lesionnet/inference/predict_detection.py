@@ -17,6 +17,7 @@ predicted) or ``overwrite`` (``--overwrite``: its scan files and markups are rep
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from lesionnet.datasets.verification.scan_files import check_scan_files
 from lesionnet.inference.case_signature import file_sha256, file_stamp
 from lesionnet.inference.markups import write_box_markups
 from lesionnet.inference.model_discovery import find_trained_model, load_trained_models
-from lesionnet.inference.predict_tracking import LearnedModelOptions, PredictorRequest, dataset_name_of
+from lesionnet.inference.model_request import LearnedModelOptions, PredictorRequest, dataset_name_of
 from lesionnet.inference.tracking_input import find_scan_files
 from lesionnet.utils.files import load_json, write_json
 from lesionnet.utils.output_paths import check_output_folder
@@ -53,6 +54,15 @@ class DetectionRun:
 
 def _earlier_scan_files(output_folder: Path) -> list[Path]:
     return sorted(p for p in output_folder.glob("*.json") if not p.name.startswith("."))
+
+
+def _why_not_reusable(path: Path, signature: dict) -> str | None:
+    """None when an earlier scan file can be kept (``--continue``), else why it is predicted again."""
+    try:
+        stored = load_json(path).get("signature")
+    except (ValueError, AttributeError):
+        return "the file cannot be read"
+    return None if stored == signature else "model, settings or input changed"
 
 
 def check_detection_output(output_folder, resume: bool, overwrite: bool) -> Path:
@@ -110,21 +120,20 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
     run_signature = {"method": method.name, "model": str(model.folder), "checkpoint": options.checkpoint,
                      "checkpoint_sha256": checkpoints, "settings": detector.description}
     output_folder.mkdir(parents=True, exist_ok=True)
-    if overwrite:
+    if overwrite:                       # the earlier run's scan files and markups
         for path in _earlier_scan_files(output_folder):
             path.unlink()
+        shutil.rmtree(output_folder / MARKUPS_FOLDER, ignore_errors=True)
     run = DetectionRun(output_folder)
     for scan_id, path in tqdm(scans.items(), desc="scans", unit="scan", disable=not progress):
         signature = {**run_signature, "input": file_stamp(path)}
         out_path = output_folder / f"{scan_id}.json"
         if resume and out_path.is_file():
-            try:
-                if load_json(out_path).get("signature") == signature:
-                    run.reused.append(scan_id)
-                    continue
-            except ValueError:
-                pass
-            logger.info("predicting %s again: model, settings or input changed", out_path.name)
+            reason = _why_not_reusable(out_path, signature)
+            if reason is None:
+                run.reused.append(scan_id)
+                continue
+            logger.info("predicting %s again: %s", out_path.name, reason)
         started = time.perf_counter()
         try:
             record = detector.predict_scan(path)

@@ -42,11 +42,12 @@ from tqdm import tqdm
 
 from lesionnet.datasets.image_io import ImageReadError, read_image
 from lesionnet.datasets.prediction_format import predicted_center_zyx, write_predictions
-from lesionnet.datasets.raw_format import DATASET_FOLDER_PATTERN, TrackingPair
+from lesionnet.datasets.raw_format import TrackingPair
 from lesionnet.inference.case_signature import case_signature, run_signature, signature_differences
 from lesionnet.inference.chains import predict_chained
 from lesionnet.inference.markups import write_markups
-from lesionnet.inference.model_discovery import LoadedFold, find_trained_model, load_trained_models
+from lesionnet.inference.model_discovery import find_trained_model, load_trained_models
+from lesionnet.inference.model_request import LearnedModelOptions, PredictorRequest, dataset_name_of
 from lesionnet.inference.overlays import save_tracking_overlay
 from lesionnet.inference.prediction_output import (
     CASES_FOLDER,
@@ -73,32 +74,6 @@ class CaseTracker(Protocol):
 
 
 @dataclass
-class PredictorRequest:
-    """What a method's ``predictor(request)`` is given.
-
-    Attributes:
-        models: the trained folds to use (trainable methods; empty for the others).
-        device: compute device.
-        step_size: sliding-window step, a fraction of the patch.
-        search_region_zyx: region scanned around the prior (None: the method's planned patch).
-        heatmap_folder: where to write per-pair heatmaps (None: do not write them).
-        registration: registration settings for methods that register on the fly (None: their default).
-        plan: ``{"configuration", "data_configuration"}`` of the dataset's plans for an untrained method
-            that declares ``uses_plan`` (None otherwise).
-        options: method-specific predictor settings (e.g. a detection method's ``demo_variants``).
-    """
-
-    models: list[LoadedFold] = field(default_factory=list)
-    device: str = "cpu"
-    step_size: float = 0.5
-    search_region_zyx: tuple | None = None
-    heatmap_folder: Path | None = None
-    registration: RegistrationSettings | None = None
-    plan: dict | None = None
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
 class PredictionRun:
     """What a prediction run did."""
 
@@ -111,14 +86,6 @@ class PredictionRun:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def dataset_name_of(folder: Path) -> str | None:
-    """The raw dataset an input folder belongs to (``Dataset501_...``), when it lies inside one."""
-    for candidate in (folder, *folder.parents):
-        if DATASET_FOLDER_PATTERN.match(candidate.name):
-            return candidate.name
-    return None
 
 
 def case_path(output_folder: Path, source: str, target: str) -> Path:
@@ -142,19 +109,6 @@ def _load_finished_case(path: Path, pairs: list[TrackingPair], signature: dict) 
         logger.warning("--continue: predicting %s again: %s.", path.name, "; ".join(reasons) or "no results")
         return None
     return case["results"]
-
-
-@dataclass
-class LearnedModelOptions:
-    """Which trained model ``predict_tracking`` uses for a trainable method, and how it runs it."""
-
-    dataset: str | None = None           # dataset name (default: the one the input folder belongs to)
-    folds: tuple | None = None           # default: every fold with the checkpoint
-    checkpoint: str = "final"            # final | best | latest
-    plans_name: str | None = None
-    step_size: float = 0.5
-    device: str = "cpu"
-    search_region_zyx: tuple | None = None
 
 
 def make_case_tracker(method, input_folder: Path, output_folder: Path, settings: RegistrationSettings | None,

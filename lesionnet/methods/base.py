@@ -30,7 +30,7 @@ A method that can be trained has ``trainable = True`` and:
   made with the same trained model and other predictor settings (e.g. a paper's baseline).
 
 A method that can predict has ``predicts = True`` and ``predictor(request) -> CaseTracker`` (a
-:class:`lesionnet.inference.predict_tracking.PredictorRequest` in, a per-case tracker out), and
+:class:`lesionnet.inference.model_request.PredictorRequest` in, a per-case tracker or per-scan detector out), and
 ``makes_heatmaps`` when its predictor can write heatmaps; ``uses_plan`` when, untrained, it still needs
 its section of the dataset's plans at prediction (``request.plan``; e.g. the matcher's resolution).
 """

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lesionnet.evaluation.boxes3d import non_maximum_suppression
 from lesionnet.methods.lntracker.boxes import cxcywh_to_xyxy
 from lesionnet.methods.lntracker.merging import merge_slice_boxes
 from lesionnet.methods.lntracker.network import LNTracker
 from lesionnet.methods.lntracker.slices import stack_context
-from lesionnet.methods.lntracker.tracklets import SliceDetections, Tracklet, box_iou_2d, track_scan
+from lesionnet.methods.lntracker.tracklets import SliceDetections, Tracklet, track_scan
 
 
 class VolumeSlices:
@@ -74,16 +75,6 @@ def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
                       float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.1)))
 
 
-def non_maximum_suppression(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
-    """Indices of the boxes kept by greedy 2D NMS: by decreasing score (ties in order), a box is dropped
-    when its IoU with a kept one exceeds ``iou_threshold``."""
-    kept: list[int] = []
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
-        if not kept or box_iou_2d(boxes_xyxy[i], boxes_xyxy[kept]).max() <= iou_threshold:
-            kept.append(int(i))
-    return np.asarray(kept, dtype=np.int64)
-
-
 @torch.no_grad()
 def slice_detections(network: LNTracker, image_zyx, slices_per_side: int, min_score: float, device=None,
                      batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -116,4 +107,4 @@ def merge_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
     return merge_slice_boxes(per_slice, iou_threshold=link, max_gap=gap, min_score=float(thresholds["tau_det"]))
 
 
-__all__ = ["VolumeSlices", "track_volume", "non_maximum_suppression", "slice_detections", "merge_volume"]
+__all__ = ["VolumeSlices", "track_volume", "slice_detections", "merge_volume"]

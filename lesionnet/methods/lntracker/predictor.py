@@ -11,30 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionnet.datasets.geometry import Geometry, points_xyz_to_zyx, points_zyx_to_xyz
-from lesionnet.evaluation.boxes3d import iou_3d
+from lesionnet.datasets.geometry import box_corners_world, boxes_between_grids
+from lesionnet.evaluation.boxes3d import non_maximum_suppression
 from lesionnet.methods.lntracker.inference import merge_volume, track_volume
 from lesionnet.methods.lntracker.tracklets import tracklets_to_record
 from lesionnet.preprocessing.case import preprocess_scan
-
-
-def boxes_between_grids(boxes_xyz: np.ndarray, source: Geometry, target: Geometry) -> np.ndarray:
-    """``(N, 6)`` half-open boxes on the ``source`` grid → the same regions as boxes on the ``target`` grid
-    (corners are voxel edges, ``index ∓ 0.5``; low/high re-sorted per axis for flipped directions)."""
-    boxes = np.asarray(boxes_xyz, dtype=np.float64).reshape(-1, 6)
-    corners_xyz = boxes.reshape(-1, 2, 3) - 0.5
-    world = source.voxel_to_world(points_xyz_to_zyx(corners_xyz.reshape(-1, 3)))
-    moved = points_zyx_to_xyz(target.world_to_voxel(world)).reshape(-1, 2, 3) + 0.5
-    return np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)
-
-
-def nms_3d(boxes_xyz: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
-    """Indices kept by greedy 3D non-maximum suppression (by decreasing score, ties in order)."""
-    kept: list[int] = []
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
-        if not kept or iou_3d(boxes_xyz[i:i + 1], boxes_xyz[kept]).max() <= iou_threshold:
-            kept.append(int(i))
-    return np.asarray(kept, dtype=np.int64)
 
 
 class LNTrackerScanDetector:
@@ -78,16 +59,15 @@ class LNTrackerScanDetector:
             scores.append(np.asarray(found[1], dtype=np.float64))
         boxes, scores = np.concatenate(boxes), np.concatenate(scores)
         if len(self.folds) > 1 and len(boxes):
-            kept = nms_3d(boxes, scores)
+            kept = non_maximum_suppression(boxes, scores)
             boxes, scores = boxes[kept], scores[kept]
         order = np.argsort(-scores, kind="stable")
         boxes, scores = boxes[order], scores[order]
         on_input = boxes_between_grids(boxes, scan.geometry, scan.raw_geometry)
-        corners = on_input.reshape(-1, 2, 3) - 0.5
-        world = scan.raw_geometry.voxel_to_world(points_xyz_to_zyx(corners.reshape(-1, 3))).reshape(-1, 2, 3)
+        world = box_corners_world(on_input, scan.raw_geometry)
         return {"boxes_xyz": np.round(on_input, 3).tolist(), "scores": scores.tolist(),
                 "slice_ranges": [[int(np.floor(b[2] + 1e-6)), int(np.ceil(b[5] - 1e-6))] for b in on_input],
                 "boxes_world": np.round(world, 3).tolist()}
 
 
-__all__ = ["boxes_between_grids", "nms_3d", "LNTrackerScanDetector"]
+__all__ = ["LNTrackerScanDetector"]

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from lesionnet.datasets.geometry import points_xyz_to_zyx
+from lesionnet.datasets.geometry import box_corners_world
 from lesionnet.evaluation.boxes3d import box_iou
 
 
@@ -196,9 +196,7 @@ def tracklets_to_record(tracklets, geometry=None) -> dict:
     record = {"boxes_xyz": boxes.tolist(), "scores": [chain_score(t.scores) for t in tracklets],
               "slice_ranges": [[int(b[2]), int(b[5])] for b in boxes]}
     if geometry is not None:
-        corners_xyz = boxes.reshape(-1, 2, 3) - 0.5
-        world = np.asarray(geometry.voxel_to_world(points_xyz_to_zyx(corners_xyz))).reshape(-1, 2, 3)
-        record["boxes_world"] = world.tolist()
+        record["boxes_world"] = box_corners_world(boxes, geometry).tolist()
     return record
 
 
