@@ -252,7 +252,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# Sliding-window inference: lesionnet vs MONAI (CPU)",
         "",
-        f"Volume 1x{'x'.join(map(str, s['volume_zyx']))}, patch {'x'.join(map(str, s['patch_zyx']))}, step/overlap 0.5, "
+        f"Volume 1x{'x'.join(map(str, s['volume_zyx']))}, patch {'x'.join(map(str, s['patch_zyx']))}, "
+        "step/overlap 0.5, "
         f"Gaussian sigma = patch/8, {s['num_windows']} windows, batch {s['batch_size']}, "
         f"{s['threads']} threads, net 1->16->16->2 (3x3x3). torch {res['environment']['torch']}, "
         f"MONAI {res['environment']['monai']}. {s['repeats']} alternating repeats after a warm-up.",
@@ -278,8 +279,10 @@ def markdown(res: dict) -> str:
         f"{res['environment']['load_average_after']} (2 shared cores: noisy).",
         "",
         f"Agreement: max |ours - MONAI| = {a['max_abs_diff_gaussian']:.3g} (outputs up to "
-        f"{a['max_abs_output']:.3g}); on the {a.get('fraction_voxels_all_monai_weights_gt_1e-3', float('nan')):.1%} of voxels where MONAI clamps none of the covering windows' weights: "
-        f"{a.get('max_abs_diff_gaussian_where_monai_weights_gt_1e-3') or float('nan'):.3g}; with our Gaussian map given to "
+        f"{a['max_abs_output']:.3g}); on the {a.get('fraction_voxels_all_monai_weights_gt_1e-3', float('nan')):.1%} "
+        "of voxels where MONAI clamps none of the covering windows' weights: "
+        f"{a.get('max_abs_diff_gaussian_where_monai_weights_gt_1e-3') or float('nan'):.3g}; "
+        "with our Gaussian map given to "
         f"MONAI: {a['max_abs_diff_same_map']:.3g}; uniform weights: {a['max_abs_diff_uniform']:.3g}. "
         f"Same windows: {a['same_windows']}.",
         "",

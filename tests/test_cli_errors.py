@@ -148,6 +148,24 @@ def test_run_command_statuses(capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ctrl_c_hides_the_exit_handler_failures_of_interrupted_libraries(verbose):
+    """A library stopped half-way by Ctrl-C can raise in its atexit handler (blosc2 did, in CI): no
+    traceback then, unless ``-v``."""
+    script = ("import atexit, sys\n"
+              "from lesionnet.cli.entry import run_command\n"
+              "def destroy():\n"
+              "    raise NameError('half-imported')\n"
+              "def body():\n"
+              "    atexit.register(destroy)\n"
+              "    raise KeyboardInterrupt\n"
+              f"sys.exit(run_command('lesionnet_x', body, verbose={verbose}, interrupted_hint='lesionnet_x --c'))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_INTERRUPTED
+    assert "lesionnet_x: interrupted. To continue: lesionnet_x --c" in result.stderr
+    assert ("Traceback" in result.stderr) == verbose, result.stderr
+
+
 # ------------------------------------------------------------------------------------------ Ctrl-C
 def _interruptible() -> None:
     """In the child before exec: SIGINT as in a terminal (a test run in the background of a script inherits

@@ -9,7 +9,9 @@
   way) is named by its type and asks for ``-v`` and a report;
 * Ctrl-C (``KeyboardInterrupt``) writes ``<prog>: interrupted.`` and the command that continues the work (each
   command passes its own hint, e.g. the same command line with ``--c``), and exits with status 130,
-  the shell's convention for SIGINT.
+  the shell's convention for SIGINT. A library that Ctrl-C stopped half-way (seen: blosc2 interrupted
+  while it was being imported) can then fail in its own exit handler; Python reports that with a
+  traceback, which is shown only with ``-v``.
 
 Worker processes of :func:`lesionnet.utils.parallel.run_jobs` ignore SIGINT, so Ctrl-C reaches only the
 main process and prints no worker tracebacks.
@@ -56,6 +58,11 @@ def command_line(prog: str, argv: Sequence[str] | None, add: Sequence[str] = (),
     return shlex.join([prog, *args])
 
 
+def _ignore_unraisable(unraisable) -> None:
+    """``sys.unraisablehook`` after Ctrl-C: Python's report of an exception in an exit handler (``Exception
+    ignored in atexit callback`` and a traceback) is not written."""
+
+
 def run_command(prog: str, body: Callable[[], int | None], verbose: bool = False,
                 interrupted_hint: str | None = None) -> int:
     """Run ``body()`` (a command's work; returns its exit status, None meaning 0) after setting up logging.
@@ -77,6 +84,8 @@ def run_command(prog: str, body: Callable[[], int | None], verbose: bool = False
     except KeyboardInterrupt:
         hint = f" To continue: {interrupted_hint}" if interrupted_hint else ""
         print(f"{prog}: interrupted.{hint}", file=sys.stderr)
+        if not verbose:
+            sys.unraisablehook = _ignore_unraisable     # the exit handlers of libraries Ctrl-C stopped half-way
         return EXIT_INTERRUPTED
     except SystemExit:
         raise
