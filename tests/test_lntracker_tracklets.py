@@ -86,6 +86,21 @@ def test_track_score_drop_closes_the_tracklet():
     assert tracklet_box_3d(tracklets[1]).tolist() == [10, 20, 2, 20, 25, 5]
 
 
+def test_reattach_continues_a_tracklet_whose_track_query_missed_one_slice():
+    # slice 2: the track query of node 1 scores 0.2 but a detection query finds the node again
+    changes = {(1, 2): {"track": 0.2}}
+    printed = track_scan(FakeDetector({1: _node(0, 4)}, changes=changes), 5)
+    assert [(t.first_slice, t.last_slice) for t in printed] == [(0, 1), (2, 4)]          # Algorithm 1 as printed
+    detector = FakeDetector({1: _node(0, 4)}, changes=changes)
+    tracklets = track_scan(detector, 5, reattach_iou=0.1)
+    assert _summary(tracklets) == [(0, 4, [10, 20, 0, 20, 25, 5])]
+    assert tracklets[0].scores == [0.8, 0.9, 0.8, 0.9, 0.9]       # the detection's score on slice 2
+    assert detector.calls[3] == (3, [1])                         # its query tracks the node from slice 3 on
+    # a detection elsewhere (no overlap with the closed tracklet's last box) still starts a new tracklet
+    moved = FakeDetector({1: {**_node(0, 1), **_node(2, 4, box=(60, 60, 66, 65))}}, changes=changes)
+    assert [(t.first_slice, t.last_slice) for t in track_scan(moved, 5, reattach_iou=0.1)] == [(0, 1), (2, 4)]
+
+
 def test_similarity_drop_closes_the_tracklet():
     detector = FakeDetector({1: _node(0, 4)}, changes={(1, 3): {"sim": 0.4}})
     tracklets = track_scan(detector, 5)

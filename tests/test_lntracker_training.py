@@ -137,7 +137,7 @@ def test_predict_writes_what_evaluate_detection_reads(env_502, preprocessed_502,
 
 def test_demo_detection_part(lesionnet_dirs, monkeypatch, capsys):
     """lesionnet_demo --task detection on a tiny Dataset502: train a tiny LN-Tracker, compare it with its
-    untrained network and the merging baseline on the test scans."""
+    untrained network, the merging baseline and Algorithm 1 as printed on the test scans."""
     from lesionnet.cli import demo
 
     generate_lymph_node_dataset(lesionnet_dirs["raw"] / DATASET,
@@ -146,12 +146,13 @@ def test_demo_detection_part(lesionnet_dirs, monkeypatch, capsys):
                                                      "batch_size": 2, "max_val_pairs": 1, "seed": 0})
     assert demo.main(["--task", "detection", "--no_progress"]) == 0
     out = capsys.readouterr().out
-    for row in ("lntracker_untrained", "lntracker", "lntracker_merging"):
+    rows = ["lntracker_untrained", "lntracker", "lntracker_merging", "lntracker_algorithm1"]
+    for row in rows:
         assert f"| {row} |" in out
     assert "lntracker vs lntracker_merging at ≤ 4 FP/scan" in out and "McNemar" in out
     assert "lntracker on the fold-0 validation scans, untrained -> trained: AS" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
-    assert list(results["rows"]) == ["lntracker_untrained", "lntracker", "lntracker_merging"]
+    assert list(results["rows"]) == rows
     assert results["n_lesions"] > 0 and results["training"]["lntracker"]["seconds"] > 0
 
 

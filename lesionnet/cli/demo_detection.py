@@ -2,15 +2,18 @@
 
 Steps, each skipped when its output already exists:
 
-1. generate Dataset502_SynthLymphNodes (``lesionnet_make_synthetic -d 502``) and check it;
+1. generate Dataset502_SynthLymphNodes (as ``lesionnet_make_synthetic -d 502``, with 32 cases instead of
+   20 and half of them held out: the 16 training scans of the default dataset and 16 test scans, enough
+   lymph nodes for paired tests between detectors) and check it;
 2. fingerprint, plan and preprocess it (``lesionnet_plan_and_preprocess -d 502``);
 3. train every registered trainable detection method on fold 0 with its ``demo_training`` settings
    (``lesionnet_train 502 METHOD 0 ...``; a finished run is reused);
 4. detect on the test scans with each method, its untrained network (``<name>_untrained``) and its
    ``demo_variants`` (LN-Tracker: ``lntracker_merging``, the same detector with 2D-IoU merging instead of
-   track queries) through ``lesionnet_predict``, score them (``lesionnet_evaluate_detection``) side by
-   side, and compare each trained method with its untrained network and its variants (exact McNemar
-   test on the lesions found at ≤ 4 false positives per scan);
+   track queries, and ``lntracker_algorithm1``, Algorithm 1 as printed) through ``lesionnet_predict``,
+   score them (``lesionnet_evaluate_detection``) side by side, and compare each trained method with its
+   untrained network and its variants (exact McNemar test on the lesions found at ≤ 4 false positives
+   per scan);
 5. write the comparison (JSON and Markdown) to ``$lesionnet_results/Dataset502_SynthLymphNodes/demo``.
 """
 from __future__ import annotations
@@ -26,6 +29,8 @@ from lesionnet.utils.files import write_json, write_text
 
 logger = logging.getLogger("lesionnet_demo")
 DETECTION_DATASET_ID = 502
+#: the demo's Dataset502: cases 0-15 (training) are those of the default dataset, 16-31 are test scans
+DEMO_LYMPH_NODES = {"num_patients": 32, "test_fraction": 0.5}
 
 
 def detection_demo_methods() -> list:
@@ -43,7 +48,7 @@ def run_detection_demo(train, seed: int = 0, progress: bool = True) -> dict:
         return {}
     logger.info("Detection 1/4: the synthetic lymph-node dataset")
     dataset_folder = prepare_demo_dataset(DETECTION_DATASET_ID, lambda folder, **kw: generate_lymph_node_dataset(
-        folder, LymphNodeConfig(), **kw), "lymph-node", seed, progress)
+        folder, LymphNodeConfig(**DEMO_LYMPH_NODES), **kw), "lymph-node", seed, progress)
     logger.info("Detection 2/4: fingerprint, plans and preprocessing")
     plan_and_preprocess(DETECTION_DATASET_ID, progress=progress)
     training = {m.name: train(m, dataset_folder, progress) for m in methods}

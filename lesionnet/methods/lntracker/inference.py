@@ -52,8 +52,9 @@ class VolumeSlices:
 def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds: dict,
                  device=None) -> list[Tracklet]:
     """Algorithm 1 on a volume with a trained :class:`LNTracker` (in eval mode); ``thresholds`` holds
-    ``tau_det``, ``tau_track`` and ``tau_sim`` (the plan's) and ``associate_iou`` (default 0.1), the 2D IoU
-    above which a detection is a live tracklet's node found again."""
+    ``tau_det``, ``tau_track`` and ``tau_sim`` (the plan's), ``associate_iou`` (default 0.1), the 2D IoU
+    above which a detection is a live tracklet's node found again, and ``reattach_iou`` (default None: off),
+    the 2D IoU above which it continues a tracklet closed on the same slice."""
     device = device or next(network.parameters()).device
     volume = VolumeSlices(image_zyx, slices_per_side, network.config.stride, device)
 
@@ -72,7 +73,8 @@ def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
                                out["queries"][0, :t], out["queries"][0, t:])
 
     return track_scan(step, volume.num_slices, float(thresholds["tau_det"]), float(thresholds["tau_track"]),
-                      float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.1)))
+                      float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.1)),
+                      thresholds.get("reattach_iou"))
 
 
 @torch.no_grad()

@@ -68,8 +68,10 @@ class LNTrackerMethod(Method):
     presets = PRESETS
     selection_metric = ("AS", "max")
     #: rows the demo and the detection benchmark add next to the method: the paper's baseline, the same
-    #: trained detector with its per-slice boxes linked by 2D IoU instead of track queries
-    demo_variants = {"merging": {"linking": "merging"}}
+    #: trained detector with its per-slice boxes linked by 2D IoU instead of track queries, and Algorithm 1
+    #: as printed (the paper's thresholds, no re-attach)
+    demo_variants = {"merging": {"linking": "merging"},
+                     "algorithm1": {"thresholds": dict(planning.PAPER_THRESHOLDS)}}
     #: the demo's LN-Tracker on a CPU: the ``small`` network, 40 epochs of 130 steps of 4 three-slice chains
     #: — about 25 minutes on 2 cores
     demo_training = {"preset": "small", "num_epochs": 40, "iterations_per_epoch": 130, "batch_size": 4,

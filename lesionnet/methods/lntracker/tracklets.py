@@ -14,6 +14,11 @@ Rules where the paper is silent:
   count as live, so duplicate detection queries on one new node start one tracklet (the highest-scoring).
   A tracklet closed on this slice (score or similarity too low) is not live: a detection on its node
   starts a new tracklet, as in the paper's pseudo-code.
+* **Re-attach** (lesionnet's addition, off with ``reattach_iou=None``, the pseudo-code as printed): a
+  detection that matches no live tracklet but overlaps (2D IoU > ``reattach_iou``) the last box of a
+  tracklet closed *on this slice* continues that tracklet instead of starting a new one; its query
+  becomes the tracklet's track query. A track query that misses one slice of its node then no longer
+  splits the node into two boxes (measured in documentation/methods/ln_tracker.md).
 * **Tracklet score** (:func:`chain_score`): the *maximum* of its per-slice scores. A node's slice scores
   fall at its upper and lower ends (partial volume), so a mean would rank a correctly extended tracklet
   below a short one; the maximum is the detector's confidence on the node's clearest slice and does not
@@ -134,8 +139,19 @@ def _concat_rows(first, second):
     return torch.cat([first, second], dim=0)
 
 
+def _reopen(closed: list, box_xyxy, reattach_iou: float | None):
+    """The tracklet of ``closed`` (closed on this slice) whose last box overlaps ``box_xyxy`` most, if that
+    2D IoU exceeds ``reattach_iou``; it is taken out of ``closed``. None otherwise, or when off."""
+    if reattach_iou is None or not closed:
+        return None
+    overlaps = box_iou_2d(box_xyxy, np.stack([tracklet.boxes[-1] for tracklet in closed]))[0]
+    best = int(np.argmax(overlaps))
+    return closed.pop(best) if overlaps[best] > reattach_iou else None
+
+
 def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, tau_det: float = 0.3,
-               tau_track: float = 0.3, tau_sim: float = 0.5, associate_iou: float = 0.5) -> list[Tracklet]:
+               tau_track: float = 0.3, tau_sim: float = 0.5, associate_iou: float = 0.5,
+               reattach_iou: float | None = None) -> list[Tracklet]:
     """Algorithm 1 over slices ``0 .. num_slices - 1``; returns every tracklet, in order of birth.
 
     ``step(z, track_embeddings)`` runs the detector on slice ``z``; ``track_embeddings`` holds one row per
@@ -143,23 +159,25 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
     is None when there is none. A live tracklet is kept when its track score > ``tau_track`` and its
     similarity > ``tau_sim`` (its box is appended), else closed; a detection with score > ``tau_det`` that
     matches no live tracklet (see the module docstring) starts a new one, and its embedding becomes a
-    track query for slice ``z + 1``. Tracklets still live after the last slice are closed.
+    track query for slice ``z + 1``, unless ``reattach_iou`` is set and it continues a tracklet closed on
+    this slice (see the module docstring). Tracklets still live after the last slice are closed.
     """
     finished: list[Tracklet] = []
     live: list[Tracklet] = []
     queries = None
+    next_id = 0
     for z in range(int(num_slices)):
         detections = step(z, queries)
         if len(detections.track_scores) != len(live):
             raise ValueError(f"slice {z}: step returned {len(detections.track_scores)} track outputs for "
                              f"{len(live)} track queries")
-        kept = []
+        kept, closed = [], []
         for k, tracklet in enumerate(live):
             if detections.track_scores[k] > tau_track and detections.track_similarity[k] > tau_sim:
                 tracklet.append(detections.track_boxes[k], detections.track_scores[k])
                 kept.append(k)
             else:
-                finished.append(tracklet)
+                closed.append(tracklet)
         live = [live[k] for k in kept]
         queries = _take_rows(detections.track_embeddings, kept, "track_embeddings") if kept else None
         live_boxes = [tracklet.boxes[-1] for tracklet in live]
@@ -170,11 +188,15 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
             box = detections.det_boxes[i]
             if live_boxes and box_iou_2d(box, np.stack(live_boxes)).max() > associate_iou:
                 continue
-            tracklet = Tracklet(len(finished) + len(live), z)
+            tracklet = _reopen(closed, box, reattach_iou)
+            if tracklet is None:
+                tracklet = Tracklet(next_id, z)
+                next_id += 1
             tracklet.append(box, detections.det_scores[i])
             live.append(tracklet)
             live_boxes.append(tracklet.boxes[-1])
             born.append(int(i))
+        finished.extend(closed)
         if born:
             queries = _concat_rows(queries, _take_rows(detections.det_embeddings, born, "det_embeddings"))
     finished.extend(live)
