@@ -63,14 +63,16 @@ def list_trained_models(dataset: str | None = None, method: str | None = None, p
 
 
 def find_trained_model(dataset: str | None = None, method: str | None = None, folds=None,
-                       plans_name: str | None = None, checkpoint: str = "final") -> TrainedModel:
+                       plans_name: str | None = None, checkpoint: str = "final",
+                       results_dir: Path | None = None) -> TrainedModel:
     """The one trained model matching the request (see the module docstring); ``folds`` (e.g. ``[0]``)
-    restricts the folds, all must exist."""
-    models = list_trained_models(dataset, method, plans_name, checkpoint)
+    restricts the folds, all must exist; ``results_dir`` replaces ``$lesionnet_results``."""
+    models = list_trained_models(dataset, method, plans_name, checkpoint, results_dir)
     wanted = f"{method or 'any method'} for {dataset or 'any dataset'}"
     if not models:
         raise ModelNotFoundError(f"no trained model ({wanted}, checkpoint_{checkpoint}.pth) under "
-                                 f"{paths.results_dir()}. Train one with lesionnet_train DATASET METHOD FOLD.")
+                                 f"{results_dir or paths.results_dir()}. Train one with lesionnet_train DATASET "
+                                 "METHOD FOLD.")
     if len(models) > 1:
         choices = "\n  ".join(m.describe() for m in models)
         raise ModelNotFoundError(f"{len(models)} trained models match ({wanted}); choose one with -d / -m / --plans:"

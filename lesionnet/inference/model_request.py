@@ -22,6 +22,7 @@ class LearnedModelOptions:
     step_size: float = 0.5
     device: str = "cpu"
     search_region_zyx: tuple | None = None
+    results_dir: Path | None = None      # where trained models are looked up (default: $lesionnet_results)
 
 
 @dataclass

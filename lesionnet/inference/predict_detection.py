@@ -111,7 +111,8 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
     scans = load_detection_input(input_folder)
     options = model_options or LearnedModelOptions()
     dataset = options.dataset or dataset_name_of(Path(input_folder).resolve())
-    model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint)
+    model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint,
+                               options.results_dir)
     logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
     folds = load_trained_models(method, model, options.checkpoint, options.device)
     detector = method.predictor(PredictorRequest(folds, options.device, options=dict(predictor_options or {})))

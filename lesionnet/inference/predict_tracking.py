@@ -118,7 +118,8 @@ def make_case_tracker(method, input_folder: Path, output_folder: Path, settings:
     models, description = [], {}
     if method.trainable:
         dataset = options.dataset or dataset_name_of(input_folder.resolve())
-        model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint)
+        model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint,
+                                   options.results_dir)
         logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
         models = load_trained_models(method, model, options.checkpoint, options.device)
         description = {"model": str(model.folder), "folds": list(model.folds), "checkpoint": options.checkpoint}
