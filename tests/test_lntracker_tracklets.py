@@ -1,11 +1,13 @@
 """LN-Tracker inference (Algorithm 1) with a fake detector, prediction records, and the 2D -> 3D merging baseline."""
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 
 from lesionnet.datasets.geometry import Geometry
 from lesionnet.evaluation.detection_io import read_prediction_file
+from lesionnet.inference.overlays import save_detection_overlay
 from lesionnet.methods.lntracker.merging import merge_slice_boxes
 from lesionnet.methods.lntracker.tracklets import (
     SliceDetections,
@@ -191,3 +193,19 @@ def test_merging_links_one_to_one_by_highest_iou():
 def test_merging_ignores_boxes_at_or_below_min_score():
     per_slice = _slices([([0, 0, 4, 4], 0.3)], [([0, 0, 4, 4], 0.31)])
     assert [(b.tolist(), s) for b, s in merge_slice_boxes(per_slice)] == [([0, 0, 1, 4, 4, 2], 0.31)]
+
+
+def _red_pixels(path) -> int:
+    rgb = matplotlib.image.imread(path)[..., :3]
+    return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)).sum())
+
+
+def test_detection_overlay_draws_the_best_boxes(tmp_path):
+    image = np.zeros((6, 40, 50), dtype=np.float32)
+    geometry = Geometry((0.8, 0.8, 3.0), shape_zyx=(6, 40, 50))
+    boxes = [[10, 5, 1, 30, 20, 4], [35, 25, 2, 45, 35, 3]]
+    save_detection_overlay(tmp_path / "two.png", image, geometry, boxes, [0.9, 0.4], title="scan")
+    save_detection_overlay(tmp_path / "none.png", image, geometry, [], [])
+    assert _red_pixels(tmp_path / "two.png") > 50 and _red_pixels(tmp_path / "none.png") == 0
+    with pytest.raises(ValueError, match="2 boxes but 1 scores"):
+        save_detection_overlay(tmp_path / "bad.png", image, geometry, boxes, [0.9])

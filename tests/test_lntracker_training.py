@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -116,8 +117,10 @@ def test_predict_writes_what_evaluate_detection_reads(env_502, preprocessed_502,
     assert train_cli.main(args) == 0
     images = preprocessed_502["raw"] / DATASET / "imagesTs"
     out = tmp_path / "boxes"
-    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--no_progress"]) == 0
+    assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--save_overlays", "--no_progress"]) == 0
     scans = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"{s}.png" for s in scans]
+    assert matplotlib.image.imread(out / "overlays" / f"{scans[0]}.png").shape[2] in (3, 4)
     assert sorted(p.stem for p in out.glob("*.json")) == scans
     assert sorted(p.name for p in (out / "markups").iterdir()) == [f"{s}.mrk.json" for s in scans]
     record = json.loads((out / f"{scans[0]}.json").read_text())

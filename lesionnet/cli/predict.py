@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the predictions of an earlier run in OUT (without it such a folder is refused)")
     parser.add_argument("--save_overlays", action="store_true",
-                        help="write OUT/overlays/{pair_id}.png: axial/coronal/sagittal slices through each prediction")
+                        help="write overlay PNGs: tracking, OUT/overlays/{pair_id}.png (axial/coronal/sagittal slices "
+                             "through each prediction); detection, OUT/overlays/{scan_id}.png (an axial slice through "
+                             "each of the best-scoring boxes)")
     parser.add_argument("--strict", action="store_true",
                         help="check every scan in IN, not only those the pairs name, and refuse warnings too (the "
                              "default check already refuses missing, truncated, NaN, too small scans and centers "
@@ -102,12 +104,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace, options: LearnedModelOptions) -> int:
     tracking_only = [flag for flag, used in (("--chain", args.chain), ("--save_heatmaps", args.save_heatmaps),
-                                             ("--pairs", args.pairs), ("--save_overlays", args.save_overlays))
+                                             ("--pairs", args.pairs))
                      if used]
     if tracking_only:
         raise ValueError(f"{', '.join(tracking_only)}: tracking options; '{args.method.name}' is a detection method.")
     run = predict_detection(args.input, args.output, args.method, options, resume=args.resume,
-                            overwrite=args.overwrite, progress=not args.no_progress)
+                            overwrite=args.overwrite, progress=not args.no_progress, save_overlays=args.save_overlays)
     print(f"3D boxes of {len(run.predicted) + len(run.reused)} scan(s) written to {run.output_folder} "
           f"({len(run.reused)} reused)")
     if not run.ok:

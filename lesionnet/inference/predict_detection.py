@@ -8,7 +8,8 @@
 * output, per scan: ``OUT/{scan_id}.json`` (``boxes_xyz`` ``[x1, y1, z1, x2, y2, z2]`` voxel indices of the
   input scan, half open; ``scores``; ``slice_ranges``; ``boxes_world``; the ``signature`` of the run), the
   format ``lesionnet_evaluate_detection OUT GT_DIR`` reads, and a 3D Slicer markups file of the boxes,
-  ``OUT/markups/{scan_id}.mrk.json``. Files are written atomically, one scan at a time.
+  ``OUT/markups/{scan_id}.mrk.json``; with ``save_overlays``, ``OUT/overlays/{scan_id}.png``, axial slices
+  through the best-scoring boxes. Files are written atomically, one scan at a time.
 
 An output folder holding scan files of an earlier run is refused unless ``resume`` (``--continue``: a scan
 whose file has the same signature — method, model, checkpoints, settings, input file — is kept, the rest
@@ -24,18 +25,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lesionnet.datasets.image_io import read_image
 from lesionnet.datasets.verification.problems import InputCheckError
 from lesionnet.datasets.verification.scan_files import check_scan_files
 from lesionnet.inference.case_signature import file_sha256, file_stamp
 from lesionnet.inference.markups import write_box_markups
 from lesionnet.inference.model_discovery import find_trained_model, load_trained_models
 from lesionnet.inference.model_request import LearnedModelOptions, PredictorRequest, dataset_name_of
+from lesionnet.inference.overlays import save_detection_overlay
 from lesionnet.inference.tracking_input import find_scan_files
 from lesionnet.utils.files import load_json, write_json
 from lesionnet.utils.output_paths import check_output_folder
 
 logger = logging.getLogger(__name__)
 MARKUPS_FOLDER = "markups"
+OVERLAYS_FOLDER = "overlays"
 
 
 @dataclass
@@ -101,7 +105,7 @@ def load_detection_input(input_folder) -> dict[str, Path]:
 
 def predict_detection(input_folder, output_folder, method, model_options: LearnedModelOptions | None = None,
                       resume: bool = False, overwrite: bool = False, progress: bool = True,
-                      predictor_options: dict | None = None) -> DetectionRun:
+                      predictor_options: dict | None = None, save_overlays: bool = False) -> DetectionRun:
     """Detect with ``method`` (a trained detection method) on every scan of ``input_folder`` (see the module
     docstring); ``predictor_options`` go to the method's predictor (e.g. one of its ``demo_variants``).
     Each record also holds ``seconds``, the wall time of its scan."""
@@ -124,7 +128,8 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
     if overwrite:                       # the earlier run's scan files and markups
         for path in _earlier_scan_files(output_folder):
             path.unlink()
-        shutil.rmtree(output_folder / MARKUPS_FOLDER, ignore_errors=True)
+        for folder in (MARKUPS_FOLDER, OVERLAYS_FOLDER):
+            shutil.rmtree(output_folder / folder, ignore_errors=True)
     run = DetectionRun(output_folder)
     for scan_id, path in tqdm(scans.items(), desc="scans", unit="scan", disable=not progress):
         signature = {**run_signature, "input": file_stamp(path)}
@@ -147,10 +152,15 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
         write_json(out_path, record)
         write_box_markups(output_folder / MARKUPS_FOLDER / f"{scan_id}.mrk.json", record.get("boxes_world", []),
                           [f"{scan_id} {i + 1} ({s:.2f})" for i, s in enumerate(record["scores"])])
+        if save_overlays:
+            image_zyx, geometry = read_image(path)
+            save_detection_overlay(output_folder / OVERLAYS_FOLDER / f"{scan_id}.png", image_zyx, geometry,
+                                   record["boxes_xyz"], record["scores"], title=f"{scan_id} ({method.name})")
         run.predicted.append(scan_id)
     logger.info("%d scan(s) predicted, %d reused, %d failed -> %s", len(run.predicted), len(run.reused),
                 len(run.failed), output_folder)
     return run
 
 
-__all__ = ["DetectionRun", "MARKUPS_FOLDER", "check_detection_output", "load_detection_input", "predict_detection"]
+__all__ = ["DetectionRun", "MARKUPS_FOLDER", "OVERLAYS_FOLDER", "check_detection_output", "load_detection_input",
+           "predict_detection"]
