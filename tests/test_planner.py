@@ -319,6 +319,19 @@ def test_memory_driven_sizes_are_monotone_in_the_budget(fingerprint):
         assert top["lntracker"]["decoder_layers"] == 9 and top["lntracker"]["hidden_dim"] == 256
 
 
+def test_lntracker_on_a_cpu_stops_at_the_small_size():
+    from lesionnet.methods.lntracker.method import PRESETS
+    from lesionnet.methods.lntracker.planning import CPU_NETWORK
+
+    cpu = plan_from_fingerprint(detection_fingerprint(), budget(12, device="cpu"))["configurations"]["lntracker"]
+    gpu = plan_from_fingerprint(detection_fingerprint(), budget(12))["configurations"]["lntracker"]
+    assert {k: cpu[k] for k in CPU_NETWORK} == CPU_NETWORK
+    assert {k: v for k, v in PRESETS["small"].items()} == {k: cpu[k] for k in PRESETS["small"]}
+    assert "on a CPU" in cpu["decisions"]["capacity"]["rule"]
+    assert gpu["hidden_dim"] >= 128 and "backbone_widths" not in gpu
+    assert cpu["fits_memory_budget"]
+
+
 def test_large_lesions_get_larger_template_and_tr_within_budget():
     small = plan_from_fingerprint(tracking_fingerprint(np.linspace(3, 6, 40)), budget(24))
     large = plan_from_fingerprint(tracking_fingerprint(np.linspace(35, 60, 40)), budget(24))

@@ -1,7 +1,8 @@
 """LN-Tracker's planning rules and its section of the plan (sizes, slice context, queries, inference
 thresholds; the detection data are preprocessed for it). The memory model behind the width and depth
 is an estimate from the paper's architecture (:mod:`lesionnet.methods.lntracker.memory`), not fitted to
-the network as built; on a CPU the ``small`` preset replaces the planned network.
+the network as built. On a CPU a compute budget stops the network at the size of the ``small`` preset
+(:data:`CPU_NETWORK`, in :func:`rule_capacity`).
 
 Slices keep their native thickness (detection runs slice by slice); the in-plane patch is the whole
 median slice; queries come from the most lesions seen in one slice, the 2.5D slice context from the
@@ -45,6 +46,11 @@ THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.35, "tau_sim": 0.5, "associate_iou"
               "merge_link_iou": 0.1, "merge_max_gap": 1}
 #: Algorithm 1 as printed, with the paper's thresholds: the benchmark's row without lesionnet's additions
 PAPER_THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5, "reattach_iou": None}
+#: on a CPU (a compute budget, as TLT's): the network stops at the size of the demo's ``small`` preset, which
+#: trains 40 × 130 steps of 4 three-slice chains in about 24 minutes on 2 cores
+#: (documentation/methods/ln_tracker.md); a step of the paper's sizes is many times slower there
+CPU_NETWORK = {"hidden_dim": 64, "encoder_layers": 1, "decoder_layers": 3, "num_queries": 30, "batch_size": 4,
+               "ffn_dim": 128, "backbone_widths": [16, 32, 64]}
 #: the plan's keys that grow with the memory budget
 MEMORY_DRIVEN_KEYS = ("patch_size_yx", "num_queries", "slices_per_side", "hidden_dim", "encoder_layers",
                       "decoder_layers", "batch_size")
@@ -73,17 +79,25 @@ def rule_capacity(patch_yx, spacing_yx, desired_queries: int, desired_slices_per
     """LN-Tracker queries, slice context, hidden width, encoder/decoder depth and batch from the memory
     budget (estimate-only memory model). Chain: in-plane patch shrinking towards 128 at the minimal
     network; then queries up to the data-driven number, slices per side up to the data-driven context,
-    hidden width 128 → 256, decoder 3 → 9 and encoder 3 → 6 layers (the paper's); then the batch."""
+    hidden width 128 → 256, decoder 3 → 9 and encoder 3 → 6 layers (the paper's); then the batch. On a
+    CPU (a compute budget) the network, the queries and the batch stop at :data:`CPU_NETWORK`."""
+    cpu = device == "cpu"
+    hidden_dims = (CPU_NETWORK["hidden_dim"],) if cpu else HIDDEN_DIMS
+    encoder_layers = (CPU_NETWORK["encoder_layers"],) if cpu else ENCODER_LAYERS
+    decoder_layers = (CPU_NETWORK["decoder_layers"],) if cpu else DECODER_LAYERS
+    if cpu:
+        desired_queries = min(desired_queries, CPU_NETWORK["num_queries"])
+        max_batch = min(max_batch, CPU_NETWORK["batch_size"])
     patches = patch_reduction_levels(patch_yx, [min(p, 128) for p in patch_yx], spacing_yx, STRIDE)
     queries = sorted({q for q in QUERY_LEVELS if q < desired_queries} | {desired_queries})
-    start = {"patch_size_yx": patches[0], "num_queries": queries[0], "slices_per_side": 1, "hidden_dim": HIDDEN_DIMS[0],
-             "encoder_layers": ENCODER_LAYERS[0], "decoder_layers": DECODER_LAYERS[0], "batch_size": 1}
+    start = {"patch_size_yx": patches[0], "num_queries": queries[0], "slices_per_side": 1, "hidden_dim": hidden_dims[0],
+             "encoder_layers": encoder_layers[0], "decoder_layers": decoder_layers[0], "batch_size": 1}
     steps = [("patch_size_yx", p) for p in patches[1:]]
     steps += [("num_queries", q) for q in queries[1:]]
     steps += [("slices_per_side", k) for k in range(2, desired_slices_per_side + 1)]
-    steps += [("hidden_dim", h) for h in HIDDEN_DIMS[1:]]
-    steps += [("decoder_layers", d) for d in DECODER_LAYERS[1:]]
-    steps += [("encoder_layers", e) for e in ENCODER_LAYERS[1:]]
+    steps += [("hidden_dim", h) for h in hidden_dims[1:]]
+    steps += [("decoder_layers", d) for d in decoder_layers[1:]]
+    steps += [("encoder_layers", e) for e in encoder_layers[1:]]
     steps += [("batch_size", b) for b in range(2, max_batch + 1)]
     chain = build_chain(start, steps)
 
@@ -93,9 +107,11 @@ def rule_capacity(patch_yx, spacing_yx, desired_queries: int, desired_slices_per
                                            c["decoder_layers"], device=device)
 
     chosen = select_from_chain(chain, estimate, usable_bytes)
+    cap = (" (on a CPU the network, queries and batch stop at the demo's small size: a compute budget, about "
+           "24 min for the demo's 40 x 130 steps on 2 cores)") if cpu else ""
     return decision(chosen["config"], "last element of the LN-Tracker capacity chain (patch -> queries -> slice "
                     "context -> width/depth up to the paper's -> batch) whose estimated training memory fits the "
-                    "budget (LN-Tracker memory model is an unverified estimate)",
+                    "budget (LN-Tracker memory model is an unverified estimate)" + cap,
                     usable_bytes=usable_bytes, max_batch=max_batch, planned_patch_yx=patch_yx,
                     desired_queries=desired_queries, desired_slices_per_side=desired_slices_per_side, device=device,
                     chain_index=chosen["index"], chain_length=chosen["chain_length"], fits=chosen["fits"],
@@ -122,6 +138,8 @@ def plan(context: PlanningContext) -> dict:
                             batch_rec["value"], context.device)
     cap = cap_rec["value"]
     data_id, data_config = context.data_configuration(spacing, native_z=True)
+    # the CPU network's FFN and backbone widths (elsewhere the network's defaults: 4 x width, the paper's backbone)
+    network_widths = {k: CPU_NETWORK[k] for k in ("ffn_dim", "backbone_widths")} if context.device == "cpu" else {}
     return {
         "data_identifier": data_id,
         "data_configuration": data_config,
@@ -133,6 +151,7 @@ def plan(context: PlanningContext) -> dict:
         "encoder_layers": cap["encoder_layers"],
         "decoder_layers": cap["decoder_layers"],
         "batch_size": cap["batch_size"],
+        **network_widths,
         "thresholds": dict(THRESHOLDS),
         "estimated_memory_bytes": cap_rec["inputs"]["estimate"]["total_bytes"],
         "memory_model_verified": False,
@@ -142,5 +161,5 @@ def plan(context: PlanningContext) -> dict:
     }
 
 
-__all__ = ["PAPER", "STRIDE", "THRESHOLDS", "PAPER_THRESHOLDS", "MEMORY_DRIVEN_KEYS", "rule_queries",
+__all__ = ["PAPER", "STRIDE", "THRESHOLDS", "PAPER_THRESHOLDS", "CPU_NETWORK", "MEMORY_DRIVEN_KEYS", "rule_queries",
            "rule_slice_context", "rule_capacity", "plan"]
