@@ -45,11 +45,16 @@ def save_tracking_overlay(path: str | os.PathLike, image_zyx: np.ndarray, geomet
         ax.set_title(name)
         ax.axis("off")
     axes[0].legend(loc="lower right", fontsize=8)
+    _save_figure(fig, path, title, dpi=90)
+
+
+def _save_figure(fig, path, title: str, dpi: int) -> None:
+    """Give ``fig`` its title, write it atomically as a PNG and close it."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
 
 
@@ -92,9 +97,4 @@ def save_detection_overlay(path: str | os.PathLike, image_zyx: np.ndarray, geome
             rank = int(np.nonzero(np.asarray(order) == focus)[0][0]) + 1
             ax.set_title(f"#{rank} score {scores[focus]:.2f}, z {z}", fontsize=9)
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    _save_figure(fig, path, title, dpi=80)
