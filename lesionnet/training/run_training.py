@@ -100,9 +100,7 @@ class FoldJob:
         return self.method.batches(self.data, self.train_ids, self.configuration, config, first_batch)
 
     def compute_loss(self, network: torch.nn.Module, batch: dict, device: torch.device) -> dict:
-        # copied into torch's own (64-byte aligned) memory: numpy's buffers lie wherever the heap puts them, and
-        # some BLAS kernels round differently by alignment, so a continued run would drift from an uninterrupted one
-        tensors = {k: torch.tensor(v, device=device) for k, v in batch.items() if isinstance(v, np.ndarray)}
+        tensors = {k: torch.as_tensor(v, device=device) for k, v in batch.items() if isinstance(v, np.ndarray)}
         outputs = network(**{k: tensors[k] for k in self.model.input_keys})
         return self.model.criterion(outputs, tensors)
 
