@@ -43,19 +43,19 @@ PRESETS["small_no_mask"] = {**PRESETS["small"], "attention_mask": False}
 PRESETS["small_no_similarity"] = {**PRESETS["small"], "similarity_loss_weight": 0.0, "thresholds": {"tau_sim": 0.0}}
 INPUT_KEYS = ("images", "boxes", "ids")
 #: slices per training chain: tracks are trained over two steps, as they run at inference
-CHAIN_LENGTH = 3
+CHAIN_LENGTH = memory.TRAINING_CHAIN_LENGTH
 
 
 def network_config(section: dict) -> LNTrackerConfig:
-    """The network of a plan section: its sizes, DETR's head count (8 at width 256, else 4) and an FFN of
-    four times the width unless the section says otherwise."""
-    hidden = int(section["hidden_dim"])
+    """The network of a plan section: its sizes, DETR's head count (8 at width 256, else 4), an FFN of
+    four times the width and the backbone widths (32, 64, 128, 256) unless the section says otherwise (the
+    defaults of :func:`lesionnet.methods.lntracker.memory.network_sizes`, so that the memory model counts
+    this network)."""
+    sizes = memory.network_sizes(section)
     return LNTrackerConfig(
-        num_input_slices=int(section["num_input_slices"]), hidden_dim=hidden,
-        encoder_layers=int(section["encoder_layers"]), decoder_layers=int(section["decoder_layers"]),
-        num_heads=int(section.get("num_heads", 8 if hidden >= 256 else 4)),
-        ffn_dim=int(section.get("ffn_dim", 4 * hidden)), num_queries=int(section["num_queries"]),
-        backbone_widths=tuple(section.get("backbone_widths", (32, 64, 128, 256))),
+        num_input_slices=int(section["num_input_slices"]), hidden_dim=sizes["hidden_dim"],
+        encoder_layers=sizes["encoder_layers"], decoder_layers=sizes["decoder_layers"], num_heads=sizes["num_heads"],
+        ffn_dim=sizes["ffn_dim"], num_queries=sizes["num_queries"], backbone_widths=sizes["backbone_widths"],
         attention_mask=bool(section.get("attention_mask", True)))
 
 
@@ -83,9 +83,8 @@ class LNTrackerMethod(Method):
         return planning.plan(context)
 
     def memory(self, section: dict, device: str):
-        return memory.training_step_memory(section["patch_size_yx"], section["batch_size"], section["slices_per_side"],
-                                           section["num_queries"], section["hidden_dim"], section["encoder_layers"],
-                                           section["decoder_layers"], device=device)
+        return memory.training_step_memory(section["patch_size_yx"], section["batch_size"],
+                                           **memory.network_sizes(section), device=device)
 
     def summary(self, section: dict, data_configuration: dict | None) -> str:
         spacing = "x".join("native" if v is None else f"{v:.2f}" for v in (data_configuration or {}).get(
@@ -93,7 +92,7 @@ class LNTrackerMethod(Method):
         return (f"lntracker: spacing {spacing} mm, patch {section['patch_size_yx']}, {section['num_input_slices']} "
                 f"slices, {section['num_queries']} queries, width {section['hidden_dim']}, encoder "
                 f"{section['encoder_layers']} / decoder {section['decoder_layers']} layers, batch "
-                f"{section['batch_size']} (memory model unverified)")
+                f"{section['batch_size']}")
 
     # ------------------------------------------------------------------------------- training
     def build(self, section: dict) -> BuiltModel:
