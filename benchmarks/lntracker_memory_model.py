@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +33,9 @@ if str(REPO) not in sys.path:
 
 from lesionnet.planning.memory import MIB  # noqa: E402
 from lesionnet.utils.files import write_json, write_text  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_model_ratios, run_json_process  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 #: a GPU-plan-like network of width 128 (the plan's default FFN and backbone widths)
@@ -69,10 +71,7 @@ def measure(arguments: dict) -> dict:
             "e = mm.predicted_step(s); m['model'] = {'parameters': e.parameters, "
             "'activation_bytes': e.activation_bytes, 'step_peak_bytes': e.step_peak_bytes, "
             "'total_bytes': e.total_bytes}; print(json.dumps(m))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_process(code, REPO)
 
 
 def main(argv=None) -> int:
@@ -91,9 +90,7 @@ def main(argv=None) -> int:
                "model_step_mib": round(model["step_peak_bytes"] / MIB, 1),
                "model_total_training_mib": round(model["total_bytes"] / MIB, 1),
                "baseline_rss_mib": measured["baseline_rss_mib"], "wall_s": measured["wall_s"], "section": section}
-        row["saved_ratio"] = round(row["model_saved_mib"] / row["measured_saved_mib"], 3)
-        row["step_ratio"] = round(row["model_step_mib"] / row["measured_step_mib"], 3)
-        rows.append(row)
+        rows.append(add_model_ratios(row))
         print(json.dumps({k: v for k, v in row.items() if k != "section"}))
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "lntracker_memory_model.json", {"cases": rows, "torch": measured.get("torch"),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +33,9 @@ if str(REPO) not in sys.path:
 from lesionnet.methods.tlt import memory as tlt_memory  # noqa: E402
 from lesionnet.planning.memory import MIB  # noqa: E402
 from lesionnet.utils.files import write_json, write_text  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_model_ratios, run_json_process  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -55,10 +57,7 @@ def measure(template, search, batch, network: dict) -> dict:
     code = ("import json; from lesionnet.methods.tlt.memory_measure import measure_training_step_memory as m; "
             f"print(json.dumps(m({config!r}, {tuple(template)}, {tuple(search)}, {int(batch)}, radius_mm=10.0, "
             "spacing_zyx=(2.5, 2.0, 2.0))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json_process(code, REPO)
 
 
 def main(argv=None) -> int:
@@ -83,9 +82,7 @@ def main(argv=None) -> int:
             "model_total_training_mib": round(est.total_bytes / MIB, 1),
             "baseline_rss_mib": measured["baseline_rss_mib"], "wall_s": measured["wall_s"],
         }
-        row["saved_ratio"] = round(row["model_saved_mib"] / row["measured_saved_mib"], 3)
-        row["step_ratio"] = round(row["model_step_mib"] / row["measured_step_mib"], 3)
-        rows.append(row)
+        rows.append(add_model_ratios(row))
         print(json.dumps(row))
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "tlt_memory_model.json", {"cases": rows, "torch": measured.get("torch")})
