@@ -1,7 +1,7 @@
 """Where a trained TLT puts the lesion, read out several ways: is the classification map localising, and on what?
 
     python benchmarks/tlt_readouts.py RUN_FOLDER [--checkpoints checkpoint_untrained.pth checkpoint_final.pth]
-                                      [--pairs 60] [--offset 0.12] [--dataset 501]
+                                      [--pairs 60] [--offset 0.12] [--dataset 501] [--name NAME]
 
 RUN_FOLDER is a TLT training folder (``.../tlt__lesionnet_plans/fold_0``); its ``network.json`` gives the
 plan section. For fold-0 training and validation pairs (``--pairs`` of each; the training ones spread
@@ -17,7 +17,7 @@ median distance (mm) to the target center and the % within 10 mm of:
 
 A map that learned the crop's center follows ``crop_center`` when the crop is shifted; one that reads
 the prior follows ``prior``; one that matches the template beats both. Writes
-``benchmarks/results/tlt_readouts_<dataset>.json`` and ``.md``.
+``benchmarks/results/tlt_readouts_<dataset>[_<name>].json`` and ``.md``.
 """
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--offset", type=float, default=0.12, help="largest crop shift, fraction of the patch")
     parser.add_argument("--dataset", default="501")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="", help="suffix of the results files (one per compared run)")
     args = parser.parse_args(argv)
     set_cpu_threads(args.threads)
     section = json.loads((args.run_folder / "network.json").read_text())["configuration"]
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
                 key = f"{name} | {split} | {crop}"
                 results[key] = summarise(readout_errors_mm(model.network, sampler, pairs))
                 print(key, json.dumps(results[key]), flush=True)
-    out = ROOT / "benchmarks" / "results" / f"tlt_readouts_{args.dataset}"
+    out = ROOT / "benchmarks" / "results" / ("_".join(filter(None, ["tlt_readouts", args.dataset, args.name])))
     write_json(out.with_suffix(".json"), {"run_folder": args.run_folder.name, "machine": machine_description(),
                                           "pairs_per_split": args.pairs, "offset": args.offset, "results": results})
     lines = ["| checkpoint | pairs | crop | " + " | ".join(READOUTS) + " |", "|" + " --- |" * (3 + len(READOUTS))]
