@@ -28,16 +28,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from lesionnet.methods.lntracker.network import LNTrackerConfig
 from lesionnet.planning.memory import BYTES_PER_FLOAT, MIB, MemoryEstimate, estimate
 
 #: backbone widths of a plan section that names none (the network's GPU default; stride 16)
 DEFAULT_BACKBONE_WIDTHS = (32, 64, 128, 256)
 #: slices per training chain (the trainer's; a plan section may set ``training_chain_length``)
 TRAINING_CHAIN_LENGTH = 3
-#: false-positive track queries added per sample in training (``LNTrackerConfig.false_track_queries``)
-FALSE_TRACK_QUERIES = 2
-#: similarity embedding width (``LNTrackerConfig.similarity_dim``)
-SIMILARITY_DIM = 64
+#: false-positive track queries added per sample in training (the network's default)
+FALSE_TRACK_QUERIES = LNTrackerConfig.false_track_queries
+#: similarity embedding width (the network's default)
+SIMILARITY_DIM = LNTrackerConfig.similarity_dim
 #: backward transient as a fraction of the saved activations: gradient buffers of the layer being
 #: differentiated plus freed blocks the allocator has not returned. Fitted on the CPU measurements of
 #: benchmarks/lntracker_memory_model.py (0 – 0.45 observed beyond activations, gradients and overhead;
