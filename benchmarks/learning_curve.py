@@ -7,7 +7,8 @@ Trains the method as planned (``--preset plan``) on fold 0 of the preprocessed d
 ``$lesionnet_results/<dataset>/<method>__lesionnet_plans/learning_curve`` (the fold's trained model is
 never touched). The budget is split into ``--points`` epochs: a short timing run sets the iterations per
 epoch so that the training steps fill the budget (validation comes on top). After every epoch the fold-0
-validation pairs are tracked; the untrained network is the first point. Writes
+validation pairs are tracked; the untrained network is the first point, and the registration prior alone on
+the same pairs is drawn as a reference. Writes
 ``benchmarks/results/learning_curve_<dataset>.json`` and ``.png`` (validation CPM@10mm and MED against
 training iterations, with the training loss) and the section "Learning curve" of
 ``documentation/benchmarks.md``. Times are wall times on the machine named in the output.
@@ -41,6 +42,30 @@ def seconds_per_step(dataset, method, device, batch_size: int | None, output: Pa
     return history[0]["seconds_training"] / 6.0
 
 
+def prior_reference(raw, method, max_val_pairs: int) -> dict | None:
+    """``{"val_cpm_10mm", "val_med_mm"}`` of the registration prior alone (the prior center as the prediction)
+    on the validation pairs the trainer validates on (fold 0, the first ``max_val_pairs``); None for a dataset
+    without pairs."""
+    from lesionnet.evaluation.validation import tracking_validation_metrics
+    from lesionnet.paths import preprocessed_folder_for
+    from lesionnet.planning.plans_io import load_plans
+    from lesionnet.preprocessing.loading import PreprocessedDataset
+    from lesionnet.training.splits import fold_item_ids, load_or_create_splits
+
+    folder = preprocessed_folder_for(raw.folder)
+    section = load_plans(raw)["configurations"][method.name]
+    data = PreprocessedDataset(raw, section["data_identifier"])
+    _, val_ids = fold_item_ids(load_or_create_splits(folder, data.training_items()), 0)
+    by_id = {p.pair_id: p for p in data.pairs()}
+    pairs = [by_id[i] for i in val_ids[:max_val_pairs] if i in by_id]
+    if not pairs:
+        return None
+    metrics = tracking_validation_metrics([p.prior_center_zyx for p in pairs], [p.target_center_zyx for p in pairs],
+                                          [data.cached_case(p.target).geometry.spacing_zyx for p in pairs],
+                                          [p.target_radius_mm for p in pairs], [p.pair_id for p in pairs])
+    return {"val_cpm_10mm": metrics["cpm_10mm"], "val_med_mm": metrics["med_mm"]}
+
+
 def plot(curve: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -51,15 +76,16 @@ def plot(curve: dict, path: Path) -> None:
     fig, (ax_cpm, ax_med) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_cpm.plot(steps, [p["val_cpm_10mm"] for p in points], "o-", color="tab:blue", label="trained network")
     ax_med.plot(steps, [p["val_med_mm"] for p in points], "o-", color="tab:red", label="trained network")
-    for name, ref in curve.get("references", {}).items():
-        ax_cpm.axhline(ref["val_cpm_10mm"], ls="--", lw=1, color="gray")
-        ax_cpm.text(steps[-1], ref["val_cpm_10mm"], f" {name}", va="bottom", ha="right", fontsize=8)
-        ax_med.axhline(ref["val_med_mm"], ls="--", lw=1, color="gray")
+    styles = (("gray", "--"), ("tab:green", ":"), ("tab:purple", "-."))
+    for (name, ref), (color, style) in zip(curve.get("references", {}).items(), styles):
+        ax_cpm.axhline(ref["val_cpm_10mm"], ls=style, lw=1.2, color=color, label=name)
+        ax_med.axhline(ref["val_med_mm"], ls=style, lw=1.2, color=color, label=name)
     ax_cpm.set(xlabel="training iterations", ylabel="validation CPM@10mm (%)", ylim=(0, 100))
     ax_med.set(xlabel="training iterations", ylabel="validation MED (mm)")
     ax_med.set_ylim(bottom=0)
     for ax in (ax_cpm, ax_med):
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{curve['method']} on {curve['dataset']} fold 0: {curve['validation_pairs']} validation pairs, "
                  f"batch {curve['batch_size']}, {curve['device']}", fontsize=9)
     fig.tight_layout()
@@ -115,6 +141,9 @@ def main(argv=None) -> int:
              "batch_size": config["batch_size"], "learning_rate": config["learning_rate"],
              "validation_pairs": int(untrained.get("val_n", 0)), "points": points,
              "references": {"untrained": {k: untrained[k] for k in ("val_cpm_10mm", "val_med_mm")}}}
+    prior = prior_reference(raw, method, int(untrained.get("val_n", 0)))
+    if prior:
+        curve["references"]["registration prior"] = prior
     for p in points:
         print(f"{p['iterations']:6d} it  {p['seconds']:7.0f} s  CPM@10mm {p['val_cpm_10mm']:5.1f} %  "
               f"MED {p['val_med_mm']:6.2f} mm")
@@ -133,7 +162,10 @@ def main(argv=None) -> int:
             f"![learning curve](../benchmarks/results/{stem.name}.png)\n\n"
             f"Validation CPM@10mm {first['val_cpm_10mm']:.1f} % (untrained) -> {last['val_cpm_10mm']:.1f} % after "
             f"{last['iterations']} iterations ({last['seconds'] / 60:.0f} min of training); MED "
-            f"{first['val_med_mm']:.2f} -> {last['val_med_mm']:.2f} mm. Data: `benchmarks/results/{stem.name}.json`.")
+            f"{first['val_med_mm']:.2f} -> {last['val_med_mm']:.2f} mm"
+            + (f"; the registration prior alone on the same pairs: {prior['val_cpm_10mm']:.1f} %, "
+               f"{prior['val_med_mm']:.2f} mm" if prior else "")
+            + f". Data: `benchmarks/results/{stem.name}.json`.")
     replace_section(ROOT / "documentation" / "benchmarks.md", "Learning curve", body)
     print(f"wrote {stem}.json, .png")
     return 0

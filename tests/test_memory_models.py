@@ -21,7 +21,9 @@ from lesionnet.planning import memory as mm
                                  tlt_memory.network_config(128, 4, 2),
                                  {**tlt_memory.network_config(64, 2, 1), "fine_matching": True},
                                  {**tlt_memory.network_config(64, 2, 1), "gaussian_input_channels": True,
-                                  "fine_matching": True}])
+                                  "fine_matching": True},
+                                 {**tlt_memory.network_config(64, 2, 1), "gaussian_input_channels": True,
+                                  "correlation_head": True}])
 def test_tlt_parameter_count_is_exact(net):
     assert tlt_memory.parameter_count(**net) == count_parameters(build_tlt(net))
 

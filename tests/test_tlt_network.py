@@ -430,3 +430,34 @@ def test_sss_saves_3x_memory_with_the_papers_attention_and_extractor_checkpointi
     off = measure_training_step_memory(TLTConfig(use_sss=False, **settings))
     print("SSS on:", on["step_peak_mib"], "MiB; SSS off:", off["step_peak_mib"], "MiB")
     assert off["step_peak_mib"] >= 3.0 * on["step_peak_mib"]
+
+
+def test_correlation_head_peaks_where_the_search_matches_the_template_lesion():
+    """Template == search image: the template lesion's feature is the search feature at the same token,
+    so the zero-mean cosine is exactly 1 there and nowhere higher; with its scale and bias at zero the
+    term leaves the network's logits unchanged."""
+    torch.manual_seed(0)
+    config = TLTConfig.tiny(correlation_head=True, correlation_weight_power=200.0)
+    model = build_tlt(config).eval()
+    gen = torch.Generator().manual_seed(3)
+    image = torch.randn(1, 1, *SEARCH, generator=gen)
+    center_zyx = (8 * 1 + 3.5, 8 * 3 + 3.5, 8 * 2 + 3.5)        # feature voxel (1, 3, 2)
+    g = gaussian(SEARCH, center_zyx, 2.0)
+    with torch.no_grad():
+        f = model.extractor(image)
+        correlation = model._correlation(f, f, g).view(f.shape[2:])
+    assert correlation[1, 3, 2].item() == pytest.approx(1.0, abs=1e-5)
+    assert int(correlation.flatten().argmax()) == int(np.ravel_multi_index((1, 3, 2), f.shape[2:]))
+    assert correlation.min().item() >= -1.0 - 1e-6
+
+    plain = build_tlt(TLTConfig.tiny()).eval()
+    state = {k: v for k, v in model.state_dict().items() if k != "correlation_scales"}
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        model.correlation_scales.zero_()
+        template, tg, search, sp = make_batch()
+        with_term = model(template, tg, search, sp)["logits"]
+        without = plain(template, tg, search, sp)["logits"]
+        assert torch.allclose(with_term, without)
+        model.correlation_scales.copy_(torch.tensor([5.0, -5.0]))
+        assert not torch.allclose(model(template, tg, search, sp)["logits"], without)

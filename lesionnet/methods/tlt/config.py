@@ -73,6 +73,16 @@ class TLTConfig:
             ``exp(-d² / (12 r²))`` into ``exp(-d² / r²)``.
         fine_ncc_scale, fine_prior_scale: initial ``a`` and ``b``.
         fine_window: half-width (voxels) of the local soft-arg-max.
+        correlation_head: lesionnet option, off in the paper configuration: a Siamese correlation term
+            on the classification logits (DLT's and SiamFC's matching, on TLT's own extractor). The
+            template lesion's feature vector is the mean of the template's extractor features weighted
+            by ``G̃_t ** correlation_weight_power``; each search token's logit gets
+            ``a · cos(f_s - m, z_t - m) + bias``, ``m`` the sample's mean search feature (so the
+            similarity is zero-mean, as an NCC), ``a`` and ``bias`` learned, initialised to
+            ``correlation_scale`` and ``-correlation_scale``. The focal loss then trains the extractor
+            directly as a matching embedding.
+        correlation_weight_power: the template weight is ``G̃_t ** p`` (12: ``exp(-d² / r²)``).
+        correlation_scale: initial ``a``.
     """
 
     in_channels: int = 1
@@ -104,6 +114,9 @@ class TLTConfig:
     fine_ncc_scale: float = 8.0
     fine_prior_scale: float = 4.0
     fine_window: int = 2
+    correlation_head: bool = False
+    correlation_weight_power: float = 12.0
+    correlation_scale: float = 5.0
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)

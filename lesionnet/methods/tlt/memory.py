@@ -40,7 +40,7 @@ def parameter_count(channels=(32, 64, 128, 192), num_heads: int = 8, layers_per_
                     ffn_dim: int = 832, head_hidden: int = 192, head_layers: int = 3,
                     blocks_per_stage: int = 1, stem_kernel: int = 7, in_channels: int = 1,
                     use_global_regression: bool = True, gaussian_input_channels: bool = False,
-                    fine_matching: bool = False, **_ignored) -> int:
+                    fine_matching: bool = False, correlation_head: bool = False, **_ignored) -> int:
     """Exact parameter count of :func:`lesionnet.methods.tlt.network.build_tlt` for these settings
     (5,999,716 for the paper's)."""
     in_channels = in_channels + int(gaussian_input_channels) + int(fine_matching)
@@ -59,6 +59,7 @@ def parameter_count(channels=(32, 64, 128, 192), num_heads: int = 8, layers_per_
         dims = [dim] + [head_hidden] * (head_layers - 1) + [out_dim]
         return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
+    n += 2 if correlation_head else 0    # the correlation term's scale and bias
     if fine_matching:          # the fine head's three scalars replace the regression MLP
         return n + mlp(1) + 3
     return n + mlp(1) + (mlp(3) if use_global_regression else 0)

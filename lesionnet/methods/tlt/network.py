@@ -13,6 +13,9 @@ Pipeline (papers.md "TLT", the paper's Fig. 1 and Eq. 1-4; details in documentat
            heads per search token: classification logit Ŷ, regression Ĉ (absolute position, voxels)
            global regression ĉ = Σ softmax(Ŷ) · Ĉ
 
+    optional correlation term (``correlation_head``, lesionnet): Ŷ += a · cos(search feature, template
+    lesion feature) + bias, zero-mean over the search tokens (a Siamese matching signal for the extractor)
+
     optional fine matching head (``fine_matching``, lesionnet): weighted NCC of the template lesion with
     the search patch at full resolution → extractor input + full-resolution logits
     upsample(Ŷ) + a · NCC + b · G_s + bias → local soft-arg-max (replaces the global regression)
@@ -80,6 +83,10 @@ class TLT(nn.Module):
         nn.init.constant_(self.cls_head.layers[-1].bias, -math.log((1 - config.cls_prior) / config.cls_prior))
         self.reg_head = None
         self.fine_scales = None
+        self.correlation_scales = None
+        if config.correlation_head:
+            scale = float(config.correlation_scale)
+            self.correlation_scales = nn.Parameter(torch.tensor([scale, -scale]))
         if config.fine_matching:
             # a (NCC), b (prior), bias: a perfect match on the prior peak starts at the coarse logit
             a, b = float(config.fine_ncc_scale), float(config.fine_prior_scale)
@@ -129,6 +136,19 @@ class TLT(nn.Module):
         if self.config.checkpoint_extractor and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(self.extractor, image, use_reentrant=False)
         return self.extractor(image)
+
+    def _correlation(self, f_t: torch.Tensor, f_s: torch.Tensor, template_gaussian: torch.Tensor) -> torch.Tensor:
+        """Zero-mean cosine similarity ``(B, Ns)`` of each search feature ``f_s (B, C, d, h, w)`` with the
+        template lesion's feature: the mean of ``f_t (B, C, dt, ht, wt)`` weighted by
+        ``G̃_t ** correlation_weight_power``; ``m``, the sample's mean search feature, is subtracted from both."""
+        weights = resize_to_grid(template_gaussian, f_t.shape[2:]).flatten(1).clamp_min(0)  # (B, Nt)
+        weights = weights ** self.config.correlation_weight_power
+        weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
+        template_vector = torch.einsum("bn,bcn->bc", weights.to(f_t.dtype), f_t.flatten(2))  # (B, C)
+        search = f_s.flatten(2)                                                           # (B, C, Ns)
+        mean = search.mean(2, keepdim=True)
+        return torch.nn.functional.cosine_similarity(search - mean, (template_vector[:, :, None] - mean),
+                                                     dim=1, eps=1e-6)
 
     def _pos(self, shape_zyx, like: torch.Tensor) -> torch.Tensor | None:
         if self.config.positional_encoding == "none":
@@ -187,6 +207,7 @@ class TLT(nn.Module):
         f_s = self._extract(torch.cat(s_inputs, dim=1))
         b, c, dt, ht, wt = f_t.shape
         _, _, ds, hs, ws = f_s.shape
+        correlation = self._correlation(f_t, f_s, template_gaussian) if cfg.correlation_head else None
         t = f_t.flatten(2).transpose(1, 2)          # (B, Nt, C)
         s = f_s.flatten(2).transpose(1, 2)          # (B, Ns, C)
         pos_t = self._pos((dt, ht, wt), t)          # (1, Nt, C) or None
@@ -229,6 +250,9 @@ class TLT(nn.Module):
         s = self.final_layer(s, t, pos_s, pos_t, search_line_bias)                 # (B, Ns, C)
 
         logits_flat = self.cls_head(s).squeeze(-1)                                  # (B, Ns)
+        if correlation is not None:
+            scale, bias = self.correlation_scales
+            logits_flat = logits_flat + scale * correlation + bias
         logits = logits_flat.view(b, 1, ds, hs, ws)
         out = {
             "logits": logits,
