@@ -298,7 +298,7 @@ __all__ = ["decision", "round_up", "percentile", "FEATURE_STRIDE", "rule_target_
 PRIOR_MIN_GAIN_CPM_POINTS = 5.0
 #: ... at no more than this multiple of the affine's time per scan pair. The limit catches a pathological cost
 #: (a B-spline grid that explodes on large scans), not a preference: the same settings on the same data measured
-#: 2.7x to 4.4x on a shared 2-core machine (the affine's median moves most), so a limit inside that range
+#: 3.0x to 4.4x on a 2-core machine (the affine's median moves most), so a limit inside that range
 #: made the plan, and with it every TLT result, depend on the machine's load at planning time.
 PRIOR_MAX_TIME_RATIO = 10.0
 
