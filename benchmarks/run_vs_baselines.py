@@ -1,14 +1,19 @@
-"""One training run's network, untrained and trained, against every baseline on a test split, in one run.
+"""Training runs' networks, untrained and trained, against every baseline on a test split, in one run.
 
-    python benchmarks/run_vs_baselines.py RUN_FOLDER [--name NAME] [--checkpoint final]
+    python benchmarks/run_vs_baselines.py RUN_FOLDER [RUN_FOLDER ...] [--labels L ...] [--name NAME]
+        [--checkpoint final] [--robustness] [--dataset OTHER]
 
-RUN_FOLDER is any training folder of a trainable tracking method (``network.json`` names the method, dataset
-and plans): a fold of ``lesionnet_train``, the learning curve's run (``.../learning_curve/run``) or one
-trained into its own folder. Its ``checkpoint_untrained.pth`` and ``checkpoint_<checkpoint>.pth`` track the
-dataset's test pairs next to the untrained baselines (identity, affine, deformable, matcher), scored with the
-DLS conventions, with paired tests of the trained network against its untrained self and each baseline.
-Writes ``benchmarks/results/run_vs_baselines_<dataset id>[_<name>].json`` and ``.md``. The run folder is
-only read: the predictor finds it through a link in ``$lesionnet_results/<dataset>/run_vs_baselines/``.
+A RUN_FOLDER is any training folder of a trainable tracking method (``network.json`` names the method,
+dataset and plans): a fold of ``lesionnet_train``, the learning curve's run (``.../learning_curve/run``) or
+one trained into its own folder. Each run's ``checkpoint_untrained.pth`` and ``checkpoint_<checkpoint>.pth``
+track the test pairs next to the untrained baselines (identity, affine, deformable, matcher), scored with
+the DLS conventions, with paired tests of each trained network against its untrained self, each baseline
+and the other runs. ``--robustness`` also tracks every pair from 9 shifted template centers (the DLT
+paper's protocol) and reports the CPM drop and the spread per method. ``--dataset`` applies the runs,
+unchanged, to another tracking dataset's test split (e.g. 503: the priors and the matcher then use the
+runs' dataset's plan). Writes ``benchmarks/results/run_vs_baselines_<dataset id>[_<name>].json`` and
+``.md``. The run folders are only read: the predictor finds each through a link in
+``$lesionnet_results/<dataset>/run_vs_baselines/<name>/models/<label>/``.
 """
 from __future__ import annotations
 
@@ -47,36 +52,69 @@ def discoverable_root(run_folder: Path, dataset: str, method: str, plans_name: s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_folder", type=Path)
+    parser.add_argument("run_folders", type=Path, nargs="+")
+    parser.add_argument("--labels", nargs="+", default=None, help="row names of the runs (default: their methods)")
     parser.add_argument("--name", default="", help="suffix of the results files")
     parser.add_argument("--checkpoint", default="final", help="the trained checkpoint: final | best | latest")
+    parser.add_argument("--robustness", action="store_true", help="also the robustness protocol (9 shifted centers)")
+    parser.add_argument("--dataset", default=None, help="track this dataset's test split instead (id or name)")
     args = parser.parse_args(argv)
     configure_logging()
-    info = json.loads((args.run_folder / "network.json").read_text())
-    method, dataset, plans_name = get_method(info["method"], "tracking", "predict"), info["dataset"], info["plans_name"]
-    label = args.name or method.name
-    work = paths.results_dir() / dataset / "run_vs_baselines" / (args.name or "default")
-    root = discoverable_root(args.run_folder, dataset, method.name, plans_name, work / "models")
-    options = LearnedModelOptions(dataset=dataset, folds=("0",), plans_name=plans_name, checkpoint=args.checkpoint,
-                                  results_dir=root)
+    infos = [json.loads((folder / "network.json").read_text()) for folder in args.run_folders]
+    methods = [get_method(info["method"], "tracking", "predict") for info in infos]
+    labels = args.labels or [m.name for m in methods]
+    if len(labels) != len(methods) or len(set(labels)) != len(labels):
+        raise SystemExit("--labels: one distinct label per run folder.")
+    dataset = infos[0]["dataset"]
+    target = find_dataset_folder(args.dataset) if args.dataset else find_dataset_folder(dataset)
+    work = paths.results_dir() / target.name / "run_vs_baselines" / (args.name or "default")
     baselines = [m for m in demo_methods() if not m.trainable]
-    entries = [*baselines, (f"{label}_untrained", method, dataclasses.replace(options, checkpoint="untrained")),
-               (label, method, options)]
-    comparisons = [(label, f"{label}_untrained")] + [(label, m.name) for m in baselines]
-    results = compare_trackers(find_dataset_folder(dataset), work / "predictions", entries, progress=False,
-                               comparisons=comparisons)
-    results.update(machine=machine_description(), run_folder=args.run_folder.name, checkpoint=args.checkpoint)
-    stem = ROOT / "benchmarks" / "results" / ("run_vs_baselines_" + dataset.split("_")[0][len("Dataset"):]
+    # the baselines that read a plan (the matcher, the planned prior) read the runs' dataset's, as the runs do
+    base_options = LearnedModelOptions(dataset=dataset, plans_name=infos[0]["plans_name"])
+    entries, comparisons = [(m.name, m, base_options) for m in baselines], []
+    for folder, info, method, label in zip(args.run_folders, infos, methods, labels):
+        root = discoverable_root(folder, info["dataset"], method.name, info["plans_name"], work / "models" / label)
+        options = LearnedModelOptions(dataset=info["dataset"], folds=("0",), plans_name=info["plans_name"],
+                                      checkpoint=args.checkpoint, results_dir=root)
+        entries += [(f"{label}_untrained", method, dataclasses.replace(options, checkpoint="untrained")),
+                    (label, method, options)]
+        comparisons += [(label, f"{label}_untrained")] + [(label, m.name) for m in baselines]
+    comparisons += [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    results = compare_trackers(target, work / "predictions", entries, progress=False, comparisons=comparisons,
+                               robustness=args.robustness)
+    results.update(machine=machine_description(), run_folders=[f.name for f in args.run_folders],
+                   checkpoint=args.checkpoint, trained_on=dataset)
+    stem = ROOT / "benchmarks" / "results" / ("run_vs_baselines_" + target.name.split("_")[0][len("Dataset"):]
                                               + (f"_{args.name}" if args.name else ""))
     write_json(stem.with_suffix(".json"), results)
-    name_option = f" --name {args.name}" if args.name else ""
-    header = (f"`python benchmarks/run_vs_baselines.py RUN_FOLDER{name_option}` on {results['machine']}: "
-              f"`{label}` is `checkpoint_{args.checkpoint}.pth` of the run, `{label}_untrained` the same network "
-              "as initialised.")
-    text = "\n".join([header, "", markdown_table(results), "", *[f"- {line}" for line in comparison_lines(results)]])
-    write_text(stem.with_suffix(".md"), text + "\n")
-    print(text)
+    command = " ".join(["python benchmarks/run_vs_baselines.py", *["RUN_FOLDER"] * len(methods)]
+                       + (["--labels", *labels] if args.labels else []) + (["--name", args.name] if args.name else [])
+                       + (["--robustness"] if args.robustness else [])
+                       + (["--dataset", args.dataset] if args.dataset else []))
+    header = (f"`{command}` on {results['machine']}: each run's `checkpoint_{args.checkpoint}.pth` as "
+              f"{', '.join(f'`{label}`' for label in labels)}, and `<label>_untrained` the same network as "
+              f"initialised; trained on {dataset}, tracking {target.name}'s test split.")
+    text = [header, "", markdown_table(results), "", *[f"- {line}" for line in comparison_lines(results)]]
+    if args.robustness:
+        text += ["", robustness_table(results)]
+    write_text(stem.with_suffix(".md"), "\n".join(text) + "\n")
+    print("\n".join(text))
     return 0
+
+
+def robustness_table(results: dict) -> str:
+    """The robustness protocol per method: CPM@10mm and MED from the original and from all template centers."""
+    lines = ["Robustness (each pair also from 9 template centers shifted within 0.25 r; `lesionnet_predict "
+             "--robustness`): CPM@10mm and MED on the original centers, on all ten, the drop, and the spread (per "
+             "pair, the mean distance of its ten predictions from their centroid; median over pairs).", "",
+             "| method | CPM@10mm original → all | drop (points) | MED original → all (mm) | spread (mm) |",
+             "| --- | --- | --- | --- | --- |"]
+    for label, row in results["methods"].items():
+        r = row["robustness"]
+        lines.append(f"| {label} | {r['original']['CPM@10mm']:.2f} → {r['all']['CPM@10mm']:.2f} | "
+                     f"{r['cpm_10mm_drop']:.2f} | {r['original']['MED']:.2f} → {r['all']['MED']:.2f} | "
+                     f"{r['spread_mm']['median']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

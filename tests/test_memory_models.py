@@ -8,6 +8,8 @@ import pytest
 
 from lesionnet.methods import REGISTRY
 from lesionnet.methods.dlt import memory as dlt_memory
+from lesionnet.methods.dlt.config import DLTConfig
+from lesionnet.methods.dlt.network import build_dlt
 from lesionnet.methods.lntracker import memory as lntracker_memory
 from lesionnet.methods.lntracker.method import PRESETS as LNTRACKER_PRESETS
 from lesionnet.methods.lntracker.method import network_config as lntracker_network_config
@@ -46,6 +48,17 @@ def test_lntracker_parameter_count_is_exact(sizes):
     counted = lntracker_memory.parameter_count(sizes["slices_per_side"], sizes["hidden_dim"], sizes["encoder_layers"],
                                                sizes["decoder_layers"], sizes["ffn_dim"], sizes["backbone_widths"])
     assert counted == sum(p.numel() for p in network.parameters())
+
+
+DLT_SMALL = {"growth_rate": 8, "block_layers": [2, 3, 4], "fpn_width": 32, "stem_kernel": 3}
+
+
+@pytest.mark.parametrize("net", [{}, DLT_SMALL, {"growth_rate": 4, "block_layers": [1, 1, 1], "bn_size": 2,
+                                                 "fpn_width": 8}, {"global_kernel": "full"},
+                                 {"anatomy_encoder": False}, {"global_kernel_zyx": [5, 7, 9]}, {"stem_stride": 4}])
+def test_dlt_parameter_count_is_exact(net):
+    config = DLTConfig.from_dict({**DLTConfig().to_dict(), **net}).to_dict()
+    assert dlt_memory.parameter_count(**config) == sum(p.numel() for p in build_dlt(config).parameters())
 
 
 def test_memory_models_grow_with_every_size():
@@ -140,3 +153,31 @@ def test_every_planned_method_declares_a_memory_model_of_its_section():
             estimate = REGISTRY[name].memory(section, plans["memory_budget"]["inputs"]["device"])
             if section.get("estimated_memory_bytes") is not None:
                 assert estimate.total_bytes == section["estimated_memory_bytes"], name
+
+
+def _dlt_measured(net: dict, patch, batch) -> tuple[float, float]:
+    """(saved activations, step peak) of the model over the measured ones, one DLT step in a fresh process."""
+    import subprocess
+    import sys
+    code = ("import json; from lesionnet.methods.dlt.memory_measure import measure_training_step_memory as m; "
+            f"print(json.dumps(m({net!r}, {tuple(patch)}, {int(batch)})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    estimate = dlt_memory.training_step_memory(patch, patch, batch, **DLTConfig.from_dict(
+        {**DLTConfig().to_dict(), **net}).to_dict())
+    return (estimate.activation_bytes / mm.MIB / measured["saved_tensors_mib"],
+            estimate.step_peak_bytes / mm.MIB / measured["step_peak_mib"])
+
+
+def test_dlt_memory_model_matches_measured_peak_small():
+    """The CPU-sized DLT (``small``, batch 4, 40³ patches, the demo's): saved activations and step peak ±30 %."""
+    saved, step = _dlt_measured(DLT_SMALL, (40, 40, 40), 4)
+    assert 0.7 <= saved <= 1.3 and 0.7 <= step <= 1.3, (saved, step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patch,batch", [((40, 40, 40), 1), ((32, 48, 48), 2)])
+def test_dlt_memory_model_matches_measured_peak_paper_network(patch, batch):
+    saved, step = _dlt_measured({}, patch, batch)
+    assert 0.7 <= saved <= 1.3 and 0.7 <= step <= 1.3, (saved, step)

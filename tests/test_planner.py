@@ -374,6 +374,12 @@ def test_plan_structure_for_the_trainer():
     assert set(plans["data_configurations"]) == {tlt["data_identifier"]}
     assert "registration" in plans["data_configurations"][tlt["data_identifier"]]
     assert set(plans["configurations"]) == {"affine", "matcher", "tlt", "dlt"} and "identity" in plans["not_planned"]
+    # DLT's training modes are variants that use the dlt section, not planned again
+    assert plans["not_planned"]["dlt_mix"] == "'dlt_mix' trains and predicts from the 'dlt' section."
+    dlt = plans["configurations"]["dlt"]
+    assert dlt["memory_model_verified"] and dlt["decisions"]["scales"]["value"] == [dlt["feature_stride"] * f
+                                                                                    for f in (1, 2, 4)]
+    assert all(n % (4 * dlt["feature_stride"]) == 0 for n in dlt["search_patch_size_zyx"])
 
 
 def test_assembly_asks_only_the_methods_it_is_given_and_checks_shared_data():

@@ -245,7 +245,8 @@ def test_detection_end_to_end(lesionnet_dirs):
     assert set(plans["configurations"]) == {"lntracker"}
     data_config = plans["data_configurations"][config["data_identifier"]]
     assert data_config["native_z"] and data_config["target_spacing_zyx"][0] is None
-    assert set(plans["not_planned"]) == {"identity", "affine", "deformable", "matcher", "tlt", "dlt"}
+    assert set(plans["not_planned"]) == {"identity", "affine", "deformable", "matcher", "tlt", "dlt", "dlt_ssl",
+                                         "dlt_mix"}
     folder = out / config["data_identifier"]
     raw = lesionnet_dirs["raw"] / "Dataset502_SynthLymphNodes"
     for label_path in sorted((raw / "labelsTr").iterdir()):

@@ -15,7 +15,6 @@ import pytest
 import torch
 from phantoms import FAST_DEFORMABLE, FAST_REGISTRATION
 
-from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import train as train_cli
 from lesionnet.datasets.synthetic import TrackingConfig, generate_tracking_dataset
 from lesionnet.methods import REGISTRY
@@ -34,32 +33,6 @@ from lesionnet.training.splits import fold_item_ids, load_or_create_splits, make
 
 DATASET = "Dataset501_SynthLesionTracking"
 TINY = dict(num_epochs=3, iterations_per_epoch=2, batch_size=2, learning_rate=1e-3, seed=3, max_val_pairs=4)
-
-
-@pytest.fixture(scope="module")
-def preprocessed_501(tmp_path_factory):
-    """A tiny Dataset501 (4 patients), planned and preprocessed once for this module."""
-    root = tmp_path_factory.mktemp("train501")
-    dirs = {name: root / name for name in ("raw", "preprocessed")}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("lesionnet_raw", str(dirs["raw"]))
-        mp.setenv("lesionnet_preprocessed", str(dirs["preprocessed"]))
-        mp.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
-        mp.setattr(fp_module, "DEFORMABLE_PRIOR", FAST_DEFORMABLE)
-        mp.setattr(fp_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
-        mp.setattr(pre_module, "DEFAULT_PRIOR_REGISTRATION", FAST_REGISTRATION)
-        generate_tracking_dataset(dirs["raw"] / DATASET, TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)),
-                                  seed=0, progress=False)
-        assert plan_and_preprocess.main(["-d", "501", "-np", "1", "--gpu_memory_gb", "2", "--no_progress"]) == 0
-    return dirs
-
-
-@pytest.fixture
-def env_501(preprocessed_501, tmp_path, monkeypatch):
-    monkeypatch.setenv("lesionnet_raw", str(preprocessed_501["raw"]))
-    monkeypatch.setenv("lesionnet_preprocessed", str(preprocessed_501["preprocessed"]))
-    monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
-    return tmp_path / "results"
 
 
 TLT = REGISTRY["tlt"]
@@ -391,7 +364,8 @@ def test_predict_finds_the_trained_model_and_writes_heatmaps(env_501, tmp_path, 
 
 
 def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
-    """lesionnet_demo on a tiny Dataset501: plan, preprocess, train a tiny TLT, compare three trackers."""
+    """lesionnet_demo on a tiny Dataset501: plan, preprocess, train a tiny TLT and tiny DLTs (its three modes),
+    compare them with the baselines."""
     from lesionnet.cli import demo
 
     monkeypatch.setattr(fp_module, "PRIOR_ERROR_REGISTRATION", FAST_REGISTRATION)
@@ -402,9 +376,12 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
                               TrackingConfig(num_patients=4, nominal_shape_zyx=(16, 40, 40)), seed=0, progress=False)
     monkeypatch.setattr(TLT, "demo_training", {"preset": "tiny", "num_epochs": 1, "iterations_per_epoch": 2,
                                                "batch_size": 2, "learning_rate": 1e-3, "max_val_pairs": 2, "seed": 0})
+    for name in ("dlt", "dlt_ssl", "dlt_mix"):
+        monkeypatch.setattr(REGISTRY[name], "demo_training", {**TLT.demo_training, "preset": "tiny"})
     assert demo.main(["--task", "tracking", "--no_progress"]) == 0
     out = capsys.readouterr().out
-    rows = ["identity", "affine", "deformable", "matcher", "tlt_untrained", "tlt"]
+    rows = ["identity", "affine", "deformable", "matcher", "tlt_untrained", "tlt", "dlt_untrained", "dlt",
+            "dlt_ssl_untrained", "dlt_ssl", "dlt_mix_untrained", "dlt_mix"]
     for row in rows:
         assert f"| {row} |" in out
     assert "tlt training (tiny preset, fold 0)" in out
@@ -412,9 +389,9 @@ def test_demo_runs_the_main_job_end_to_end(lesionnet_dirs, monkeypatch, capsys):
     assert "tlt vs tlt_untrained (" in out and "tlt vs matcher (" in out and "paired t-test" in out
     results = json.loads((lesionnet_dirs["results"] / DATASET / "demo" / "comparison.json").read_text())
     assert list(results["methods"]) == rows
-    assert [(c["a"], c["b"]) for c in results["comparisons"]] == [("tlt", "tlt_untrained"), ("tlt", "identity"),
-                                                                  ("tlt", "affine"), ("tlt", "deformable"),
-                                                                  ("tlt", "matcher")]
+    baselines = ["identity", "affine", "deformable", "matcher"]
+    assert [(c["a"], c["b"]) for c in results["comparisons"]] == [
+        (name, other) for name in ("tlt", "dlt", "dlt_ssl", "dlt_mix") for other in [f"{name}_untrained", *baselines]]
     assert results["training"]["tlt"]["seconds"] > 0
     assert set(results["training"]["tlt"]["validation"]) == {"untrained", "trained"}
     # a second run reuses the model and still reports its training time and validation

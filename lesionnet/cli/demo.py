@@ -86,8 +86,8 @@ def train_for_demo(method, dataset_folder, progress: bool) -> dict:
         summary = json.loads((folder / SUMMARY_FILE).read_text())
         # fold-0 validation before and after training: what the training itself adds
         info["validation"] = {"untrained": summary.get("untrained"), "trained": summary.get("final")}
-        if info["seconds"] is None:       # the earlier run's training time (sum of its epochs' wall times)
-            info["seconds"] = summary.get("training_seconds_total")
+        # the run's whole training time (sum of its epochs' wall times), also when this call only continued it
+        info["seconds"] = summary.get("training_seconds_total", info["seconds"])
     return info
 
 

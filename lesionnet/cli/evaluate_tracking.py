@@ -10,6 +10,7 @@ import sys
 
 from lesionnet.cli.entry import run_command
 from lesionnet.evaluation.pair_matching import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
+from lesionnet.evaluation.robustness import format_robustness, robustness_summary
 from lesionnet.evaluation.tracking_metrics import (
     compare_predictions,
     evaluate_tracking_file,
@@ -45,12 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--match_tolerance", type=float, default=DEFAULT_MATCH_TOLERANCE_VOX,
                         help="largest per-axis center difference (voxels) for matching by centers "
                              f"(default {DEFAULT_MATCH_TOLERANCE_VOX})")
+    parser.add_argument("--robustness", action="store_true",
+                        help="predictions of lesionnet_predict --robustness: compare the original pairs with all "
+                             "(original + 9 shifted template centers per pair): CPM drop, MED increase, spread")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print, write; returns the JSON-able result."""
+    if args.robustness and (args.reference or args.compare):
+        raise ValueError("--robustness uses the ground truth stored in the predictions file (lesionnet_predict "
+                         "writes it for pairs with a target); run it without --reference and --compare.")
     options = dict(allow_missing=args.allow_missing, match=args.match, match_tolerance_vox=args.match_tolerance)
     evaluation = evaluate_tracking_file(args.predictions, args.reference, **options)
     _log_loaded(evaluation.predictions)
@@ -74,6 +81,10 @@ def run(args: argparse.Namespace) -> dict:
         missing = evaluation.predictions.missing
         print(f"{len(missing)} reference pair(s) without a prediction were left out (--allow_missing): "
               + ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else ""))
+    if args.robustness:
+        result["robustness"] = robustness_summary(evaluation)
+        print()
+        print(format_robustness(result["robustness"]))
     if args.per_pair:
         write_text(args.per_pair, evaluation.per_pair_csv())
         logger.info("per-pair results written to %s", args.per_pair)

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="carry each lesion through the patient's intermediate scans, each prediction seeding "
                              "the next (multi-follow-up)")
     parser.add_argument("--pairs", default=None, help="pairs file (raw format) if not in the default place")
+    parser.add_argument("--robustness", action="store_true",
+                        help="also track every pair from 9 template centers shifted within 0.25 of its radius (the "
+                             "DLT paper's robustness protocol; ids <pair_id>#shift<k>); score with "
+                             "lesionnet_evaluate_tracking --robustness")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="reuse the cases of an earlier (e.g. killed) run in OUT whose model, settings and scans "
                              "still match; predict the rest")
@@ -94,7 +98,7 @@ def _predict(args: argparse.Namespace) -> int:
     run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
                            save_overlays=args.save_overlays, progress=not args.no_progress,
                            model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, robustness=args.robustness)
     print(f"Predictions for {run.num_pairs} pairs written to {run.predictions_path}")
     if not run.ok:
         logger.error("%d pair(s) could not be predicted (listed above and under 'failed_pairs' in %s).",
@@ -104,7 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace, options: LearnedModelOptions) -> int:
     tracking_only = [flag for flag, used in (("--chain", args.chain), ("--save_heatmaps", args.save_heatmaps),
-                                             ("--pairs", args.pairs))
+                                             ("--pairs", args.pairs), ("--robustness", args.robustness))
                      if used]
     if tracking_only:
         raise ValueError(f"{', '.join(tracking_only)}: tracking options; '{args.method.name}' is a detection method.")

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate on at most this many items (pairs) of the fold")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    options: dict = {}
+    for m in trainable:
+        for option, variants in getattr(m, "option_variants", {}).items():
+            options.setdefault(option, {}).update(variants)
+    for option, variants in sorted(options.items()):
+        parser.add_argument(f"--{option}", choices=list(variants), default=None,
+                            help="selects the variant: " + ", ".join(f"{v} -> {name}" for v, name in variants.items()))
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -69,8 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("lesionnet_train", lambda: _train(args), args.verbose, interrupted_hint=hint)
 
 
+def selected_variant(args: argparse.Namespace):
+    """The method to train: the one named, or the variant its ``--option value`` selects (``option_variants``)."""
+    method = args.method
+    for option in sorted({o for m in methods_with(capability="train") for o in getattr(m, "option_variants", {})}):
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        variants = getattr(method, "option_variants", {}).get(option)
+        if variants is None:
+            raise ValueError(f"--{option} is not an option of '{method.name}'.")
+        method = get_method(variants[value], capability="train")
+    return method
+
+
 def _train(args: argparse.Namespace) -> int:
     set_cpu_threads(args.threads)
+    args.method = selected_variant(args)
     result = train_model(args.dataset, args.method, args.fold,
                          plans_name=args.plans, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
                          device=args.device,

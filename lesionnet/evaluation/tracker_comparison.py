@@ -16,15 +16,14 @@ import numpy as np
 
 from lesionnet.datasets.prediction_format import read_predictions
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.evaluation.tracking_metrics import (
-    compare_predictions,
-    evaluate_tracking_file,
-)
+from lesionnet.evaluation.robustness import original_pairs, robustness_summary
+from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_predictions, evaluate_tracking_file
 from lesionnet.inference.predict_tracking import predict_tracking
 
 
 def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.PathLike, methods: list,
-                     split: str = "Ts", progress: bool = True, model_options=None, comparisons=()) -> dict:
+                     split: str = "Ts", progress: bool = True, model_options=None, comparisons=(),
+                     robustness: bool = False) -> dict:
     """Predict and evaluate ``methods`` (the first is the reference) on ``split`` of a raw tracking dataset.
 
     An entry of ``methods`` is a method object (its row is named after it and uses ``model_options``) or a
@@ -34,7 +33,9 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     "wall_seconds", "vs_reference": {...}}}, "comparisons": [...]}`` — ``comparisons`` holds a paired
     test for each ``(label_a, label_b)`` asked for in ``comparisons``; predictions go to ``output_folder/<label>/``.
     ``model_options`` (:class:`~lesionnet.inference.model_request.LearnedModelOptions`) choose the
-    trained model of learned trackers.
+    trained model of learned trackers. With ``robustness`` every pair is also tracked from 9 shifted template
+    centers (:mod:`lesionnet.datasets.robustness_pairs`); the metrics and tests above use the original pairs,
+    and each method gets ``"robustness"`` (:func:`lesionnet.evaluation.robustness.robustness_summary`).
     """
     dataset = RawDataset(dataset_folder)
     output_folder = Path(output_folder)
@@ -45,15 +46,18 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
         start = time.perf_counter()
         run = predict_tracking(dataset.images_dir(split), output_folder / label, method,
                                pairs_path=dataset.pairs_path(split), progress=progress, model_options=options,
-                               overwrite=True)
+                               overwrite=True, robustness=robustness)
         if not run.ok:
             raise RuntimeError(f"{label}: {len(run.failed)} pair(s) could not be predicted: {run.failed}")
         path = run.predictions_path
         wall = time.perf_counter() - start
-        evaluations[label] = evaluate_tracking_file(path)
+        evaluation = evaluate_tracking_file(path)
+        evaluations[label] = evaluate_predictions(original_pairs(evaluation.predictions)) if robustness else evaluation
         summary = evaluations[label].summary()
         seconds = [r["processing time"] for r in read_predictions(path)["results"]]
         results["methods"][label] = {**summary, "seconds_per_pair": float(np.mean(seconds)), "wall_seconds": wall}
+        if robustness:
+            results["methods"][label]["robustness"] = robustness_summary(evaluation)
     reference = entries[0][0]
     for name in [label for label, _, _ in entries[1:]]:
         comparison = compare_predictions(evaluations[name], evaluations[reference], label_a=name, label_b=reference)

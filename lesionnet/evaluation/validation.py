@@ -22,4 +22,25 @@ def tracking_validation_metrics(predicted_center_zyx, target_center_zyx, target_
             "med_std_mm": s["MED_std"], "n": s["n"]}
 
 
-__all__ = ["tracking_validation_metrics"]
+def validate_patch_tracker(track, network, data, item_ids, section: dict, device) -> dict:
+    """:func:`tracking_validation_metrics` of a patch tracker on the preprocessed pairs ``item_ids`` of ``data``
+    (a :class:`lesionnet.preprocessing.loading.PreprocessedDataset`): each pair tracked by ``track`` (a
+    :data:`lesionnet.inference.patch_case_tracker.TrackFunction`) with the section's patch sizes, from the
+    stored prior; ``{}`` without pairs."""
+    pairs = data.pairs_by_id(item_ids)
+    if not pairs:
+        return {}
+    predicted, spacings = [], []
+    for pair in pairs:
+        source, target = data.cached_case(pair.source), data.cached_case(pair.target)
+        result = track(network, source.image, pair.source_center_zyx, pair.source_radius_mm,
+                       source.geometry.spacing_zyx, target.image, pair.prior_center_zyx, pair.prior_radius_mm,
+                       target.geometry.spacing_zyx, section["template_patch_size_zyx"],
+                       section["search_patch_size_zyx"], device=device)
+        predicted.append(result.center_zyx)
+        spacings.append(target.geometry.spacing_zyx)
+    return tracking_validation_metrics(predicted, [p.target_center_zyx for p in pairs], spacings,
+                                       [p.target_radius_mm for p in pairs], [p.pair_id for p in pairs])
+
+
+__all__ = ["tracking_validation_metrics", "validate_patch_tracker"]

@@ -14,7 +14,9 @@ gives the per-case tracker. For a trainable method the trained model is found wi
 :func:`lesionnet.inference.model_discovery.find_trained_model` and its folds are loaded through the
 method's ``build`` first. With ``chain=True`` a lesion is carried through a patient's intermediate
 scans (:mod:`lesionnet.inference.chains`): each case's pairs go hop by hop, each prediction seeding
-the next.
+the next. With ``robustness=True`` each pair is also tracked from 9 template centers shifted within
+0.25 of its radius (:mod:`lesionnet.datasets.robustness_pairs`, the DLT paper's protocol; ids
+``<pair_id>#shift<k>``), for ``lesionnet_evaluate_tracking --robustness``.
 
 A killed run leaves only complete case files (never a partial one); ``resume`` (``--continue``)
 reuses a complete case file only when its recorded signature matches (method, model folder, plans,
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +45,7 @@ from tqdm import tqdm
 from lesionnet.datasets.image_io import ImageReadError, read_image
 from lesionnet.datasets.prediction_format import predicted_center_zyx, write_predictions
 from lesionnet.datasets.raw_format import TrackingPair
+from lesionnet.datasets.robustness_pairs import with_shifted_templates
 from lesionnet.inference.case_signature import case_signature, run_signature, signature_differences
 from lesionnet.inference.chains import predict_chained
 from lesionnet.inference.markups import write_markups
@@ -127,7 +130,7 @@ def make_case_tracker(method, input_folder: Path, output_folder: Path, settings:
     if getattr(method, "uses_plan", False):       # an untrained method that runs at the planned resolution
         dataset = options.dataset or dataset_name_of(input_folder.resolve())
         plans = load_plans(dataset, options.plans_name or DEFAULT_PLANS_NAME)
-        section = get_configuration(plans, method.name)
+        section = get_configuration(plans, getattr(method, "plan_section", None) or method.name)
         plan = {"configuration": section, "data_configuration": get_data_configuration(plans, section)}
         description = {"plans": f"{dataset}/{options.plans_name or DEFAULT_PLANS_NAME}"}
     request = PredictorRequest(models, options.device, options.step_size, options.search_region_zyx,
@@ -140,7 +143,8 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
                      pairs_path: str | os.PathLike | None = None, settings: RegistrationSettings | None = None,
                      resume: bool = False, save_overlays: bool = False, progress: bool = True,
                      model_options: LearnedModelOptions | None = None, save_heatmaps: bool = False,
-                     chain: bool = False, overwrite: bool = False) -> PredictionRun:
+                     chain: bool = False, overwrite: bool = False, robustness: bool = False,
+                     robustness_seed: int = 0) -> PredictionRun:
     """Track every pair of ``input_folder`` with ``method`` (a tracking method object, e.g.
     ``REGISTRY["affine"]``) into ``output_folder`` (see the module docstring). ``resume`` reuses the
     matching cases of an earlier run there, ``overwrite`` replaces its predictions; without either an
@@ -150,8 +154,15 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
                          f"{'' if method.predicts else ' without a predictor'}).")
     if save_heatmaps and not method.makes_heatmaps:
         raise ValueError(f"--save_heatmaps: '{method.name}' makes no heatmap.")
+    if robustness and chain:
+        raise ValueError("--robustness tracks each pair from shifted template centers; it cannot be combined with "
+                         "--chain (a chain's later hops start from predictions, not from a template center).")
     output_folder = check_prediction_folder(output_folder, resume=resume, overwrite=overwrite)
     tracking_input = load_tracking_input(input_folder, pairs_path)  # input check: refuses bad input, lists all
+    if robustness:
+        geometries = tracking_input.geometries
+        tracking_input = replace(tracking_input, pairs=with_shifted_templates(
+            tracking_input.pairs, lambda scan: geometries[scan].spacing_zyx, seed=robustness_seed))
     tracker, description = make_case_tracker(method, Path(input_folder), output_folder, settings, model_options,
                                              save_heatmaps)
     case_method = f"{method.name}+chain" if chain else method.name

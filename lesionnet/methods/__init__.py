@@ -9,18 +9,20 @@ name up with :func:`get_method`; registering a method of one's own is one line::
 
 Built in: ``identity``, ``affine`` and ``deformable`` (registration baselines), ``matcher`` (the parameter-free
 NCC + prior matcher, a baseline), ``tlt`` (Transformer Lesion Tracker),
-``lntracker`` (LN-Tracker, detection), and, planned only for now, ``dlt`` (Deep Lesion Tracker).
+``dlt`` (Deep Lesion Tracker) with its training modes ``dlt_ssl`` and ``dlt_mix``, ``lntracker`` (LN-Tracker,
+detection).
 """
 from __future__ import annotations
 
 from lesionnet.methods.affine.method import AFFINE, DEFORMABLE, IDENTITY
 from lesionnet.methods.base import Method, check_method
-from lesionnet.methods.dlt.method import DLT
+from lesionnet.methods.dlt.method import DLT, DLT_MIX, DLT_SSL
 from lesionnet.methods.lntracker.method import LNTRACKER
 from lesionnet.methods.matcher.method import MATCHER
 from lesionnet.methods.tlt.method import TLT
 
-REGISTRY: dict = {method.name: method for method in (IDENTITY, AFFINE, DEFORMABLE, MATCHER, TLT, DLT, LNTRACKER)}
+REGISTRY: dict = {method.name: method for method in (IDENTITY, AFFINE, DEFORMABLE, MATCHER, TLT, DLT, DLT_SSL, DLT_MIX,
+                                                        LNTRACKER)}
 
 #: capabilities a caller may require of a method (see :func:`get_method`)
 CAPABILITIES = {"train": "trainable", "predict": "predicts"}

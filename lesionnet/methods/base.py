@@ -26,6 +26,10 @@ A method that can be trained has ``trainable = True`` and:
 * ``batches(data, item_ids, section, config, first_batch)``: its training batch stream;
 * ``validate(model, data, item_ids, section, device) -> dict``: validation metrics;
 * ``demo_training``: the training settings ``lesionnet_demo`` uses for it on a CPU;
+* ``plan_section``: for a variant of another method (e.g. DLT's training modes), the name of the plan section it
+  trains and predicts from; None (default) for its own section. A variant is not planned separately;
+* ``option_variants``: ``{option: {value: method name}}``, the variants a ``lesionnet_train --option value``
+  selects (e.g. DLT's ``--mode ssl`` -> ``dlt_ssl``), shared by the variants of one method;
 * ``demo_variants``: ``{suffix: predictor options}``, further rows of the comparisons (demo, benchmarks)
   made with the same trained model and other predictor settings (e.g. a paper's baseline).
 
@@ -59,6 +63,8 @@ class Method:
     memory_driven_keys: tuple = ()
     demo_training: dict | None = None
     demo_variants: dict = {}
+    plan_section: str | None = None
+    option_variants: dict = {}
 
     def plan(self, context) -> dict | None:
         """Its section of the plan; the default plans nothing (the method runs on the raw scans)."""

@@ -197,6 +197,10 @@ def plan_from_fingerprint(fingerprint: dict, budget: dict, methods: Iterable[Pla
             plans["not_planned"][method.name] = (f"'{method.name}' is a {method.task} method; "
                                                  f"{fingerprint['dataset']} is a {context.task} dataset.")
             continue
+        shared = getattr(method, "plan_section", None)
+        if shared and shared != method.name:
+            plans["not_planned"][method.name] = f"'{method.name}' trains and predicts from the '{shared}' section."
+            continue
         section = method.plan(context)
         if section is None:
             plans["not_planned"][method.name] = f"'{method.name}' needs no plan (it runs on the raw scans)."

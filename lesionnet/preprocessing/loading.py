@@ -185,6 +185,14 @@ class PreprocessedDataset:
     def pairs(self) -> list[PreprocessedPair]:
         return load_tracking_pairs(self.folder)
 
+    def pairs_by_id(self, pair_ids) -> list[PreprocessedPair]:
+        """The pairs ``pair_ids``, in that order (``KeyError`` naming an id that is not preprocessed)."""
+        by_id = {p.pair_id: p for p in self.pairs()}
+        missing = [i for i in pair_ids if i not in by_id]
+        if missing:
+            raise KeyError(f"{self.folder}: no preprocessed pairs {missing[:5]}")
+        return [by_id[i] for i in pair_ids]
+
     def training_items(self) -> dict:
         """``{item id: patient id}`` of what the dataset's task trains on, for the patient splits: the
         pairs of a tracking dataset, the scans of a detection dataset (patient = scan id up to its

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lesionnet.networks.feature_grid import as_batch  # noqa: F401  (re-exported)
+
 
 def focal_loss(logits: torch.Tensor, label: torch.Tensor, alpha: float = 2.0, beta: float = 2.0,
                positive_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,20 +42,6 @@ def focal_loss(logits: torch.Tensor, label: torch.Tensor, alpha: float = 2.0, be
     total = torch.where(pos, pos_term, neg_term).sum()
     num_pos = pos.sum().clamp(min=1).to(logits.dtype)
     return -total / num_pos
-
-
-def as_batch(value, batch: int, width: int, device, dtype, name: str) -> torch.Tensor:
-    """``value`` (scalar, ``(width,)`` or ``(batch, width)``) as a ``(batch, width)`` tensor (``(batch,)`` for
-    ``width == 1``), else ``ValueError`` naming ``name``."""
-    t = torch.as_tensor(value, device=device, dtype=dtype)
-    if t.dim() == 0:
-        t = t.expand(batch, width) if width > 1 else t.expand(batch)
-    elif width > 1 and t.dim() == 1:
-        t = t[None].expand(batch, width)
-    if (width > 1 and tuple(t.shape) != (batch, width)) or (width == 1 and tuple(t.shape) != (batch,)):
-        raise ValueError(f"{name} must be broadcastable to {(batch, width) if width > 1 else (batch,)}, "
-                         f"got shape {tuple(t.shape)}")
-    return t
 
 
 def center_l1_mm(pred_center_zyx: torch.Tensor, target_center_zyx, spacing_zyx) -> torch.Tensor:

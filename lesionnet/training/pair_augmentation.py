@@ -83,7 +83,8 @@ def flip_sample(sample: dict, axes_zyx) -> dict:
     """Flip the spatial axes ``axes_zyx`` (0 = z, 1 = y, 2 = x) of one sample, in place of a copy.
 
     ``sample`` holds ``template``, ``template_gaussian``, ``search``, ``search_prior`` ``(C, Z, Y, X)``
-    arrays and ``target_center_zyx`` (search-patch voxels). A center ``c`` on an axis of ``n`` voxels
+    arrays, ``target_center_zyx`` (search-patch voxels) and optionally ``template_center_zyx``
+    (template-patch voxels). A center ``c`` on an axis of ``n`` voxels
     maps to ``n - 1 - c``.
     """
     axes = tuple(int(a) for a in axes_zyx)
@@ -92,10 +93,13 @@ def flip_sample(sample: dict, axes_zyx) -> dict:
     out = dict(sample)
     for key in ("template", "template_gaussian", "search", "search_prior"):
         out[key] = np.ascontiguousarray(np.flip(sample[key], axis=tuple(a + 1 for a in axes)))
-    center = np.array(sample["target_center_zyx"], dtype=np.float64)
-    for a in axes:
-        center[a] = sample["search"].shape[a + 1] - 1 - center[a]
-    out["target_center_zyx"] = center
+    for key, patch in (("target_center_zyx", "search"), ("template_center_zyx", "template")):
+        if key not in sample:        # the template center: only for trackers that take it (DLT)
+            continue
+        center = np.array(sample[key], dtype=np.float64)
+        for a in axes:
+            center[a] = sample[patch].shape[a + 1] - 1 - center[a]
+        out[key] = center
     return out
 
 

@@ -89,7 +89,9 @@ class PairSampler:
 def stack_samples(samples: list[dict]) -> dict:
     """``(B, ...)`` float32 arrays of a list of samples (``pair_ids`` kept as a list)."""
     batch = {k: np.stack([s[k] for s in samples]).astype(np.float32) for k in ARRAY_KEYS}
-    batch["target_center_zyx"] = np.stack([s["target_center_zyx"] for s in samples]).astype(np.float32)
+    for key in ("target_center_zyx", "template_center_zyx"):
+        if key in samples[0]:
+            batch[key] = np.stack([s[key] for s in samples]).astype(np.float32)
     batch["target_radius_mm"] = np.array([s["target_radius_mm"] for s in samples], dtype=np.float32)
     batch["spacing_zyx"] = np.stack([s["spacing_zyx"] for s in samples]).astype(np.float32)
     batch["pair_ids"] = [s["pair_id"] for s in samples]

@@ -133,7 +133,8 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     output = Path(output_folder) if output_folder else training_output_folder(raw.name, method.name, fold, plans_name)
     check_output_folder(output, "training results folder")
     plans = load_plans(raw, plans_name)
-    section = configuration_with_preset(method, get_configuration(plans, method.name), preset)
+    section_name = getattr(method, "plan_section", None) or method.name     # a variant trains from its method's
+    section = configuration_with_preset(method, get_configuration(plans, section_name), preset)
     data_configuration = get_data_configuration(plans, section)
     data = PreprocessedDataset(raw, section["data_identifier"])
     items = data.training_items()

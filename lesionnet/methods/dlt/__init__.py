@@ -1,2 +1,2 @@
-"""DLT (Deep Lesion Tracker, CVPR 2021): planned only so far — its plan section and memory estimate. The
-network, training and prediction arrive with the DLT issue; see documentation/methods/."""
+"""DLT (Deep Lesion Tracker, CVPR 2021): 3D DenseFPN + anatomy signal encoder + fast cross-correlation, trained
+supervised (``dlt``), self-supervised (``dlt_ssl``) or mixed (``dlt_mix``); see documentation/methods/dlt.md."""

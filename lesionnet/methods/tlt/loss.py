@@ -12,50 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lesionnet.training.losses import as_batch, center_l1_mm, focal_loss
-
-
-def gaussian_label(center_zyx, radius_mm, spacing_zyx, feature_shape_zyx, stride: int = 8,
-                       device=None) -> torch.Tensor:
-    """TLT training label ``Y`` on the search feature grid, ``(B, 1, d, h, w)``, float32 in [0, 1].
-
-    ``G_L = exp(-|p - c|² / (12 r²))`` (TLT Eq. 1 with an isotropic radius, distances in mm, the formula
-    of :func:`lesionnet.methods.tlt.maps.lesion_gaussian`) evaluated at the feature voxel centers
-    ``p = s k + (s - 1) / 2`` of the search patch — exactly what trilinear downsampling of the
-    full-resolution map samples — then min-max normalised ``Y = (G_L - min) / (max - min)``.
-    The maximum (the feature voxel nearest the center, in mm) is set to exactly 1 so there is always
-    one positive; a constant map (``max == min``) becomes one-hot at that voxel. A center outside the
-    patch still gives a label whose maximum is the nearest border voxel.
-
-    Args:
-        center_zyx: ``(B, 3)`` target centers, search-patch voxel coordinates (z, y, x).
-        radius_mm: ``(B,)`` or scalar target radius (mm, > 0).
-        spacing_zyx: ``(B, 3)``, ``(3,)`` or scalar voxel spacing of the search patch (mm).
-        feature_shape_zyx: ``(d, h, w)`` of the logits.
-        stride: feature stride s.
-    """
-    center = torch.as_tensor(center_zyx, dtype=torch.float32, device=device)
-    if center.dim() != 2 or center.shape[1] != 3:
-        raise ValueError(f"center_zyx must be (B, 3), got shape {tuple(center.shape)}")
-    device = center.device
-    b = center.shape[0]
-    radius = as_batch(radius_mm, b, 1, device, torch.float32, "radius_mm").clamp(min=1e-3)
-    spacing = as_batch(spacing_zyx, b, 3, device, torch.float32, "spacing_zyx")
-    axes = []
-    for axis, n in enumerate(feature_shape_zyx):
-        coord = torch.arange(int(n), device=device, dtype=torch.float32) * stride + (stride - 1) / 2.0
-        diff_mm = (coord[None, :] - center[:, axis:axis + 1]) * spacing[:, axis:axis + 1]   # (B, n)
-        axes.append(diff_mm * diff_mm)
-    d2 = (axes[0][:, :, None, None] + axes[1][:, None, :, None] + axes[2][:, None, None, :])
-    g = torch.exp(-d2 / (12.0 * radius[:, None, None, None] ** 2)).reshape(b, -1)
-    g_min = g.min(dim=1, keepdim=True).values
-    g_max = g.max(dim=1, keepdim=True).values
-    span = g_max - g_min
-    y = torch.where(span > 0, (g - g_min) / span.clamp(min=torch.finfo(g.dtype).tiny), torch.zeros_like(g))
-    # Exactly one guaranteed positive: the nearest voxel (smallest mm distance) is 1.
-    nearest = d2.reshape(b, -1).argmin(dim=1)
-    y = y.clamp(max=1.0).scatter(1, nearest[:, None], 1.0)
-    return y.view(b, 1, *(int(n) for n in feature_shape_zyx))
+from lesionnet.networks.feature_grid import gaussian_label
+from lesionnet.training.losses import center_l1_mm, focal_loss
 
 
 @dataclass
@@ -101,7 +59,7 @@ class TLTLoss(nn.Module):
         cfg = self.config
         logits = outputs["logits"]
         label = gaussian_label(target_center_zyx, target_radius_mm, spacing_zyx, logits.shape[2:],
-                                   self.stride, device=logits.device)
+                               self.stride, device=logits.device)
         focal = focal_loss(logits, label, cfg.focal_alpha, cfg.focal_beta)
         if outputs["center_zyx"].requires_grad:
             l1 = center_l1_mm(outputs["center_zyx"], target_center_zyx, spacing_zyx)

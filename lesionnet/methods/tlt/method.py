@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from lesionnet.evaluation.validation import tracking_validation_metrics
+from lesionnet.evaluation.validation import validate_patch_tracker
 from lesionnet.methods.base import Method
 from lesionnet.methods.tlt import memory, planning
 from lesionnet.methods.tlt.loss import TLTLoss
@@ -50,11 +50,6 @@ PRESETS = {
                     dropout=0.0, stem_kernel=3),
 }
 INPUT_KEYS = ("template", "template_gaussian", "search", "search_prior")
-
-
-def _pairs_by_id(data, item_ids) -> list:
-    by_id = {p.pair_id: p for p in data.pairs()}
-    return [by_id[i] for i in item_ids]
 
 
 class TLTMethod(Method):
@@ -109,25 +104,12 @@ class TLTMethod(Method):
         offset = augmentation.search_offset_fraction if augmentation.enabled else 0.0
         sampler = PairSampler(data.cached_case, section["template_patch_size_zyx"], section["search_patch_size_zyx"],
                               lesion_gaussian, search_offset_fraction=offset, prior_jitter_mm=jitter)
-        loader = SeededBatchLoader(_pairs_by_id(data, item_ids), PairBatchMaker(sampler, augmentation),
+        loader = SeededBatchLoader(data.pairs_by_id(item_ids), PairBatchMaker(sampler, augmentation),
                                    config.batch_size, config.seed, first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)
 
     def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
-        pairs = _pairs_by_id(data, item_ids)
-        if not pairs:
-            return {}
-        predicted, spacings = [], []
-        for pair in pairs:
-            source, target = data.cached_case(pair.source), data.cached_case(pair.target)
-            result = track_lesion(model.network, source.image, pair.source_center_zyx, pair.source_radius_mm,
-                                  source.geometry.spacing_zyx, target.image, pair.prior_center_zyx,
-                                  pair.prior_radius_mm, target.geometry.spacing_zyx, section["template_patch_size_zyx"],
-                                  section["search_patch_size_zyx"], device=device)
-            predicted.append(result.center_zyx)
-            spacings.append(target.geometry.spacing_zyx)
-        return tracking_validation_metrics(predicted, [p.target_center_zyx for p in pairs], spacings,
-                                           [p.target_radius_mm for p in pairs], [p.pair_id for p in pairs])
+        return validate_patch_tracker(track_lesion, model.network, data, item_ids, section, device)
 
     # ------------------------------------------------------------------------------- prediction
     def predictor(self, request) -> TLTCaseTracker:

@@ -13,6 +13,13 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lesionnet.networks.feature_grid import (  # noqa: F401  (re-exported: TLT's operations)
+    argmax_center_zyx,
+    feature_voxel_centers_zyx,
+    heatmap_to_patch,
+    local_soft_argmax_zyx,
+    resize_to_grid,
+)
 from lesionnet.networks.matching import weighted_ncc
 
 
@@ -63,29 +70,6 @@ def select_template_tokens(gaussian: torch.Tensor, threshold: float) -> TokenSel
         padding_bias = torch.zeros(valid.shape, dtype=gaussian.dtype, device=gaussian.device)
         padding_bias = padding_bias.masked_fill(~valid, float("-inf"))[:, None, None, :]
     return TokenSelection(index, valid, counts, keep, padding_bias)
-
-
-def feature_voxel_centers_zyx(shape_zyx, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Patch coordinates ``(z, y, x)`` of the centers of a feature grid's voxels, ``(D * H * W, 3)``.
-
-    Feature voxel ``k`` has center ``stride * k + (stride - 1) / 2`` on each axis (row-major order).
-    """
-    axes = [torch.arange(int(n), device=device, dtype=dtype) * stride + (stride - 1) / 2.0
-            for n in shape_zyx]
-    grid = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grid], dim=1)
-
-
-def argmax_center_zyx(logits: torch.Tensor, stride: int) -> torch.Tensor:
-    """Center of the arg-max feature voxel of ``logits (B, 1, D, H, W)`` as patch coordinates ``(B, 3)``
-    ``(z, y, x)`` at full resolution (``stride * k + (stride - 1) / 2``). Not differentiable."""
-    b, _, _, h, w = logits.shape
-    flat = logits.reshape(b, -1).argmax(dim=1)
-    z = torch.div(flat, h * w, rounding_mode="floor")
-    y = torch.div(flat % (h * w), w, rounding_mode="floor")
-    x = flat % w
-    k = torch.stack((z, y, x), dim=1).to(logits.dtype)
-    return k * stride + (stride - 1) / 2.0
 
 
 def gaussian_peak_zyx(gaussian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,39 +130,6 @@ def template_ncc_maps(template: torch.Tensor, template_gaussian: torch.Tensor, s
     return {"ncc_search": weighted_ncc(search.float(), kernel.float(), weight.float()).to(search.dtype),
             "ncc_template": weighted_ncc(template.float(), kernel.float(), weight.float()).to(template.dtype),
             "center_offset_zyx": offset.to(search.dtype)}
-
-
-def local_soft_argmax_zyx(logits: torch.Tensor, half_width: int) -> torch.Tensor:
-    """Soft-arg-max of ``logits (B, 1, D, H, W)`` in the ``(2 half_width + 1)³`` window around its
-    arg-max (moved inside the volume at a border): ``Σ softmax(window) · position``, voxels ``(B, 3)``
-    (z, y, x). Differentiable in the logits of the window."""
-    b, _, d, h, w = logits.shape
-    size = [min(2 * half_width + 1, n) for n in (d, h, w)]
-    peak = argmax_center_zyx(logits.detach(), 1).long()
-    centers = []
-    for i in range(b):
-        start = [min(max(int(peak[i, a]) - half_width, 0), n - s) for a, (n, s) in enumerate(zip((d, h, w), size))]
-        window = logits[i, 0, start[0]:start[0] + size[0], start[1]:start[1] + size[1], start[2]:start[2] + size[2]]
-        p = torch.softmax(window.reshape(-1), dim=0).view(*size)
-        grid = feature_voxel_centers_zyx(size, 1, device=logits.device, dtype=logits.dtype)  # (N, 3)
-        centers.append(p.reshape(-1) @ grid + torch.tensor(start, device=logits.device, dtype=logits.dtype))
-    return torch.stack(centers)
-
-
-def resize_to_grid(volume: torch.Tensor, shape_zyx) -> torch.Tensor:
-    """Trilinear resize (``align_corners=False``, no antialiasing) of ``(B, C, D, H, W)`` to ``shape_zyx``.
-
-    Downsampling by a factor s samples the input at ``s k + (s - 1) / 2``, i.e. at the centers of the
-    feature voxels (see :func:`feature_voxel_centers_zyx`).
-    """
-    return F.interpolate(volume.float(), size=tuple(int(v) for v in shape_zyx), mode="trilinear",
-                         align_corners=False)
-
-
-def heatmap_to_patch(heatmap: torch.Tensor, patch_shape_zyx) -> torch.Tensor:
-    """Upsample a feature-resolution map ``(B, 1, d, h, w)`` to the search patch ``(B, 1, D, H, W)``
-    (trilinear, ``align_corners=False``: feature voxel centers land on ``s k + (s - 1) / 2``)."""
-    return resize_to_grid(heatmap, patch_shape_zyx)
 
 
 def predict_center(outputs: dict, stride: int = 8, use_global_regression: bool = True) -> torch.Tensor:

@@ -22,28 +22,15 @@ arrays are ``[z, y, x]``; spacings ``(z, y, x)`` mm; radii mm.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from lesionnet.inference.patch_case_tracker import TrackedLesion
 from lesionnet.inference.sliding_window import predict_sliding_window_paired
 from lesionnet.methods.tlt.maps import lesion_gaussian
 from lesionnet.methods.tlt.network import TLT
 from lesionnet.methods.tlt.ops import heatmap_to_patch
 from lesionnet.preprocessing.loading import centered_start_zyx, crop_zyx, map_on_crop
-
-
-@dataclass
-class TrackedLesion:
-    """Result of :func:`track_lesion`: ``center_zyx`` in the target volume's voxels; ``heatmap_zyx`` the
-    blended heatmap of the search region (``[z, y, x]``, float32 in [0, 1]) starting at
-    ``region_start_zyx`` of the target volume; ``peak`` its maximum."""
-
-    center_zyx: np.ndarray
-    heatmap_zyx: np.ndarray
-    region_start_zyx: np.ndarray
-    peak: float
 
 
 class HeatmapNetwork(torch.nn.Module):

@@ -1,0 +1,84 @@
+"""Scores of the robustness protocol (:mod:`lesionnet.datasets.robustness_pairs`): a prediction file with each
+pair tracked from its original template center and from shifted ones (ids ``<pair_id>#shift<k>``).
+
+As in the DLT paper (Table 7), the metrics of the original pairs are compared with those of all pairs
+(original + shifted, 10 per pair): the CPM drop and the MED increase. lesionnet adds the *spread*: per
+pair, the mean distance (mm) of its predictions from their centroid — 0 for a tracker that does not
+depend on where exactly the template was clicked.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from lesionnet.datasets.robustness_pairs import base_pair_id, is_shifted
+from lesionnet.evaluation.prediction_io import TrackingPredictions
+from lesionnet.evaluation.tracking_metrics import TrackingEvaluation, evaluate_predictions
+
+ARRAYS = ("source_center_zyx", "predicted_center_zyx", "target_center_zyx", "target_spacing_zyx", "target_radius_mm")
+
+
+def subset(predictions: TrackingPredictions, mask) -> TrackingPredictions:
+    """The predictions where ``mask`` (``(n,)`` bool) is True."""
+    mask = np.asarray(mask, dtype=bool)
+    keep = [i for i, m in enumerate(mask) if m]
+    lists = {k: [getattr(predictions, k)[i] for i in keep] for k in ("pair_ids", "sources", "targets")}
+    return replace(predictions, **lists, **{k: getattr(predictions, k)[mask] for k in ARRAYS})
+
+
+def original_pairs(predictions: TrackingPredictions) -> TrackingPredictions:
+    """The predictions from the original template centers only (the shifted copies left out)."""
+    return subset(predictions, [not is_shifted(str(i)) for i in predictions.pair_ids])
+
+
+def _summary(predictions, mask: np.ndarray) -> dict:
+    return evaluate_predictions(subset(predictions, mask)).summary()
+
+
+def robustness_summary(evaluation: TrackingEvaluation) -> dict:
+    """``{"original", "all"}`` (metric summaries), ``cpm_10mm_drop``, ``cpm_radius_drop``, ``med_increase_mm``,
+    ``spread_mm`` (``median``, ``mean``, ``p90`` over pairs), ``n_pairs``, ``shifts_per_pair``. ``ValueError`` when
+    the file holds no shifted predictions or a shifted prediction without its original."""
+    predictions = evaluation.predictions
+    ids = [str(i) for i in predictions.pair_ids]
+    shifted = np.array([is_shifted(i) for i in ids])
+    if not shifted.any():
+        raise ValueError(f"{predictions.path}: no shifted predictions (ids <pair_id>#shift<k>); predict with "
+                         "lesionnet_predict --robustness first.")
+    groups: dict[str, list[int]] = {}
+    for index, pair_id in enumerate(ids):
+        groups.setdefault(base_pair_id(pair_id), []).append(index)
+    originals = {i for i in ids if not is_shifted(i)}
+    orphans = sorted(set(groups) - originals)
+    if orphans:
+        raise ValueError(f"{predictions.path}: shifted predictions without their original pair: {orphans[:5]}")
+    original = _summary(predictions, ~shifted)
+    everything = _summary(predictions, np.ones(len(ids), dtype=bool))
+    positions_mm = predictions.predicted_center_zyx * predictions.target_spacing_zyx
+    spreads = np.array([np.linalg.norm(positions_mm[g] - positions_mm[g].mean(axis=0), axis=1).mean()
+                        for g in groups.values()])
+    return {"original": original, "all": everything, "n_pairs": len(groups),
+            "shifts_per_pair": float(np.mean([len(g) - 1 for g in groups.values()])),
+            "cpm_10mm_drop": original["CPM@10mm"] - everything["CPM@10mm"],
+            "cpm_radius_drop": original["CPM@Radius"] - everything["CPM@Radius"],
+            "med_increase_mm": everything["MED"] - original["MED"],
+            "spread_mm": {"median": float(np.median(spreads)), "mean": float(spreads.mean()),
+                          "p90": float(np.percentile(spreads, 90))}}
+
+
+def format_robustness(result: dict) -> str:
+    """A short text table of :func:`robustness_summary`."""
+    o, a = result["original"], result["all"]
+    return "\n".join([
+        f"Robustness ({result['n_pairs']} pairs, {result['shifts_per_pair']:.0f} shifted template centers each):",
+        "| | n | CPM@10mm | CPM@Radius | MED (mm) |", "| --- | --- | --- | --- | --- |",
+        f"| original centers | {o['n']} | {o['CPM@10mm']:.2f} | {o['CPM@Radius']:.2f} | {o['MED']:.2f} |",
+        f"| original + shifted | {a['n']} | {a['CPM@10mm']:.2f} | {a['CPM@Radius']:.2f} | {a['MED']:.2f} |",
+        f"CPM@10mm drop {result['cpm_10mm_drop']:.2f} points, CPM@Radius drop {result['cpm_radius_drop']:.2f} points, "
+        f"MED increase {result['med_increase_mm']:.2f} mm; spread of a pair's predictions (mean distance from "
+        f"their centroid): median {result['spread_mm']['median']:.2f} mm, 90th percentile "
+        f"{result['spread_mm']['p90']:.2f} mm."])
+
+
+__all__ = ["subset", "original_pairs", "robustness_summary", "format_robustness"]
