@@ -9,7 +9,8 @@ p = τ); each trains into its own results folder and predicts as ``-m <name>``. 
 * plan: :func:`lesionnet.methods.dlt.planning.plan`; memory: :mod:`lesionnet.methods.dlt.memory`;
 * presets: ``small`` (a CPU-sized DenseFPN: growth 8, blocks (2, 3, 4), FPN width 32) and ``tiny``
   (tests), plus the paper's ablations on the planned network: ``no_global_kernel``, ``no_anatomy``,
-  ``middle_slice`` and ``full_correlation`` (Eq. 5 instead of the fast Eq. 6);
+  ``middle_slice`` and ``full_correlation`` (Eq. 5 instead of the fast Eq. 6), and each of them on the
+  ``small`` network (``small_no_anatomy``, ...);
 * build: :func:`~lesionnet.methods.dlt.network.build_dlt` with the focal loss of
   :func:`~lesionnet.methods.dlt.loss.dlt_loss`;
 * batches: :class:`~lesionnet.methods.dlt.sampling.DLTBatchMaker` in the variant's training mode (stored with
@@ -50,6 +51,9 @@ PRESETS = {
     "middle_slice": {"network": {"global_kernel": "middle_slice"}},
     "full_correlation": {"network": {"global_kernel": "full"}},
 }
+# the ablations on the CPU-sized network, as the CPU experiments run them (documentation/methods/dlt.md)
+PRESETS.update({f"small_{name}": {"network": {**PRESETS["small"]["network"], **PRESETS[name]["network"]}}
+                for name in ("no_global_kernel", "no_anatomy", "middle_slice", "full_correlation")})
 INPUT_KEYS = ("template", "template_gaussian", "template_center_zyx", "search", "search_prior")
 #: DLT's training options (the ``augmentation`` dict of its TrainingConfig; the mode is the variant's): the
 #: paper's center augmentation and τ, the search-crop offset (a fraction of the patch) and the pair augmentation
