@@ -151,6 +151,23 @@ def test_dlt_ssl_training_batches_do_not_use_pair_annotations(env_501):
         stream.close()
 
 
+def test_anatomy_dropout_blanks_the_search_prior_of_that_share_of_samples(env_501):
+    data, section = _data(), _section()
+    sampler = CenterShiftSampler(data.cached_case, section["template_patch_size_zyx"],
+                                 section["search_patch_size_zyx"])
+    pairs = data.pairs()[:8]
+    plain = DLTBatchMaker("supervised", sampler, None, augmentation=PairAugmentation(enabled=False))
+    half = DLTBatchMaker("supervised", sampler, None, augmentation=PairAugmentation(enabled=False),
+                         anatomy_dropout=0.5)
+    a, b = plain(pairs, np.random.default_rng(4)), half(pairs, np.random.default_rng(4))
+    blank = [not b["search_prior"][i].any() for i in range(len(pairs))]
+    assert 0 < sum(blank) < len(pairs) and not any(not a["search_prior"][i].any() for i in range(len(pairs)))
+    for i, is_blank in enumerate(blank):
+        np.testing.assert_array_equal(a["search"][i], b["search"][i])
+        if not is_blank:
+            np.testing.assert_array_equal(a["search_prior"][i], b["search_prior"][i])
+
+
 def test_mix_mode_switches_to_self_supervised_batches_at_tau(env_501):
     data, section = _data(), _section()
     pairs = data.pairs()

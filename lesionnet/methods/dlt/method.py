@@ -58,7 +58,7 @@ INPUT_KEYS = ("template", "template_gaussian", "template_center_zyx", "search", 
 #: DLT's training options (the ``augmentation`` dict of its TrainingConfig; the mode is the variant's): the
 #: paper's center augmentation and τ, the search-crop offset (a fraction of the patch) and the pair augmentation
 DEFAULT_OPTIONS = {"mode": "supervised", "center_shift_fraction": CENTER_SHIFT_FRACTION,
-                   "ssl_probability": MIX_SSL_PROBABILITY, "search_offset_fraction": 0.25}
+                   "ssl_probability": MIX_SSL_PROBABILITY, "search_offset_fraction": 0.25, "anatomy_dropout": 0.0}
 #: the registered variants, by training mode
 VARIANTS = {"supervised": "dlt", "ssl": "dlt_ssl", "mix": "dlt_mix"}
 DESCRIPTIONS = {"supervised": "Deep Lesion Tracker (CVPR 2021), supervised on annotated pairs",
@@ -144,7 +144,7 @@ class DLTMethod(Method):
                                                     options["search_offset_fraction"], options["center_shift_fraction"])
             lesions = scan_lesions(pairs)
         maker = DLTBatchMaker(options["mode"], supervised, self_supervised, lesions, options["pair"],
-                              options["ssl_probability"])
+                              options["ssl_probability"], options["anatomy_dropout"])
         items = lesions if options["mode"] == "ssl" else pairs
         loader = SeededBatchLoader(items, maker, config.batch_size, config.seed, first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)

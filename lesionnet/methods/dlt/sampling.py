@@ -14,7 +14,9 @@ and the batch maker of the three training modes (Sec. 4).
   target the transformed center. Gaussian noise (variance 0–0.05) and blur (σ 0.5–1.5 voxels) follow,
   each with p = 0.5.
 * :class:`DLTBatchMaker`: ``mode`` ``"supervised"`` (pairs), ``"ssl"`` (scan lesions) or ``"mix"`` (pairs;
-  with probability τ a batch is self-supervised instead, from the scan lesions, Eq. 9).
+  with probability τ a batch is self-supervised instead, from the scan lesions, Eq. 9). lesionnet option
+  ``anatomy_dropout`` (off by default): each sample's search prior is blanked with that probability, so
+  that the prior is not always there to copy.
 
 Sizes, centers and arrays are ``(z, y, x)`` voxels of the preprocessed grid; radii and spacings mm.
 """
@@ -167,7 +169,7 @@ class DLTBatchMaker:
 
     def __init__(self, mode: str, supervised: CenterShiftSampler | None, self_supervised: SelfSupervisedSampler | None,
                  lesions: list[ScanLesion] | None = None, augmentation: PairAugmentation | None = None,
-                 ssl_probability: float = MIX_SSL_PROBABILITY):
+                 ssl_probability: float = MIX_SSL_PROBABILITY, anatomy_dropout: float = 0.0):
         if mode not in MODES:
             raise ValueError(f"DLT training mode must be one of {MODES}, got {mode!r}")
         if mode != "supervised" and (self_supervised is None or (mode == "mix" and not lesions)):
@@ -177,6 +179,7 @@ class DLTBatchMaker:
         self.lesions = list(lesions or [])
         self.augmentation = augmentation or PairAugmentation()
         self.ssl_probability = float(ssl_probability)
+        self.anatomy_dropout = float(anatomy_dropout)
         self.transforms = intensity_transforms(self.augmentation)
         self._ssl_transforms = None
 
@@ -202,6 +205,9 @@ class DLTBatchMaker:
             batch = self.transforms(**batch)
         if self_supervised:
             batch = self._ssl_search_transforms()(**batch)
+        if self.anatomy_dropout > 0:       # lesionnet option: samples whose search prior is blanked
+            dropped = rng.uniform(size=len(items)) < self.anatomy_dropout
+            batch["search_prior"][dropped] = 0.0
         batch["self_supervised"] = np.float32(self_supervised)
         return batch
 
