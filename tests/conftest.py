@@ -63,9 +63,14 @@ def preprocessed_501(tmp_path_factory):
     return dirs
 
 
+def use_preprocessed(monkeypatch, dirs: dict, results) -> None:
+    """Point lesionnet_raw / _preprocessed at a shared preprocessed dataset and lesionnet_results at ``results``."""
+    monkeypatch.setenv("lesionnet_raw", str(dirs["raw"]))
+    monkeypatch.setenv("lesionnet_preprocessed", str(dirs["preprocessed"]))
+    monkeypatch.setenv("lesionnet_results", str(results))
+
+
 @pytest.fixture
 def env_501(preprocessed_501, tmp_path, monkeypatch):
-    monkeypatch.setenv("lesionnet_raw", str(preprocessed_501["raw"]))
-    monkeypatch.setenv("lesionnet_preprocessed", str(preprocessed_501["preprocessed"]))
-    monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
+    use_preprocessed(monkeypatch, preprocessed_501, tmp_path / "results")
     return tmp_path / "results"

@@ -9,6 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from conftest import use_preprocessed
 
 from lesionnet.cli import plan_and_preprocess
 from lesionnet.cli import train as train_cli
@@ -43,9 +44,7 @@ def preprocessed_502(tmp_path_factory):
 
 @pytest.fixture
 def env_502(preprocessed_502, tmp_path, monkeypatch):
-    monkeypatch.setenv("lesionnet_raw", str(preprocessed_502["raw"]))
-    monkeypatch.setenv("lesionnet_preprocessed", str(preprocessed_502["preprocessed"]))
-    monkeypatch.setenv("lesionnet_results", str(tmp_path / "results"))
+    use_preprocessed(monkeypatch, preprocessed_502, tmp_path / "results")
     return tmp_path / "results"
 
 
