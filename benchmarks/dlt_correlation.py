@@ -8,13 +8,16 @@ input, in one run:
   :func:`~lesionnet.methods.dlt.correlation.correlation_macs`), for the global term alone (the part
   the decomposition replaces, its learned flattening included) and for the whole layer (the unchanged 3³
   term included);
-* forward and forward + backward times: medians of ``--repeats`` runs after two warm-ups, the two forms
+* forward and forward + backward times: medians of ``--repeats`` runs after two warm-ups, the forms
   interleaved, with the ratio full / fast.
 
+The fast form is measured with lesionnet's default depthwise flattening and with the dense (``C → C``)
+flattening, whose fixed cost (``3 C² · 7 · 11 · 11`` multiply-adds) outweighs the saving on small maps.
+
 Sizes: the three scales of the Dataset501 plan (search patch 40³ at strides 2, 4, 8), and a larger map
-(16 × 48 × 48; the paper's finest scale is larger still, where the learned flattening's fixed cost matters
-less). Results: ``benchmarks/results/dlt_correlation.{json,md}`` and the
-"DLT fast cross-correlation" section of ``documentation/benchmarks.md``.
+(16 × 48 × 48; the paper's finest scale is larger still). Results:
+``benchmarks/results/dlt_correlation.{json,md}`` and the "DLT fast cross-correlation" section of
+``documentation/benchmarks.md``.
 
 Usage::
 
@@ -43,6 +46,9 @@ CHANNELS = 64
 SIZES = {"Dataset501 plan, stride 2": (20, 20, 20), "Dataset501 plan, stride 4": (10, 10, 10),
          "Dataset501 plan, stride 8": (5, 5, 5), "a larger map": (16, 48, 48)}
 HEADING = "DLT fast cross-correlation"
+#: row key -> (global_kernel mode, flattening)
+FORMS = {"full": ("full", "depthwise"), "decomposed": ("decomposed", "depthwise"),
+         "decomposed_dense": ("decomposed", "dense")}
 
 
 def _counted_flops(module, template, search, cells, global_only: bool) -> int:
@@ -70,13 +76,14 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def measure(size_zyx, repeats: int) -> dict:
     torch.manual_seed(0)
-    modules = {mode: ScaleCorrelation(CHANNELS, 3, (7, 11, 11), mode) for mode in ("full", "decomposed")}
+    modules = {key: ScaleCorrelation(CHANNELS, 3, (7, 11, 11), *form) for key, form in FORMS.items()}
     template = torch.randn(2, CHANNELS, *size_zyx)
     search = torch.randn(2, CHANNELS, *size_zyx, requires_grad=True)
     cells = torch.tensor([[s // 2 for s in size_zyx]] * 2)
     row = {"search_map_zyx": list(size_zyx), "batch": 2, "channels": CHANNELS}
     for mode, module in modules.items():
-        analytic = correlation_macs(CHANNELS, size_zyx, (7, 11, 11), 3, mode, batch=2)
+        analytic = correlation_macs(CHANNELS, size_zyx, (7, 11, 11), 3, FORMS[mode][0], batch=2,
+                                    flattening=FORMS[mode][1])
         row[mode] = {"flops_layer": _counted_flops(module, template, search, cells, False),
                      "flops_global": _counted_flops(module, template, search, cells, True),
                      "analytic_flops_layer": 2 * analytic["total"],
@@ -91,11 +98,13 @@ def measure(size_zyx, repeats: int) -> dict:
     for mode in modules:
         row[mode]["forward_s_median"] = statistics.median(forward[mode])
         row[mode]["forward_backward_s_median"] = statistics.median(backward[mode])
-    full, fast = row["full"], row["decomposed"]
-    row["flops_saved_global"] = 1.0 - fast["flops_global"] / full["flops_global"]
-    row["flops_saved_layer"] = 1.0 - fast["flops_layer"] / full["flops_layer"]
-    row["forward_speedup"] = full["forward_s_median"] / fast["forward_s_median"]
-    row["forward_backward_speedup"] = full["forward_backward_s_median"] / fast["forward_backward_s_median"]
+    full = row["full"]
+    for key, suffix in (("decomposed", ""), ("decomposed_dense", "_dense")):
+        fast = row[key]
+        row["flops_saved_global" + suffix] = 1.0 - fast["flops_global"] / full["flops_global"]
+        row["flops_saved_layer" + suffix] = 1.0 - fast["flops_layer"] / full["flops_layer"]
+        row["forward_speedup" + suffix] = full["forward_s_median"] / fast["forward_s_median"]
+        row["forward_backward_speedup" + suffix] = full["forward_backward_s_median"] / fast["forward_backward_s_median"]
     return row
 
 
@@ -104,17 +113,20 @@ def markdown(rows: dict, machine: str, threads: int, repeats: int) -> str:
              f"{repeats} runs per form (interleaved). One DLT correlation layer (64 channels, batch 2, global kernel "
              "7×11×11, local 3³); FLOPs counted by torch's FlopCounterMode (equal to the analytic count in every "
              "row). *Global term*: the part Eq. 6 replaces (the learned flattening included); *layer*: with the "
-             "unchanged 3³ term.", "",
+             "unchanged 3³ term. *fast*: lesionnet's default, the depthwise learned flattening; *dense*: a C → C "
+             "flattening (lesionnet's first version), whose fixed cost loses the saving on small maps.", "",
              "| search feature map (z, y, x) | GFLOPs global, full → fast | saved | GFLOPs layer, full → fast "
-             "| saved | forward, full / fast | forward + backward, full / fast |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| saved | forward, full / fast | forward + backward, full / fast | dense: global saved | dense: "
+             "forward, full / dense |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         full, fast = r["full"], r["decomposed"]
         lines.append(
             f"| {name}: {'×'.join(map(str, r['search_map_zyx']))} | {full['flops_global'] / 1e9:.3f} → "
             f"{fast['flops_global'] / 1e9:.3f} | {100 * r['flops_saved_global']:.1f} % | "
             f"{full['flops_layer'] / 1e9:.3f} → {fast['flops_layer'] / 1e9:.3f} | {100 * r['flops_saved_layer']:.1f} % "
-            f"| {r['forward_speedup']:.2f}× | {r['forward_backward_speedup']:.2f}× |")
+            f"| {r['forward_speedup']:.2f}× | {r['forward_backward_speedup']:.2f}× | "
+            f"{100 * r['flops_saved_global_dense']:.1f} % | {r['forward_speedup_dense']:.2f}× |")
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +138,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rows = {name: measure(size, args.repeats) for name, size in SIZES.items()}
     for row in rows.values():
-        for mode in ("full", "decomposed"):
+        for mode in FORMS:
             r = row[mode]
             assert r["flops_layer"] == r["analytic_flops_layer"], (mode, r)
             assert r["flops_global"] == r["analytic_flops_global"], (mode, r)

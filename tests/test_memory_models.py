@@ -55,7 +55,8 @@ DLT_SMALL = {"growth_rate": 8, "block_layers": [2, 3, 4], "fpn_width": 32, "stem
 
 @pytest.mark.parametrize("net", [{}, DLT_SMALL, {"growth_rate": 4, "block_layers": [1, 1, 1], "bn_size": 2,
                                                  "fpn_width": 8}, {"global_kernel": "full"},
-                                 {"anatomy_encoder": False}, {"global_kernel_zyx": [5, 7, 9]}, {"stem_stride": 4}])
+                                 {"anatomy_encoder": False}, {"global_kernel_zyx": [5, 7, 9]}, {"stem_stride": 4},
+                                 {"flattening": "dense"}])
 def test_dlt_parameter_count_is_exact(net):
     config = DLTConfig.from_dict({**DLTConfig().to_dict(), **net}).to_dict()
     assert dlt_memory.parameter_count(**config) == sum(p.numel() for p in build_dlt(config).parameters())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from lesionnet.methods.dlt.correlation import FLATTENINGS
 from lesionnet.networks.blocks import NORMS
 from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
@@ -33,6 +34,9 @@ class DLTConfig:
             convolutions to (1, kh, kw), (kd, 1, kw), (kd, kh, 1)), ``"full"`` (Eq. 5, the direct
             correlation with K_g), ``"middle_slice"`` (ablation: the middle slices of K_g) or ``"none"``
             (ablation "no global kernel").
+        flattening: how the decomposed form's learned flattening treats channels: ``"depthwise"`` (default,
+            one weighting per channel) or ``"dense"`` (a ``C → C`` convolution; what lesionnet built before
+            this field existed). See :mod:`lesionnet.methods.dlt.correlation`.
         anatomy_encoder: False drops the anatomy signal encoder (ablation "no ASE"): the features are
             then the image features alone.
         cls_prior: initial foreground probability of the output bias (focal-loss prior init, 0.01).
@@ -49,6 +53,7 @@ class DLTConfig:
     local_kernel: int = 3
     global_kernel_zyx: tuple = (7, 11, 11)
     global_kernel: str = "decomposed"
+    flattening: str = "depthwise"
     anatomy_encoder: bool = True
     cls_prior: float = 0.01
 
@@ -59,6 +64,8 @@ class DLTConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.global_kernel not in GLOBAL_KERNELS:
             raise ValueError(f"global_kernel must be one of {GLOBAL_KERNELS}, got {self.global_kernel!r}")
+        if self.flattening not in FLATTENINGS:
+            raise ValueError(f"flattening must be one of {FLATTENINGS}, got {self.flattening!r}")
         if self.local_kernel < 1 or self.local_kernel % 2 == 0:
             raise ValueError(f"local_kernel must be odd and positive, got {self.local_kernel}")
         if len(self.global_kernel_zyx) != 3 or any(k < 1 or k % 2 == 0 for k in self.global_kernel_zyx):

@@ -8,8 +8,12 @@ With ``F = ψ(I_t) ⊙ φ(G_t)`` and ``S = ψ(I_s) ⊙ φ(G_s)`` (``(B, C, D, H,
   1³ convolution ``W`` of Eq. 7 mixes the channels), with "same" padding: ``M`` has the shape of ``S``;
 * ``M = K ⋆ S + K_g ⋆ S`` (Eq. 5, ``"full"``), or the fast form (Eq. 6, ``"decomposed"``): learned 3D
   convolutions flatten ``K_g`` to ``(1, kh, kw)``, ``(kd, 1, kw)`` and ``(kd, kh, 1)`` (each a
-  ``C → C`` convolution whose kernel spans the flattened axis, "valid"), and the three flat kernels
-  are correlated instead; ``"middle_slice"`` takes the middle slices of ``K_g`` instead (the paper's
+  convolution whose kernel spans the flattened axis, "valid"), and the three flat kernels are correlated
+  instead. The paper does not say whether the flattening mixes channels: ``flattening="depthwise"``
+  (lesionnet's default) learns one weighting per channel (``C · (kd + kh + kw)`` weights; its cost is
+  independent of the search map and negligible beside the correlations), ``"dense"`` a ``C → C``
+  convolution (``C² · (kd + kh + kw)`` weights, whose fixed ``3 C² kd kh kw`` multiply-adds outweigh the
+  saving on small search maps); ``"middle_slice"`` takes the middle slices of ``K_g`` instead (the paper's
   weaker variant); ``"none"`` drops ``K_g`` (ablation).
 
 lesionnet divides each correlation by its kernel's number of voxels (a mean rather than a sum), so
@@ -23,6 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: how the learned flattening of the decomposed global kernel treats channels (see the module docstring)
+FLATTENINGS = ("depthwise", "dense")
 
 
 def template_cells(center_zyx: torch.Tensor, stride: int, shape_zyx) -> torch.Tensor:
@@ -63,22 +70,26 @@ class ScaleCorrelation(nn.Module):
     """
 
     def __init__(self, channels: int, local_kernel: int = 3, global_kernel_zyx=(7, 11, 11),
-                 mode: str = "decomposed"):
+                 mode: str = "decomposed", flattening: str = "depthwise"):
         super().__init__()
+        if flattening not in FLATTENINGS:
+            raise ValueError(f"flattening must be one of {FLATTENINGS}, got {flattening!r}")
         self.local_kernel = (int(local_kernel),) * 3
         self.global_kernel_zyx = tuple(int(k) for k in global_kernel_zyx)
         self.mode = mode
         self.flatten = None
         if mode == "decomposed":
             kd, kh, kw = self.global_kernel_zyx
-            self.flatten = nn.ModuleList(nn.Conv3d(channels, channels, k) for k in ((kd, 1, 1), (1, kh, 1), (1, 1, kw)))
+            groups = channels if flattening == "depthwise" else 1
+            self.flatten = nn.ModuleList(nn.Conv3d(channels, channels, k, groups=groups)
+                                         for k in ((kd, 1, 1), (1, kh, 1), (1, 1, kw)))
             for conv in self.flatten:          # start as the mean along the flattened axis
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
                 with torch.no_grad():
                     n = conv.weight[0, 0].numel()
                     for c in range(channels):
-                        conv.weight[c, c].fill_(1.0 / n)
+                        conv.weight[c, 0 if groups > 1 else c].fill_(1.0 / n)
 
     def global_kernels(self, global_kernel: torch.Tensor) -> list[torch.Tensor]:
         """The kernels the global term correlates: ``[K_g]`` (full), the three flat ones (decomposed,
@@ -103,7 +114,7 @@ class ScaleCorrelation(nn.Module):
 
 
 def correlation_macs(channels: int, search_zyx, global_kernel_zyx=(7, 11, 11), local_kernel: int = 3,
-                     mode: str = "decomposed", batch: int = 1) -> dict:
+                     mode: str = "decomposed", batch: int = 1, flattening: str = "depthwise") -> dict:
     """Multiply-accumulates of one :class:`ScaleCorrelation` forward pass (analytic count).
 
     ``local``: the 3³ kernel's correlation; ``global``: the global term's correlations; ``flatten``: the
@@ -115,12 +126,12 @@ def correlation_macs(channels: int, search_zyx, global_kernel_zyx=(7, 11, 11), l
     per_voxel = {"full": kd * kh * kw, "decomposed": kh * kw + kd * kw + kd * kh,
                  "middle_slice": kh * kw + kd * kw + kd * kh, "none": 0}[mode]
     flatten = 0
-    if mode == "decomposed":     # C -> C convolutions producing the flat kernels, kernel spanning one axis
-        flatten = channels * channels * (kd * kh * kw) * 3
+    if mode == "decomposed":     # three convolutions producing the flat kernels, each kernel spanning one axis
+        flatten = channels * (channels if flattening == "dense" else 1) * (kd * kh * kw) * 3
     local = channels * local_kernel ** 3 * voxels
     glob = channels * per_voxel * voxels
     return {k: int(v) * batch for k, v in
             {"local": local, "global": glob, "flatten": flatten, "total": local + glob + flatten}.items()}
 
 
-__all__ = ["template_cells", "crop_kernel", "depthwise_xcorr", "ScaleCorrelation", "correlation_macs"]
+__all__ = ["FLATTENINGS", "template_cells", "crop_kernel", "depthwise_xcorr", "ScaleCorrelation", "correlation_macs"]

@@ -31,7 +31,8 @@ def anatomy_width(fpn_width: int) -> int:
 
 def parameter_count(growth_rate: int = 32, fpn_width: int = 64, block_layers=BLOCK_LAYERS, bn_size: int = 4,
                     stem_kernel: int = 7, in_channels: int = 1, anatomy_encoder: bool = True,
-                    global_kernel: str = "decomposed", global_kernel_zyx=(7, 11, 11), **_ignored) -> int:
+                    global_kernel: str = "decomposed", global_kernel_zyx=(7, 11, 11), flattening: str = "depthwise",
+                    **_ignored) -> int:
     """Parameters of :class:`~lesionnet.methods.dlt.network.DLT` built with these settings (exact)."""
     k, f = int(growth_rate), int(fpn_width)
     c = 2 * k
@@ -50,7 +51,8 @@ def parameter_count(growth_rate: int = 32, fpn_width: int = 64, block_layers=BLO
         a = anatomy_width(f)
         n += 27 * a + 2 * a + 3 * (27 * a * a + 2 * a) + 3 * (27 * a * f + f)
     if global_kernel == "decomposed":
-        n += 3 * (f * f * sum(int(v) for v in global_kernel_zyx) + 3 * f)
+        per_out = f if flattening == "dense" else 1                     # input channels each output reads
+        n += 3 * (f * per_out * sum(int(v) for v in global_kernel_zyx) + 3 * f)
     return n + f + 1                                                    # head
 
 

@@ -69,7 +69,7 @@ class DLT(nn.Module):
         self.anatomy = (AnatomySignalEncoder(cfg.fpn_width, cfg.stem_stride, max(8, cfg.fpn_width // 4), cfg.norm)
                         if cfg.anatomy_encoder else None)
         self.correlations = nn.ModuleList(
-            ScaleCorrelation(cfg.fpn_width, cfg.local_kernel, cfg.global_kernel_zyx, cfg.global_kernel)
+            ScaleCorrelation(cfg.fpn_width, cfg.local_kernel, cfg.global_kernel_zyx, cfg.global_kernel, cfg.flattening)
             for _ in range(3))
         self.head = nn.Conv3d(cfg.fpn_width, 1, 1)
         nn.init.constant_(self.head.bias, -math.log((1.0 - cfg.cls_prior) / cfg.cls_prior))
