@@ -30,6 +30,7 @@ from report import machine_description  # noqa: E402
 from lesionnet import paths
 from lesionnet.cli.demo import demo_methods
 from lesionnet.datasets.dataset_id import find_dataset_folder
+from lesionnet.evaluation.robustness import format_drop_comparison
 from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
 from lesionnet.inference.model_request import LearnedModelOptions
 from lesionnet.methods import get_method
@@ -114,6 +115,10 @@ def robustness_table(results: dict) -> str:
         lines.append(f"| {label} | {r['original']['CPM@10mm']:.2f} → {r['all']['CPM@10mm']:.2f} | "
                      f"{r['cpm_10mm_drop']:.2f} | {r['original']['MED']:.2f} → {r['all']['MED']:.2f} | "
                      f"{r['spread_mm']['median']:.2f} |")
+    drops = results.get("robustness_comparisons", [])
+    if drops:
+        lines += ["", "Paired tests of the per-pair drops (a negative difference: the first drops less):", ""]
+        lines += [f"- {format_drop_comparison(c)}" for c in drops]
     return "\n".join(lines)
 
 

@@ -69,3 +69,65 @@ def test_evaluate_robustness_reports_drop_increase_and_spread(tmp_path, capsys):
     assert evaluate_main([str(plain), "--robustness"]) == 1
     assert "lesionnet_predict --robustness" in capsys.readouterr().err
     assert evaluate_main([str(path), "--robustness", "--reference", str(plain)]) == 1
+
+
+def _protocol_evaluation(path, off_mm_by_pair: dict):
+    """An evaluation of the protocol where the shifted predictions of pair ``p`` are ``off_mm_by_pair[p]`` mm
+    off along x (the originals exact)."""
+    from lesionnet.evaluation.tracking_metrics import evaluate_tracking_file
+
+    pairs = with_shifted_templates(_pairs(), SPACING.__getitem__)
+    records = [_record(p, np.asarray(p.target_center_zyx) + (np.array([0.0, 0.0, off_mm_by_pair[base_pair_id(
+        p.pair_id)]]) if is_shifted(p.pair_id) else 0.0)) for p in pairs]
+    return evaluate_tracking_file(write_predictions(path, records, "test", None))
+
+
+def test_compare_drops_tests_the_per_pair_drops_of_two_trackers(tmp_path):
+    from lesionnet.evaluation.robustness import compare_drops, format_drop_comparison, per_pair_drops
+
+    robust = _protocol_evaluation(tmp_path / "a.json", {"p1": 0.0, "p2": 2.0})    # every shifted one still a hit
+    fragile = _protocol_evaluation(tmp_path / "b.json", {"p1": 12.0, "p2": 2.0})  # p1's nine shifted ones miss
+    drops = per_pair_drops(fragile)
+    assert drops["p1"] == pytest.approx((90.0, 9 * 12.0 / 10)) and drops["p2"] == pytest.approx((0.0, 9 * 2.0 / 10))
+    result = compare_drops(robust, fragile, "robust", "fragile")
+    assert result["n"] == 2
+    assert result["CPM@10mm_drop"]["mean_a"] == 0.0 and result["CPM@10mm_drop"]["mean_b"] == pytest.approx(45.0)
+    assert result["CPM@10mm_drop"]["mean_difference"] == pytest.approx(-45.0)
+    assert result["distance_increase_mm"]["mean_difference"] == pytest.approx(-9 * 12.0 / 20)
+    assert "CPM@10mm drop 0.00 vs 45.00 points" in format_drop_comparison(result)
+    assert compare_drops(robust, robust)["CPM@10mm_drop"]["p_value"] == 1.0
+
+
+def test_evaluate_tracking_compares_the_robustness_of_two_prediction_files(tmp_path, capsys):
+    _protocol_evaluation(tmp_path / "a.json", {"p1": 0.0, "p2": 2.0})
+    _protocol_evaluation(tmp_path / "b.json", {"p1": 12.0, "p2": 2.0})
+    out = tmp_path / "metrics.json"
+    assert evaluate_main([str(tmp_path / "a.json"), "--robustness", "--compare", str(tmp_path / "b.json"),
+                          "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # the paired test of the trackers uses the original centers only (both exact there)
+    assert result["comparison"]["n"] == 2 and result["comparison"]["CPM@10mm"]["mean_difference"] == 0.0
+    assert result["comparison"]["robustness_b"]["cpm_10mm_drop"] == pytest.approx(45.0)
+    assert result["robustness_comparison"]["CPM@10mm_drop"]["mean_difference"] == pytest.approx(-45.0)
+    assert "CPM@10mm drop 0.00 vs 45.00 points" in capsys.readouterr().out
+
+
+def test_compare_trackers_tests_the_drops_of_the_compared_methods(env_501, tmp_path):
+    """With ``robustness`` the side-by-side comparison holds each method's protocol summary and the paired test
+    of the per-pair drops for each compared pair of methods."""
+    import os
+
+    from lesionnet.datasets.dataset_id import find_dataset_folder
+    from lesionnet.evaluation.tracker_comparison import compare_trackers
+    from lesionnet.methods import get_method
+
+    folder = find_dataset_folder(501, os.environ["lesionnet_raw"])
+    results = compare_trackers(folder, tmp_path / "cmp", [get_method("identity"), get_method("affine")],
+                               progress=False, comparisons=[("affine", "identity")], robustness=True)
+    identity = results["methods"]["identity"]["robustness"]
+    assert identity["shifts_per_pair"] == 9 and identity["n_pairs"] == results["n_pairs"] > 0
+    # identity predicts the template center itself: each shifted center moves the prediction by the shift
+    assert identity["spread_mm"]["median"] > 0
+    [drops] = results["robustness_comparisons"]
+    assert (drops["a"], drops["b"], drops["n"]) == ("affine", "identity", results["n_pairs"])
+    assert drops["CPM@10mm_drop"]["mean_b"] == pytest.approx(identity["cpm_10mm_drop"])

@@ -10,9 +10,16 @@ import sys
 
 from lesionnet.cli.entry import run_command
 from lesionnet.evaluation.pair_matching import DEFAULT_MATCH_TOLERANCE_VOX, MATCH_MODES
-from lesionnet.evaluation.robustness import format_robustness, robustness_summary
+from lesionnet.evaluation.robustness import (
+    compare_drops,
+    format_drop_comparison,
+    format_robustness,
+    original_pairs,
+    robustness_summary,
+)
 from lesionnet.evaluation.tracking_metrics import (
     compare_predictions,
+    evaluate_predictions,
     evaluate_tracking_file,
     format_comparison,
     format_summary_table,
@@ -48,16 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default {DEFAULT_MATCH_TOLERANCE_VOX})")
     parser.add_argument("--robustness", action="store_true",
                         help="predictions of lesionnet_predict --robustness: compare the original pairs with all "
-                             "(original + 9 shifted template centers per pair): CPM drop, MED increase, spread")
+                             "(original + 9 shifted template centers per pair): CPM drop, MED increase, spread; "
+                             "with --compare also a paired test of the two trackers' per-pair drops")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate, print, write; returns the JSON-able result."""
-    if args.robustness and (args.reference or args.compare):
+    if args.robustness and args.reference:
         raise ValueError("--robustness uses the ground truth stored in the predictions file (lesionnet_predict "
-                         "writes it for pairs with a target); run it without --reference and --compare.")
+                         "writes it for pairs with a target); run it without --reference.")
     options = dict(allow_missing=args.allow_missing, match=args.match, match_tolerance_vox=args.match_tolerance)
     evaluation = evaluate_tracking_file(args.predictions, args.reference, **options)
     _log_loaded(evaluation.predictions)
@@ -69,10 +77,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.compare:
         other = evaluate_tracking_file(args.compare, args.reference, **options)
         _log_loaded(other.predictions)
-        comparison = compare_predictions(evaluation, other, label_a=args.predictions, label_b=args.compare,
+        # under the protocol, the trackers are compared on the original template centers
+        a, b = ((evaluate_predictions(original_pairs(e.predictions)) for e in (evaluation, other))
+                if args.robustness else (evaluation, other))
+        comparison = compare_predictions(a, b, label_a=args.predictions, label_b=args.compare,
                                          match=args.match, match_tolerance_vox=args.match_tolerance)
-        result["comparison"] = {"metrics_b": other.summary(), **comparison.to_dict()}
-        print(format_summary_table([evaluation.summary(), other.summary()], labels=[args.predictions, args.compare]))
+        result["comparison"] = {"metrics_b": b.summary(), **comparison.to_dict()}
+        print(format_summary_table([a.summary(), b.summary()], labels=[args.predictions, args.compare]))
         print()
         print(format_comparison(comparison))
     else:
@@ -85,6 +96,13 @@ def run(args: argparse.Namespace) -> dict:
         result["robustness"] = robustness_summary(evaluation)
         print()
         print(format_robustness(result["robustness"]))
+        if args.compare:
+            result["comparison"]["robustness_b"] = robustness_summary(other)
+            result["robustness_comparison"] = compare_drops(evaluation, other, args.predictions, args.compare)
+            print(f"\n{args.compare}:")
+            print(format_robustness(result["comparison"]["robustness_b"]))
+            print()
+            print(format_drop_comparison(result["robustness_comparison"]))
     if args.per_pair:
         write_text(args.per_pair, evaluation.per_pair_csv())
         logger.info("per-pair results written to %s", args.per_pair)

@@ -4,7 +4,8 @@ pair tracked from its original template center and from shifted ones (ids ``<pai
 As in the DLT paper (Table 7), the metrics of the original pairs are compared with those of all pairs
 (original + shifted, 10 per pair): the CPM drop and the MED increase. lesionnet adds the *spread*: per
 pair, the mean distance (mm) of its predictions from their centroid — 0 for a tracker that does not
-depend on where exactly the template was clicked.
+depend on where exactly the template was clicked. :func:`compare_drops` tests whether one tracker is more
+robust than another on the same pairs: a paired t-test of the per-pair drops.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from lesionnet.datasets.robustness_pairs import base_pair_id, is_shifted
 from lesionnet.evaluation.prediction_io import TrackingPredictions
-from lesionnet.evaluation.tracking_metrics import TrackingEvaluation, evaluate_predictions
+from lesionnet.evaluation.tracking_metrics import TrackingEvaluation, evaluate_predictions, paired_ttest
 
 ARRAYS = ("source_center_zyx", "predicted_center_zyx", "target_center_zyx", "target_spacing_zyx", "target_radius_mm")
 
@@ -67,6 +68,54 @@ def robustness_summary(evaluation: TrackingEvaluation) -> dict:
                           "p90": float(np.percentile(spreads, 90))}}
 
 
+def per_pair_drops(evaluation: TrackingEvaluation) -> dict[str, tuple[float, float]]:
+    """Per original pair id: ``(CPM@10mm drop in points, distance increase in mm)``, i.e. the pair's value from
+    its original template center minus (plus, for the distance) the mean over all its template centers. Their
+    means over pairs are the summary's ``cpm_10mm_drop`` and ``med_increase_mm`` when every pair has as many
+    shifted centers."""
+    ids = [str(i) for i in evaluation.predictions.pair_ids]
+    groups: dict[str, list[int]] = {}
+    originals = {}
+    for index, pair_id in enumerate(ids):
+        groups.setdefault(base_pair_id(pair_id), []).append(index)
+        if not is_shifted(pair_id):
+            originals[pair_id] = index
+    hits, distances = 100.0 * evaluation.hit_10mm.astype(np.float64), evaluation.distance_mm
+    drops = {}
+    for pair, group in groups.items():
+        if pair in originals:
+            first = originals[pair]
+            drops[pair] = (float(hits[first] - hits[group].mean()), float(distances[group].mean() - distances[first]))
+    return drops
+
+
+def compare_drops(a: TrackingEvaluation, b: TrackingEvaluation, label_a: str = "a", label_b: str = "b") -> dict:
+    """Is ``a`` more robust than ``b``? Paired t-tests over the pairs both tracked with the protocol, of the
+    per-pair CPM@10mm drop (``CPM@10mm_drop``; a negative mean difference: ``a`` drops less) and the per-pair
+    distance increase (``distance_increase_mm``). ``ValueError`` when the two cover different pairs."""
+    da, db = per_pair_drops(a), per_pair_drops(b)
+    if set(da) != set(db):
+        raise ValueError(f"{label_a} and {label_b} were not tracked on the same pairs "
+                         f"({len(set(da) ^ set(db))} pair(s) in only one of them).")
+    ids = sorted(da)
+    return {"a": label_a, "b": label_b, "n": len(ids), "test": "paired t-test (scipy.stats.ttest_rel), two-sided",
+            "CPM@10mm_drop": paired_ttest([da[i][0] for i in ids], [db[i][0] for i in ids], "CPM@10mm drop").to_dict(),
+            "distance_increase_mm": paired_ttest([da[i][1] for i in ids], [db[i][1] for i in ids],
+                                                 "distance increase (mm)").to_dict()}
+
+
+def format_drop_comparison(comparison: dict) -> str:
+    """One line of :func:`compare_drops`."""
+    cpm, dist = comparison["CPM@10mm_drop"], comparison["distance_increase_mm"]
+
+    def p(value):
+        return "n/a" if value is None else f"{value:.2g}"
+    return (f"{comparison['a']} vs {comparison['b']} ({comparison['n']} pairs): CPM@10mm drop {cpm['mean_a']:.2f} vs "
+            f"{cpm['mean_b']:.2f} points (difference {cpm['mean_difference']:+.2f}, p = {p(cpm['p_value'])}), "
+            f"distance increase {dist['mean_a']:.2f} vs {dist['mean_b']:.2f} mm (p = {p(dist['p_value'])}), "
+            "paired t-test")
+
+
 def format_robustness(result: dict) -> str:
     """A short text table of :func:`robustness_summary`."""
     o, a = result["original"], result["all"]
@@ -81,4 +130,5 @@ def format_robustness(result: dict) -> str:
         f"{result['spread_mm']['p90']:.2f} mm."])
 
 
-__all__ = ["subset", "original_pairs", "robustness_summary", "format_robustness"]
+__all__ = ["subset", "original_pairs", "robustness_summary", "per_pair_drops", "compare_drops",
+           "format_drop_comparison", "format_robustness"]

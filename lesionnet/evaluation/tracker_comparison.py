@@ -16,7 +16,7 @@ import numpy as np
 
 from lesionnet.datasets.prediction_format import read_predictions
 from lesionnet.datasets.raw_format import RawDataset
-from lesionnet.evaluation.robustness import original_pairs, robustness_summary
+from lesionnet.evaluation.robustness import compare_drops, original_pairs, robustness_summary
 from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_predictions, evaluate_tracking_file
 from lesionnet.inference.predict_tracking import predict_tracking
 
@@ -35,12 +35,14 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
     ``model_options`` (:class:`~lesionnet.inference.model_request.LearnedModelOptions`) choose the
     trained model of learned trackers. With ``robustness`` every pair is also tracked from 9 shifted template
     centers (:mod:`lesionnet.datasets.robustness_pairs`); the metrics and tests above use the original pairs,
-    and each method gets ``"robustness"`` (:func:`lesionnet.evaluation.robustness.robustness_summary`).
+    and each method gets ``"robustness"`` (:func:`lesionnet.evaluation.robustness.robustness_summary`), and
+    ``"robustness_comparisons"`` holds, for each pair of ``comparisons``, the paired test of the per-pair drops
+    (:func:`lesionnet.evaluation.robustness.compare_drops`).
     """
     dataset = RawDataset(dataset_folder)
     output_folder = Path(output_folder)
     results: dict = {"dataset": dataset.name, "split": split, "methods": {}}
-    evaluations = {}
+    evaluations, protocol_evaluations = {}, {}
     entries = [entry if isinstance(entry, tuple) else (entry.name, entry, model_options) for entry in methods]
     for label, method, options in entries:
         start = time.perf_counter()
@@ -58,12 +60,16 @@ def compare_trackers(dataset_folder: str | os.PathLike, output_folder: str | os.
         results["methods"][label] = {**summary, "seconds_per_pair": float(np.mean(seconds)), "wall_seconds": wall}
         if robustness:
             results["methods"][label]["robustness"] = robustness_summary(evaluation)
+            protocol_evaluations[label] = evaluation
     reference = entries[0][0]
     for name in [label for label, _, _ in entries[1:]]:
         comparison = compare_predictions(evaluations[name], evaluations[reference], label_a=name, label_b=reference)
         results["methods"][name]["vs_reference"] = {"reference": reference, **comparison.to_dict()}
     results["comparisons"] = [compare_predictions(evaluations[a], evaluations[b], label_a=a, label_b=b).to_dict()
                               for a, b in comparisons if a in evaluations and b in evaluations]
+    if robustness:
+        results["robustness_comparisons"] = [compare_drops(protocol_evaluations[a], protocol_evaluations[b], a, b)
+                                             for a, b in comparisons if a in evaluations and b in evaluations]
     results["n_pairs"] = results["methods"][reference]["n"]
     return results
 
