@@ -75,6 +75,32 @@ def test_supervised_samples_carry_the_moved_template_center(env_501):
     assert np.abs(_peak_zyx(batch["template_gaussian"][0, 0]) - flipped).max() <= 0.5 + 1e-5
 
 
+def test_the_search_prior_follows_the_moved_template_center_when_asked(env_501):
+    """prior_follows_shift: the search prior is projected from the moved center through the pair's
+    registration (as at prediction); by default it stays the pair's stored prior."""
+    from lesionnet.registration.anatomy_maps import project_lesion
+
+    data, section = _data(), _section()
+    pair = data.pairs()[0]
+    for follows in (False, True):
+        sampler = CenterShiftSampler(data.cached_case, section["template_patch_size_zyx"],
+                                     section["search_patch_size_zyx"], center_shift_fraction=1.0,
+                                     prior_follows_shift=follows)
+        seen = []
+        inner = sampler.pair_sampler.sample
+        sampler.pair_sampler.sample = lambda p, rng: seen.append(p) or inner(p, rng)
+        sampler.sample(pair, np.random.default_rng(5))
+        [used] = seen
+        assert used.source_center_zyx != pair.source_center_zyx
+        expected, _ = project_lesion(pair.registration, used.source_center_zyx, pair.source_radius_mm,
+                                     data.cached_case(pair.source).geometry, data.cached_case(pair.target).geometry)
+        if follows:
+            np.testing.assert_allclose(used.prior_center_zyx, expected)
+            assert not np.allclose(used.prior_center_zyx, pair.prior_center_zyx)
+        else:
+            assert used.prior_center_zyx == pair.prior_center_zyx
+
+
 def test_self_supervised_pairs_need_only_scans_and_lesion_centers(env_501):
     """SSL batches come from (scan, center, radius) alone — no pair, no registration — and, without spatial
     augmentation, the search patch shows the template's lesion at the target center."""

@@ -58,7 +58,8 @@ INPUT_KEYS = ("template", "template_gaussian", "template_center_zyx", "search", 
 #: DLT's training options (the ``augmentation`` dict of its TrainingConfig; the mode is the variant's): the
 #: paper's center augmentation and τ, the search-crop offset (a fraction of the patch) and the pair augmentation
 DEFAULT_OPTIONS = {"mode": "supervised", "center_shift_fraction": CENTER_SHIFT_FRACTION,
-                   "ssl_probability": MIX_SSL_PROBABILITY, "search_offset_fraction": 0.25, "anatomy_dropout": 0.0}
+                   "ssl_probability": MIX_SSL_PROBABILITY, "search_offset_fraction": 0.25, "anatomy_dropout": 0.0,
+                   "prior_follows_shift": False}
 #: the registered variants, by training mode
 VARIANTS = {"supervised": "dlt", "ssl": "dlt_ssl", "mix": "dlt_mix"}
 DESCRIPTIONS = {"supervised": "Deep Lesion Tracker (CVPR 2021), supervised on annotated pairs",
@@ -137,7 +138,8 @@ class DLTMethod(Method):
         template, search = section["template_patch_size_zyx"], section["search_patch_size_zyx"]
         pairs = data.pairs_by_id(item_ids)
         supervised = CenterShiftSampler(data.cached_case, template, search, options["search_offset_fraction"],
-                                        center_shift_fraction=options["center_shift_fraction"])
+                                        center_shift_fraction=options["center_shift_fraction"],
+                                        prior_follows_shift=bool(options["prior_follows_shift"]))
         self_supervised, lesions = None, None
         if options["mode"] != "supervised":
             self_supervised = SelfSupervisedSampler(data.cached_case, template, search,

@@ -5,7 +5,10 @@ and the batch maker of the three training modes (Sec. 4).
   :class:`lesionnet.training.pair_sampling.PairSampler`, with the template center ``μ_t`` moved by a
   random ``Δμ_t`` drawn uniformly in the ball ``|Δμ_t| ≤ 0.25 r_t`` (mm) before the template is cut and
   ``G_t`` drawn ("center augmentation"). The sample also holds ``template_center_zyx``, the (moved)
-  center in template-patch voxels, where DLT cuts its kernels.
+  center in template-patch voxels, where DLT cuts its kernels. By default the search prior stays the
+  pair's (projected from the original center); with ``prior_follows_shift`` it is projected from the moved
+  center through the pair's registration, as at prediction, where the prior always comes from the given
+  template center (and as the paper's ``G_s = G(T_aff(μ_t), n r)`` reads).
 * **Self-supervised** (:class:`SelfSupervisedSampler`): from one scan and one lesion center (no pair, no
   registration): the template is cut as above; the search is a crop of the *same* scan around the lesion
   plus a random offset (the random crop), passed with ``G_t``'s map and a point map of the center through
@@ -30,6 +33,7 @@ import numpy as np
 from lesionnet.datasets.robustness_pairs import random_shift_in_ball_zyx
 from lesionnet.methods.dlt.maps import lesion_gaussian
 from lesionnet.preprocessing.loading import PreprocessedPair, centered_start_zyx, crop_zyx, map_on_crop
+from lesionnet.registration.anatomy_maps import project_lesion
 from lesionnet.training.pair_augmentation import PairAugmentation, augment_batch, intensity_transforms
 from lesionnet.training.pair_sampling import PairSampler, stack_samples
 
@@ -78,19 +82,27 @@ class CenterShiftSampler:
     augmentation off."""
 
     def __init__(self, load_case, template_size_zyx, search_size_zyx, search_offset_fraction: float = 0.0,
-                 prior_jitter_mm: float = 0.0, center_shift_fraction: float = CENTER_SHIFT_FRACTION):
+                 prior_jitter_mm: float = 0.0, center_shift_fraction: float = CENTER_SHIFT_FRACTION,
+                 prior_follows_shift: bool = False):
         self.load_case = load_case
         self.pair_sampler = PairSampler(load_case, template_size_zyx, search_size_zyx, lesion_gaussian,
                                         search_offset_fraction, template_jitter_voxels=0,
                                         prior_jitter_mm=prior_jitter_mm)
         self.center_shift_fraction = float(center_shift_fraction)
+        self.prior_follows_shift = bool(prior_follows_shift)
 
     def sample(self, pair: PreprocessedPair, rng: np.random.Generator) -> dict:
         center = np.asarray(pair.source_center_zyx, dtype=np.float64)
+        shifted = pair
         if self.center_shift_fraction > 0:
-            spacing = self.load_case(pair.source).geometry.spacing_zyx
-            center = center + center_shift_zyx(pair.source_radius_mm, spacing, rng, self.center_shift_fraction)
-        shifted = replace(pair, source_center_zyx=tuple(center))
+            source = self.load_case(pair.source).geometry
+            center = center + center_shift_zyx(pair.source_radius_mm, source.spacing_zyx, rng,
+                                               self.center_shift_fraction)
+            shifted = replace(pair, source_center_zyx=tuple(center))
+            if self.prior_follows_shift:
+                prior_zyx, _ = project_lesion(pair.registration, center, pair.source_radius_mm, source,
+                                              self.load_case(pair.target).geometry)
+                shifted = replace(shifted, prior_center_zyx=tuple(float(v) for v in prior_zyx))
         return _with_template_center(self.pair_sampler.sample(shifted, rng), center, self.pair_sampler.template_size)
 
 
