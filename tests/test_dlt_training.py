@@ -194,6 +194,19 @@ def test_anatomy_dropout_blanks_the_search_prior_of_that_share_of_samples(env_50
             np.testing.assert_array_equal(a["search_prior"][i], b["search_prior"][i])
 
 
+def test_partial_training_options_keep_the_variants_mode():
+    """An augmentation dict that sets only some options (train_model(..., augmentation={...})) trains the
+    variant's mode, not the supervised default; a conflicting mode is an error naming the right variant."""
+    from lesionnet.methods.dlt.method import training_options
+    from lesionnet.training.config import TrainingConfig
+
+    config = TrainingConfig(augmentation={"prior_follows_shift": True})
+    assert training_options(config, "mix")["mode"] == "mix" and training_options(config)["mode"] == "supervised"
+    assert training_options(config, "mix")["prior_follows_shift"] is True
+    with pytest.raises(ValueError, match="train 'dlt_ssl' instead"):
+        training_options(TrainingConfig(augmentation={"mode": "ssl"}), "mix")
+
+
 def test_mix_mode_switches_to_self_supervised_batches_at_tau(env_501):
     data, section = _data(), _section()
     pairs = data.pairs()

@@ -67,17 +67,22 @@ DESCRIPTIONS = {"supervised": "Deep Lesion Tracker (CVPR 2021), supervised on an
                 "mix": "DLT-Mix: supervised, with a self-supervised batch at probability 0.25"}
 
 
-def training_options(config) -> dict:
-    """DLT's options from a TrainingConfig's ``augmentation`` dict, defaults filled in; unknown keys and
-    modes are errors naming them."""
+def training_options(config, mode: str = "supervised") -> dict:
+    """DLT's options from a TrainingConfig's ``augmentation`` dict, defaults filled in (the training mode:
+    ``mode``, the variant's); unknown keys, unknown modes and a mode other than ``mode`` are errors naming
+    them."""
     given = dict(config.augmentation or {})
     pair = given.pop("pair", None)
     unknown = sorted(set(given) - set(DEFAULT_OPTIONS))
     if unknown:
         raise ValueError(f"unknown DLT training options {unknown}; known: {sorted(DEFAULT_OPTIONS) + ['pair']}")
-    options = {**DEFAULT_OPTIONS, **given}
+    options = {**DEFAULT_OPTIONS, "mode": mode, **given}
     if options["mode"] not in MODES:
         raise ValueError(f"DLT --mode must be one of {MODES}, got {options['mode']!r}")
+    if options["mode"] != mode:
+        raise ValueError(f"the training options ask for DLT mode '{options['mode']}', but this is "
+                         f"'{VARIANTS[mode]}' (mode '{mode}'); train '{VARIANTS[options['mode']]}' instead "
+                         f"(lesionnet_train ... dlt FOLD --mode {options['mode']}).")
     options["pair"] = PairAugmentation.from_dict(pair) if pair else PairAugmentation()
     return options
 
@@ -134,7 +139,7 @@ class DLTMethod(Method):
         return {"batch_size": int(section.get("batch_size", 2)), "augmentation": options}
 
     def batches(self, data, item_ids, section: dict, config, first_batch: int):
-        options = training_options(config)
+        options = training_options(config, self.mode)
         template, search = section["template_patch_size_zyx"], section["search_patch_size_zyx"]
         pairs = data.pairs_by_id(item_ids)
         supervised = CenterShiftSampler(data.cached_case, template, search, options["search_offset_fraction"],
