@@ -167,6 +167,12 @@ def test_ctrl_c_hides_the_exit_handler_failures_of_interrupted_libraries(verbose
 
 
 # ------------------------------------------------------------------------------------------ Ctrl-C
+#: what a shell shows as Ctrl-C ($? = 130): exit status 130, or death by SIGINT. After lesionnet's message and
+#: exit(130), CPython sometimes ends the process with SIGINT itself (seen with strace: it restores SIG_DFL and
+#: kills itself), depending on where the signal landed; which of the two happens is a matter of timing.
+INTERRUPTED = (130, -signal.SIGINT)
+
+
 def _interruptible() -> None:
     """In the child before exec: SIGINT as in a terminal (a test run in the background of a script inherits
     SIGINT ignored, and Python then leaves it ignored)."""
@@ -192,7 +198,7 @@ def test_ctrl_c_in_train_tells_how_to_continue(data_501, tmp_path):
     command = [sys.executable, "-m", "lesionnet.cli.train", "501", "tlt", "0", "--preset", "tiny", "--epochs", "50",
                "--iterations", "20", "--max_val_pairs", "2", "--no_progress"]
     result = _interrupt_when(command, env, lambda: (fold / "checkpoint_untrained.pth").exists())
-    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode in INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "lesionnet_train: interrupted. To continue: lesionnet_train 501 tlt 0 --preset tiny" in result.stderr
     assert result.stderr.rstrip().endswith("--no_progress --c")
 
@@ -208,7 +214,7 @@ def test_ctrl_c_while_the_console_script_starts_prints_no_import_traceback(tmp_p
     time.sleep(0.3)                                         # still importing torch and lesionnet
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert process.returncode in INTERRUPTED and "Traceback" not in err, err[-2000:]
     assert "lesionnet_train: interrupted" in err
 
 
@@ -219,7 +225,7 @@ def test_ctrl_c_in_predict_tells_how_to_continue(data_501, tmp_path):
     command = [sys.executable, "-m", "lesionnet.cli.predict", "-i", str(images), "-o", str(out), "-m", "deformable",
                "--no_progress"]
     result = _interrupt_when(command, env, lambda: (out / "cases").is_dir() and any((out / "cases").iterdir()))
-    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode in INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "lesionnet_predict: interrupted. To continue: lesionnet_predict -i" in result.stderr
     assert result.stderr.rstrip().endswith("--continue")
 
@@ -232,7 +238,7 @@ def test_ctrl_c_in_preprocessing_with_workers_prints_no_worker_traceback(data_50
     env = _env(dict(data_501, lesionnet_preprocessed=pre), tmp_path)
     command = [sys.executable, "-m", "lesionnet.cli.plan_and_preprocess", "-d", "501", "-np", "2", "--no_progress"]
     result = _interrupt_when(command, env, lambda: any(pre.glob(f"{DATASET}/*/*.b2nd")))
-    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode in INTERRUPTED and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "KeyboardInterrupt" not in result.stderr
     assert "lesionnet_plan_and_preprocess: interrupted. To continue: lesionnet_plan_and_preprocess -d 501" \
         in result.stderr

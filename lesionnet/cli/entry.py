@@ -9,9 +9,10 @@
   way) is named by its type and asks for ``-v`` and a report;
 * Ctrl-C (``KeyboardInterrupt``) writes ``<prog>: interrupted.`` and the command that continues the work (each
   command passes its own hint, e.g. the same command line with ``--c``), and exits with status 130,
-  the shell's convention for SIGINT. A library that Ctrl-C stopped half-way (seen: blosc2 interrupted
-  while it was being imported) can then fail in its own exit handler; Python reports that with a
-  traceback, which is shown only with ``-v``.
+  the shell's convention for SIGINT. (Depending on where a real SIGINT lands, CPython may then end the
+  process by SIGINT itself, after the message; a shell shows 130 either way.) A library that Ctrl-C
+  stopped half-way (seen: blosc2 interrupted while it was being imported) can then fail in its own exit
+  handler; Python reports that with a traceback, which is shown only with ``-v``.
 
 Worker processes of :func:`lesionnet.utils.parallel.run_jobs` ignore SIGINT, so Ctrl-C reaches only the
 main process and prints no worker tracebacks.
