@@ -15,7 +15,7 @@ import numpy as np
 
 from lesionnet.datasets.robustness_pairs import base_pair_id, is_shifted
 from lesionnet.evaluation.prediction_io import TrackingPredictions
-from lesionnet.evaluation.tracking_metrics import TrackingEvaluation, evaluate_predictions, paired_ttest
+from lesionnet.evaluation.tracking_metrics import TrackingEvaluation, evaluate_predictions, format_p, paired_ttest
 
 ARRAYS = ("source_center_zyx", "predicted_center_zyx", "target_center_zyx", "target_spacing_zyx", "target_radius_mm")
 
@@ -33,6 +33,18 @@ def original_pairs(predictions: TrackingPredictions) -> TrackingPredictions:
     return subset(predictions, [not is_shifted(str(i)) for i in predictions.pair_ids])
 
 
+def _pair_groups(ids: list[str]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """``(groups, originals)``: per original pair id, the indices of all its predictions (original and
+    shifted), and the index of its original prediction (pairs whose original is there)."""
+    groups: dict[str, list[int]] = {}
+    originals = {}
+    for index, pair_id in enumerate(ids):
+        groups.setdefault(base_pair_id(pair_id), []).append(index)
+        if not is_shifted(pair_id):
+            originals[pair_id] = index
+    return groups, originals
+
+
 def _summary(predictions, mask: np.ndarray) -> dict:
     return evaluate_predictions(subset(predictions, mask)).summary()
 
@@ -47,11 +59,8 @@ def robustness_summary(evaluation: TrackingEvaluation) -> dict:
     if not shifted.any():
         raise ValueError(f"{predictions.path}: no shifted predictions (ids <pair_id>#shift<k>); predict with "
                          "lesionnet_predict --robustness first.")
-    groups: dict[str, list[int]] = {}
-    for index, pair_id in enumerate(ids):
-        groups.setdefault(base_pair_id(pair_id), []).append(index)
-    originals = {i for i in ids if not is_shifted(i)}
-    orphans = sorted(set(groups) - originals)
+    groups, originals = _pair_groups(ids)
+    orphans = sorted(set(groups) - set(originals))
     if orphans:
         raise ValueError(f"{predictions.path}: shifted predictions without their original pair: {orphans[:5]}")
     original = _summary(predictions, ~shifted)
@@ -73,13 +82,7 @@ def per_pair_drops(evaluation: TrackingEvaluation) -> dict[str, tuple[float, flo
     its original template center minus (plus, for the distance) the mean over all its template centers. Their
     means over pairs are the summary's ``cpm_10mm_drop`` and ``med_increase_mm`` when every pair has as many
     shifted centers."""
-    ids = [str(i) for i in evaluation.predictions.pair_ids]
-    groups: dict[str, list[int]] = {}
-    originals = {}
-    for index, pair_id in enumerate(ids):
-        groups.setdefault(base_pair_id(pair_id), []).append(index)
-        if not is_shifted(pair_id):
-            originals[pair_id] = index
+    groups, originals = _pair_groups([str(i) for i in evaluation.predictions.pair_ids])
     hits, distances = 100.0 * evaluation.hit_10mm.astype(np.float64), evaluation.distance_mm
     drops = {}
     for pair, group in groups.items():
@@ -107,12 +110,9 @@ def compare_drops(a: TrackingEvaluation, b: TrackingEvaluation, label_a: str = "
 def format_drop_comparison(comparison: dict) -> str:
     """One line of :func:`compare_drops`."""
     cpm, dist = comparison["CPM@10mm_drop"], comparison["distance_increase_mm"]
-
-    def p(value):
-        return "n/a" if value is None else f"{value:.2g}"
     return (f"{comparison['a']} vs {comparison['b']} ({comparison['n']} pairs): CPM@10mm drop {cpm['mean_a']:.2f} vs "
-            f"{cpm['mean_b']:.2f} points (difference {cpm['mean_difference']:+.2f}, p = {p(cpm['p_value'])}), "
-            f"distance increase {dist['mean_a']:.2f} vs {dist['mean_b']:.2f} mm (p = {p(dist['p_value'])}), "
+            f"{cpm['mean_b']:.2f} points (difference {cpm['mean_difference']:+.2f}, p = {format_p(cpm['p_value'])}), "
+            f"distance increase {dist['mean_a']:.2f} vs {dist['mean_b']:.2f} mm (p = {format_p(dist['p_value'])}), "
             "paired t-test")
 
 

@@ -17,7 +17,12 @@ import numpy as np
 from lesionnet.datasets.prediction_format import read_predictions
 from lesionnet.datasets.raw_format import RawDataset
 from lesionnet.evaluation.robustness import compare_drops, original_pairs, robustness_summary
-from lesionnet.evaluation.tracking_metrics import compare_predictions, evaluate_predictions, evaluate_tracking_file
+from lesionnet.evaluation.tracking_metrics import (
+    compare_predictions,
+    evaluate_predictions,
+    evaluate_tracking_file,
+    format_p,
+)
 from lesionnet.inference.predict_tracking import predict_tracking
 
 
@@ -80,13 +85,9 @@ def comparison_lines(results: dict) -> list[str]:
     for c in results.get("comparisons", []):
         cpm, dist = c["CPM@10mm"], c["distance_mm"]
         lines.append(f"{c['a']} vs {c['b']} ({c['n']} pairs): CPM@10mm {cpm['mean_difference']:+.1f} points "
-                     f"(p = {_p(cpm['p_value'])}), mean distance {dist['mean_difference']:+.2f} mm "
-                     f"(p = {_p(dist['p_value'])}), paired t-test")
+                     f"(p = {format_p(cpm['p_value'])}), mean distance {dist['mean_difference']:+.2f} mm "
+                     f"(p = {format_p(dist['p_value'])}), paired t-test")
     return lines
-
-
-def _p(value) -> str:
-    return "n/a" if value is None else f"{value:.2g}"
 
 
 def markdown_table(results: dict) -> str:

@@ -200,6 +200,11 @@ class PairedComparison:
                 **{name: t.to_dict() for name, t in self.tests.items()}}
 
 
+def format_p(value) -> str:
+    """A p-value to two significant digits (``"n/a"`` for None)."""
+    return "n/a" if value is None else f"{value:.2g}"
+
+
 def paired_ttest(a, b, metric: str = "value") -> PairedTest:
     """Two-sided paired t-test of ``a`` vs ``b`` that never returns NaN for degenerate input.
 
