@@ -103,6 +103,19 @@ def test_reattach_continues_a_tracklet_whose_track_query_missed_one_slice():
     assert [(t.first_slice, t.last_slice) for t in track_scan(moved, 5, reattach_iou=0.1)] == [(0, 1), (2, 4)]
 
 
+def test_one_to_one_association_lets_an_adjacent_node_start_its_own_tracklet():
+    # node 2 appears on slice 2 next to tracked node 1: 2D IoU 0.23 (above associate_iou, below duplicate_iou)
+    nodes = {1: {z: [10, 20, 18, 28] for z in range(4)}, 2: {z: [15, 20, 23, 28] for z in (2, 3)}}
+    # and a duplicate detection query of node 1 on slice 1 (IoU 0.78 with its tracked box)
+    extra = {1: [([11, 20, 19, 28], 0.7, 1)]}
+    absorbed = track_scan(FakeDetector(nodes, extra=extra), 4, associate_iou=0.1)
+    assert [(t.first_slice, t.last_slice) for t in absorbed] == [(0, 3)]        # node 2 is never tracked
+    detector = FakeDetector(nodes, extra=extra)
+    tracklets = track_scan(detector, 4, associate_iou=0.1, duplicate_iou=0.5)
+    assert _summary(tracklets) == [(0, 3, [10, 20, 0, 18, 28, 4]), (2, 3, [15, 20, 2, 23, 28, 4])]
+    assert detector.calls == [(0, None), (1, [1]), (2, [1]), (3, [1, 2])]       # the duplicate started nothing
+
+
 def test_similarity_drop_closes_the_tracklet():
     detector = FakeDetector({1: _node(0, 4)}, changes={(1, 3): {"sim": 0.4}})
     tracklets = track_scan(detector, 5)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionnet.methods.lntracker.tracklets import box_3d_from_slices, box_iou_2d, chain_score
+from lesionnet.methods.lntracker.tracklets import box_3d_from_slices, box_iou_2d, chain_score, greedy_pairs
 
 
 class _Chain:
@@ -36,19 +36,6 @@ class _Chain:
 
     def box_3d(self) -> np.ndarray:
         return box_3d_from_slices(self.boxes, self.slices[0], self.slices[-1])
-
-
-def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """One-to-one ``(row, column)`` pairs of an IoU matrix, highest IoU first, only IoU > ``threshold``."""
-    rows, cols = np.nonzero(iou > threshold)
-    order = np.lexsort((cols, rows, -iou[rows, cols]))
-    used_rows, used_cols, pairs = set(), set(), []
-    for r, c in zip(rows[order], cols[order]):
-        if r not in used_rows and c not in used_cols:
-            used_rows.add(r)
-            used_cols.add(c)
-            pairs.append((int(r), int(c)))
-    return pairs
 
 
 def merge_slice_boxes(per_slice, iou_threshold: float = 0.5, max_gap: int = 1,
@@ -76,7 +63,7 @@ def merge_slice_boxes(per_slice, iou_threshold: float = 0.5, max_gap: int = 1,
         linked = set()
         if open_chains and len(boxes):
             iou = box_iou_2d(np.stack([c.boxes[-1] for c in open_chains]), boxes)
-            for chain_index, box_index in _greedy_pairs(iou, iou_threshold):
+            for chain_index, box_index in greedy_pairs(iou, iou_threshold):
                 open_chains[chain_index].add(z, boxes[box_index], scores[box_index])
                 linked.add(box_index)
         born = [_Chain(z, boxes[i], scores[i]) for i in range(len(boxes)) if i not in linked]

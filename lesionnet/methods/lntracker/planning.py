@@ -42,9 +42,10 @@ STRIDE = 32
 #: merging baseline's linking IoU and gap. All but the paper's two were chosen on Dataset502's fold-0
 #: validation scans (documentation/methods/ln_tracker.md): tau_track 0.35 instead of the paper's 0.3, because
 #: a CPU-trained network's track queries keep scores just above 0.3 for slices after their node ends.
-#: 0.1 is also the IoU at which the benchmark counts a box as a node.
+#: 0.1 is also the IoU at which the benchmark counts a box as a node. ``duplicate_iou`` (None: off) would make
+#: the association one-to-one (tracklets.py); it was checked on the same validation scans and not taken.
 THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.35, "tau_sim": 0.5, "associate_iou": 0.1, "reattach_iou": 0.1,
-              "merge_link_iou": 0.1, "merge_max_gap": 1}
+              "duplicate_iou": None, "merge_link_iou": 0.1, "merge_max_gap": 1}
 #: Algorithm 1 as printed, with the paper's thresholds: the benchmark's row without lesionnet's additions
 PAPER_THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5, "reattach_iou": None}
 #: on a CPU (a compute budget, as TLT's): the network stops at the size of the demo's ``small`` preset, which

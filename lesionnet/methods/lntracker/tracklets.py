@@ -14,6 +14,16 @@ Rules where the paper is silent:
   count as live, so duplicate detection queries on one new node start one tracklet (the highest-scoring).
   A tracklet closed on this slice (score or similarity too low) is not live: a detection on its node
   starts a new tracklet, as in the paper's pseudo-code.
+* **One-to-one association** (lesionnet's option ``duplicate_iou``; off in the plan): the detections are
+  paired with the live tracklets one-to-one, highest IoU first, only pairs with IoU > ``associate_iou``
+  (:func:`greedy_pairs`, the merging baseline's linking rule), and a paired detection is its tracklet's
+  node found again; of the others, one whose 2D IoU with a live tracklet's box, a paired detection or a
+  higher-scoring detection exceeds ``duplicate_iou`` is a duplicate (the 2D non-maximum suppression the
+  baseline applies to the same detector's boxes); the rest start tracklets. With ``duplicate_iou=None`` a live tracklet
+  absorbs *every* detection that overlaps it by more than ``associate_iou`` (the rule above), so the
+  detection of an adjacent node whose box touches a tracked one (IoU 0.1-0.5 for nodes about 7 pixels
+  wide) never starts its own tracklet: most nodes the merging baseline found and LN-Tracker missed on
+  Dataset502 were such neighbours (documentation/methods/ln_tracker.md).
 * **Re-attach** (lesionnet's addition, off with ``reattach_iou=None``, the pseudo-code as printed): a
   detection that matches no live tracklet but overlaps (2D IoU > ``reattach_iou``) the last box of a
   tracklet closed *on this slice* continues that tracklet instead of starting a new one; its query
@@ -47,6 +57,20 @@ def box_3d_from_slices(boxes_xyxy, first_slice: int, last_slice: int) -> np.ndar
     x1, y1 = boxes[:, 0].min(), boxes[:, 1].min()
     x2, y2 = boxes[:, 2].max(), boxes[:, 3].max()
     return np.array([x1, y1, first_slice, x2, y2, last_slice + 1], dtype=np.float64)
+
+
+def greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """One-to-one ``(row, column)`` pairs of an IoU matrix, highest IoU first, only IoU > ``threshold``;
+    ties go to the lower row, then the lower column."""
+    rows, cols = np.nonzero(iou > threshold)
+    order = np.lexsort((cols, rows, -iou[rows, cols]))
+    used_rows, used_cols, pairs = set(), set(), []
+    for r, c in zip(rows[order], cols[order]):
+        if r not in used_rows and c not in used_cols:
+            used_rows.add(r)
+            used_cols.add(c)
+            pairs.append((int(r), int(c)))
+    return pairs
 
 
 def chain_score(scores) -> float:
@@ -149,9 +173,33 @@ def _reopen(closed: list, box_xyxy, reattach_iou: float | None):
     return closed.pop(best) if overlaps[best] > reattach_iou else None
 
 
+def _unmatched_detections(detections: SliceDetections, live_boxes: list, tau_det: float, associate_iou: float,
+                          duplicate_iou: float | None) -> list[int]:
+    """Indices of the detections above ``tau_det`` that are no live tracklet's node, by decreasing score
+    (see the module docstring: many-to-one with ``duplicate_iou=None``, else one-to-one, duplicates dropped;
+    detections born on this slice are checked by the caller)."""
+    order = [int(i) for i in np.argsort(-detections.det_scores, kind="stable") if detections.det_scores[i] > tau_det]
+    if not order or not live_boxes:
+        return order
+    boxes = detections.det_boxes[order]
+    tracked = box_iou_2d(boxes, np.stack(live_boxes))
+    if duplicate_iou is None:
+        return [i for i, row in zip(order, tracked) if row.max() <= associate_iou]
+    paired = {r for r, _ in greedy_pairs(tracked, associate_iou)}
+    kept: list[int] = []   # positions in ``order`` of the detections that are neither re-detections nor duplicates
+    for position in range(len(order)):
+        if position in paired or tracked[position].max() > duplicate_iou:
+            continue
+        others = sorted(paired) + kept
+        if others and box_iou_2d(boxes[position], boxes[others]).max() > duplicate_iou:
+            continue
+        kept.append(position)
+    return [order[position] for position in kept]
+
+
 def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, tau_det: float = 0.3,
                tau_track: float = 0.3, tau_sim: float = 0.5, associate_iou: float = 0.5,
-               reattach_iou: float | None = None) -> list[Tracklet]:
+               reattach_iou: float | None = None, duplicate_iou: float | None = None) -> list[Tracklet]:
     """Algorithm 1 over slices ``0 .. num_slices - 1``; returns every tracklet, in order of birth.
 
     ``step(z, track_embeddings)`` runs the detector on slice ``z``; ``track_embeddings`` holds one row per
@@ -160,7 +208,8 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
     similarity > ``tau_sim`` (its box is appended), else closed; a detection with score > ``tau_det`` that
     matches no live tracklet (see the module docstring) starts a new one, and its embedding becomes a
     track query for slice ``z + 1``, unless ``reattach_iou`` is set and it continues a tracklet closed on
-    this slice (see the module docstring). Tracklets still live after the last slice are closed.
+    this slice (see the module docstring). ``duplicate_iou`` switches the association with the live
+    tracklets to one-to-one (see the module docstring). Tracklets still live after the last slice are closed.
     """
     finished: list[Tracklet] = []
     live: list[Tracklet] = []
@@ -182,11 +231,12 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
         queries = _take_rows(detections.track_embeddings, kept, "track_embeddings") if kept else None
         live_boxes = [tracklet.boxes[-1] for tracklet in live]
         born = []
-        for i in np.argsort(-detections.det_scores, kind="stable"):
-            if detections.det_scores[i] <= tau_det:
-                break
+        # tracklets born on this slice count as live for the next detections (duplicates of a new node)
+        born_boxes: list = []
+        born_iou = associate_iou if duplicate_iou is None else duplicate_iou
+        for i in _unmatched_detections(detections, live_boxes, tau_det, associate_iou, duplicate_iou):
             box = detections.det_boxes[i]
-            if live_boxes and box_iou_2d(box, np.stack(live_boxes)).max() > associate_iou:
+            if born_boxes and box_iou_2d(box, np.stack(born_boxes)).max() > born_iou:
                 continue
             tracklet = _reopen(closed, box, reattach_iou)
             if tracklet is None:
@@ -194,7 +244,7 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
                 next_id += 1
             tracklet.append(box, detections.det_scores[i])
             live.append(tracklet)
-            live_boxes.append(tracklet.boxes[-1])
+            born_boxes.append(tracklet.boxes[-1])
             born.append(int(i))
         finished.extend(closed)
         if born:
@@ -222,5 +272,5 @@ def tracklets_to_record(tracklets, geometry=None) -> dict:
     return record
 
 
-__all__ = ["box_iou_2d", "box_3d_from_slices", "chain_score", "SliceDetections", "Tracklet", "tracklet_box_3d",
-           "track_scan", "tracklets_to_record"]
+__all__ = ["box_iou_2d", "box_3d_from_slices", "chain_score", "greedy_pairs", "SliceDetections", "Tracklet",
+           "tracklet_box_3d", "track_scan", "tracklets_to_record"]
