@@ -9,7 +9,9 @@ one trained into its own folder. Each run's ``checkpoint_untrained.pth`` and ``c
 track the test pairs next to the untrained baselines (identity, affine, deformable, matcher), scored with
 the DLS conventions, with paired tests of each trained network against its untrained self, each baseline
 and the other runs. ``--robustness`` also tracks every pair from 9 shifted template centers (the DLT
-paper's protocol) and reports the CPM drop and the spread per method. ``--dataset`` applies the runs,
+paper's protocol) and reports the CPM drop and the spread per method; when several runs are of one method
+(e.g. the same training with seeds 0, 1, 2), it also tests each two such methods on the per-pair drops
+averaged over their runs, so that one run's luck does not decide which is more robust. ``--dataset`` applies the runs,
 unchanged, to another tracking dataset's test split (e.g. 503: the priors and the matcher then use the
 runs' dataset's plan). Writes ``benchmarks/results/run_vs_baselines_<dataset id>[_<name>].json`` and
 ``.md``. The run folders are only read: the predictor finds each through a link in
@@ -23,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import machine_description  # noqa: E402
@@ -30,9 +34,11 @@ from report import machine_description  # noqa: E402
 from lesionnet import paths
 from lesionnet.cli.demo import demo_methods
 from lesionnet.datasets.dataset_id import find_dataset_folder
-from lesionnet.evaluation.robustness import format_drop_comparison
+from lesionnet.evaluation.robustness import compare_drops, format_drop_comparison, robustness_summary
 from lesionnet.evaluation.tracker_comparison import compare_trackers, comparison_lines, markdown_table
+from lesionnet.evaluation.tracking_metrics import evaluate_tracking_file
 from lesionnet.inference.model_request import LearnedModelOptions
+from lesionnet.inference.prediction_output import PREDICTIONS_FILENAME
 from lesionnet.methods import get_method
 from lesionnet.utils.files import write_json, write_text
 from lesionnet.utils.logging_setup import configure_logging
@@ -87,7 +93,6 @@ def main(argv=None) -> int:
                    checkpoint=args.checkpoint, trained_on=dataset)
     stem = ROOT / "benchmarks" / "results" / ("run_vs_baselines_" + target.name.split("_")[0][len("Dataset"):]
                                               + (f"_{args.name}" if args.name else ""))
-    write_json(stem.with_suffix(".json"), results)
     command = " ".join(["python benchmarks/run_vs_baselines.py", *["RUN_FOLDER"] * len(methods)]
                        + (["--labels", *labels] if args.labels else []) + (["--name", args.name] if args.name else [])
                        + (["--robustness"] if args.robustness else [])
@@ -97,10 +102,32 @@ def main(argv=None) -> int:
               f"initialised; trained on {dataset}, tracking {target.name}'s test split.")
     text = [header, "", markdown_table(results), "", *[f"- {line}" for line in comparison_lines(results)]]
     if args.robustness:
+        results["pooled_robustness"] = pooled_robustness(work / "predictions", labels, [m.name for m in methods])
         text += ["", robustness_table(results)]
+    write_json(stem.with_suffix(".json"), results)
     write_text(stem.with_suffix(".md"), "\n".join(text) + "\n")
     print("\n".join(text))
     return 0
+
+
+def pooled_robustness(predictions_folder: Path, labels: list[str], method_names: list[str]) -> dict:
+    """Several runs of one method (e.g. seeds): per method with two or more runs, the runs' CPM@10mm drops,
+    and for each two such methods the paired test of the per-pair drops averaged over each method's runs
+    (:func:`compare_drops` with lists). ``{}`` when no method has two runs."""
+    groups: dict[str, list[str]] = {}
+    for label, name in zip(labels, method_names):
+        groups.setdefault(name, []).append(label)
+    groups = {name: runs for name, runs in groups.items() if len(runs) > 1}
+    if not groups:
+        return {}
+    evaluations = {label: evaluate_tracking_file(predictions_folder / label / PREDICTIONS_FILENAME)
+                   for runs in groups.values() for label in runs}
+    drops = {name: {label: robustness_summary(evaluations[label])["cpm_10mm_drop"] for label in runs}
+             for name, runs in groups.items()}
+    names = list(groups)
+    tests = [compare_drops([evaluations[r] for r in groups[a]], [evaluations[r] for r in groups[b]], a, b)
+             for i, a in enumerate(names) for b in names[i + 1:]]
+    return {"runs": groups, "cpm_10mm_drop": drops, "comparisons": tests}
 
 
 def robustness_table(results: dict) -> str:
@@ -119,6 +146,16 @@ def robustness_table(results: dict) -> str:
     if drops:
         lines += ["", "Paired tests of the per-pair drops (a negative difference: the first drops less):", ""]
         lines += [f"- {format_drop_comparison(c)}" for c in drops]
+    pooled = results.get("pooled_robustness") or {}
+    if pooled:
+        lines += ["", "Over the runs of each method (training runs that differ only in their seed, when labelled so): "
+                  "the CPM@10mm drop of each run, and the paired test of the per-pair drops averaged over each "
+                  "method's runs:", ""]
+        for name, drops in pooled["cpm_10mm_drop"].items():
+            values = list(drops.values())
+            lines.append(f"- {name}: " + ", ".join(f"{label} {d:.2f}" for label, d in drops.items())
+                         + f" (mean {np.mean(values):.2f}, sd {np.std(values, ddof=1):.2f} points)")
+        lines += [f"- {format_drop_comparison(c)}" for c in pooled["comparisons"]]
     return "\n".join(lines)
 
 

@@ -98,6 +98,29 @@ def test_compare_drops_tests_the_per_pair_drops_of_two_trackers(tmp_path):
     assert compare_drops(robust, robust)["CPM@10mm_drop"]["p_value"] == 1.0
 
 
+def test_compare_drops_averages_each_pairs_drop_over_several_runs(tmp_path):
+    from lesionnet.evaluation.robustness import compare_drops, format_drop_comparison
+
+    robust = _protocol_evaluation(tmp_path / "a.json", {"p1": 0.0, "p2": 2.0})
+    fragile = _protocol_evaluation(tmp_path / "b.json", {"p1": 12.0, "p2": 2.0})   # p1 drops 90 points
+    also_fragile = _protocol_evaluation(tmp_path / "c.json", {"p1": 2.0, "p2": 12.0})   # p2 drops 90 points
+    result = compare_drops([robust, robust], [fragile, also_fragile], "robust", "fragile")
+    assert (result["runs_a"], result["runs_b"], result["n"]) == (2, 2, 2)
+    # each pair's drop is the mean over the runs: 45 points for both p1 and p2
+    assert result["CPM@10mm_drop"]["mean_b"] == pytest.approx(45.0)
+    assert result["CPM@10mm_drop"]["mean_difference"] == pytest.approx(-45.0)
+    assert result["CPM@10mm_drop"]["p_value"] == 0.0            # the same difference on every pair
+    assert "averaged over 2 and 2 runs" in format_drop_comparison(result)
+    assert compare_drops(robust, [fragile])["runs_b"] == 1
+    other_pairs = _protocol_evaluation(tmp_path / "d.json", {"p1": 0.0, "p2": 0.0})
+    from lesionnet.evaluation.robustness import subset
+    from lesionnet.evaluation.tracking_metrics import evaluate_predictions
+    one_pair = evaluate_predictions(subset(other_pairs.predictions, np.array(
+        [base_pair_id(i) == "p1" for i in other_pairs.predictions.pair_ids])))
+    with pytest.raises(ValueError, match="not tracked on the same pairs"):
+        compare_drops(robust, [fragile, one_pair])
+
+
 def test_evaluate_tracking_compares_the_robustness_of_two_prediction_files(tmp_path, capsys):
     _protocol_evaluation(tmp_path / "a.json", {"p1": 0.0, "p2": 2.0})
     _protocol_evaluation(tmp_path / "b.json", {"p1": 12.0, "p2": 2.0})

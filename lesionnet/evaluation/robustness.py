@@ -92,16 +92,30 @@ def per_pair_drops(evaluation: TrackingEvaluation) -> dict[str, tuple[float, flo
     return drops
 
 
-def compare_drops(a: TrackingEvaluation, b: TrackingEvaluation, label_a: str = "a", label_b: str = "b") -> dict:
+def _mean_drops(evaluations, label: str) -> dict[str, tuple[float, float]]:
+    """Per original pair id, :func:`per_pair_drops` averaged over one or several evaluations (several training
+    runs of one tracker); ``ValueError`` when the runs cover different pairs."""
+    runs = [per_pair_drops(e) for e in (evaluations if isinstance(evaluations, (list, tuple)) else [evaluations])]
+    if any(set(r) != set(runs[0]) for r in runs[1:]):
+        raise ValueError(f"the runs of {label} were not tracked on the same pairs.")
+    return {pair: tuple(float(np.mean([r[pair][k] for r in runs])) for k in (0, 1)) for pair in runs[0]}
+
+
+def compare_drops(a, b, label_a: str = "a", label_b: str = "b") -> dict:
     """Is ``a`` more robust than ``b``? Paired t-tests over the pairs both tracked with the protocol, of the
     per-pair CPM@10mm drop (``CPM@10mm_drop``; a negative mean difference: ``a`` drops less) and the per-pair
-    distance increase (``distance_increase_mm``). ``ValueError`` when the two cover different pairs."""
-    da, db = per_pair_drops(a), per_pair_drops(b)
+    distance increase (``distance_increase_mm``). ``a`` and ``b`` are :class:`TrackingEvaluation` objects or
+    lists of them (training runs of one tracker, e.g. with different seeds: each pair's drop is then averaged
+    over the runs before the test, so the test is over pairs, with run-to-run noise averaged down; ``runs_a``
+    and ``runs_b`` say how many). ``ValueError`` when they cover different pairs."""
+    da, db = _mean_drops(a, label_a), _mean_drops(b, label_b)
     if set(da) != set(db):
         raise ValueError(f"{label_a} and {label_b} were not tracked on the same pairs "
                          f"({len(set(da) ^ set(db))} pair(s) in only one of them).")
     ids = sorted(da)
     return {"a": label_a, "b": label_b, "n": len(ids), "test": "paired t-test (scipy.stats.ttest_rel), two-sided",
+            "runs_a": len(a) if isinstance(a, (list, tuple)) else 1,
+            "runs_b": len(b) if isinstance(b, (list, tuple)) else 1,
             "CPM@10mm_drop": paired_ttest([da[i][0] for i in ids], [db[i][0] for i in ids], "CPM@10mm drop").to_dict(),
             "distance_increase_mm": paired_ttest([da[i][1] for i in ids], [db[i][1] for i in ids],
                                                  "distance increase (mm)").to_dict()}
@@ -110,7 +124,10 @@ def compare_drops(a: TrackingEvaluation, b: TrackingEvaluation, label_a: str = "
 def format_drop_comparison(comparison: dict) -> str:
     """One line of :func:`compare_drops`."""
     cpm, dist = comparison["CPM@10mm_drop"], comparison["distance_increase_mm"]
-    return (f"{comparison['a']} vs {comparison['b']} ({comparison['n']} pairs): CPM@10mm drop {cpm['mean_a']:.2f} vs "
+    runs = comparison.get("runs_a", 1), comparison.get("runs_b", 1)
+    pooled = f", each pair's drop averaged over {runs[0]} and {runs[1]} runs" if max(runs) > 1 else ""
+    return (f"{comparison['a']} vs {comparison['b']} ({comparison['n']} pairs{pooled}): "
+            f"CPM@10mm drop {cpm['mean_a']:.2f} vs "
             f"{cpm['mean_b']:.2f} points (difference {cpm['mean_difference']:+.2f}, p = {format_p(cpm['p_value'])}), "
             f"distance increase {dist['mean_a']:.2f} vs {dist['mean_b']:.2f} mm (p = {format_p(dist['p_value'])}), "
             "paired t-test")
