@@ -151,9 +151,9 @@ def robustness_table(results: dict) -> str:
         lines += ["", "Over the runs of each method (training runs that differ only in their seed, when labelled so): "
                   "the CPM@10mm drop of each run, and the paired test of the per-pair drops averaged over each "
                   "method's runs:", ""]
-        for name, drops in pooled["cpm_10mm_drop"].items():
-            values = list(drops.values())
-            lines.append(f"- {name}: " + ", ".join(f"{label} {d:.2f}" for label, d in drops.items())
+        for name, run_drops in pooled["cpm_10mm_drop"].items():
+            values = list(run_drops.values())
+            lines.append(f"- {name}: " + ", ".join(f"{label} {d:.2f}" for label, d in run_drops.items())
                          + f" (mean {np.mean(values):.2f}, sd {np.std(values, ddof=1):.2f} points)")
         lines += [f"- {format_drop_comparison(c)}" for c in pooled["comparisons"]]
     return "\n".join(lines)
