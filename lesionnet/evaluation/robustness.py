@@ -92,13 +92,18 @@ def per_pair_drops(evaluation: TrackingEvaluation) -> dict[str, tuple[float, flo
     return drops
 
 
-def _mean_drops(evaluations, label: str) -> dict[str, tuple[float, float]]:
-    """Per original pair id, :func:`per_pair_drops` averaged over one or several evaluations (several training
-    runs of one tracker); ``ValueError`` when the runs cover different pairs."""
-    runs = [per_pair_drops(e) for e in (evaluations if isinstance(evaluations, (list, tuple)) else [evaluations])]
-    if any(set(r) != set(runs[0]) for r in runs[1:]):
+def _runs(evaluations) -> list:
+    """One evaluation or a list of them (training runs of one tracker), as a list."""
+    return list(evaluations) if isinstance(evaluations, (list, tuple)) else [evaluations]
+
+
+def _mean_drops(runs: list, label: str) -> dict[str, tuple[float, float]]:
+    """Per original pair id, :func:`per_pair_drops` averaged over the evaluations ``runs`` (training runs of
+    one tracker); ``ValueError`` when they cover different pairs."""
+    drops = [per_pair_drops(e) for e in runs]
+    if any(set(d) != set(drops[0]) for d in drops[1:]):
         raise ValueError(f"the runs of {label} were not tracked on the same pairs.")
-    return {pair: tuple(float(np.mean([r[pair][k] for r in runs])) for k in (0, 1)) for pair in runs[0]}
+    return {pair: tuple(float(np.mean([d[pair][k] for d in drops])) for k in (0, 1)) for pair in drops[0]}
 
 
 def compare_drops(a, b, label_a: str = "a", label_b: str = "b") -> dict:
@@ -108,14 +113,14 @@ def compare_drops(a, b, label_a: str = "a", label_b: str = "b") -> dict:
     lists of them (training runs of one tracker, e.g. with different seeds: each pair's drop is then averaged
     over the runs before the test, so the test is over pairs, with run-to-run noise averaged down; ``runs_a``
     and ``runs_b`` say how many). ``ValueError`` when they cover different pairs."""
-    da, db = _mean_drops(a, label_a), _mean_drops(b, label_b)
+    runs_a, runs_b = _runs(a), _runs(b)
+    da, db = _mean_drops(runs_a, label_a), _mean_drops(runs_b, label_b)
     if set(da) != set(db):
         raise ValueError(f"{label_a} and {label_b} were not tracked on the same pairs "
                          f"({len(set(da) ^ set(db))} pair(s) in only one of them).")
     ids = sorted(da)
     return {"a": label_a, "b": label_b, "n": len(ids), "test": "paired t-test (scipy.stats.ttest_rel), two-sided",
-            "runs_a": len(a) if isinstance(a, (list, tuple)) else 1,
-            "runs_b": len(b) if isinstance(b, (list, tuple)) else 1,
+            "runs_a": len(runs_a), "runs_b": len(runs_b),
             "CPM@10mm_drop": paired_ttest([da[i][0] for i in ids], [db[i][0] for i in ids], "CPM@10mm drop").to_dict(),
             "distance_increase_mm": paired_ttest([da[i][1] for i in ids], [db[i][1] for i in ids],
                                                  "distance increase (mm)").to_dict()}
