@@ -262,3 +262,36 @@ def test_lesion_hits_at_an_operating_point_and_mcnemar():
     test = mcnemar(np.array([True, True, False, True]), np.array([False, True, False, False]))
     assert (test["only_a"], test["only_b"]) == (2, 0) and test["p_value"] == pytest.approx(0.5)
     assert mcnemar(np.array([True]), np.array([True]))["p_value"] == 1.0
+
+
+def test_paired_bootstrap_over_scans():
+    from lesionnet.evaluation.detection_comparison import paired_bootstrap
+
+    predictions, truth = _hand_case()
+    same = paired_bootstrap(predictions, predictions, truth, n_resamples=50)
+    assert same["AS"]["difference"] == 0.0 and same["AS"]["ci95"] == [0.0, 0.0] and same["AS"]["p_value"] == 1.0
+    perfect = {name: (boxes, np.ones(len(boxes))) for name, boxes in truth.items() if len(boxes)}
+    dominant = paired_bootstrap(perfect, {}, truth, n_resamples=50)     # every lesion found, no FP vs nothing
+    n = dominant["AP@0.1"]["n_resamples"]
+    assert dominant["AP@0.1"]["ci95"] == [100.0, 100.0] and dominant["AP@0.1"]["p_value"] == pytest.approx(2 / (n + 1))
+
+    # the observed difference and the resamples agree with evaluate_detection on the drawn scans, a scan drawn
+    # twice counting as two scans (c, which holds no lesion, can be drawn alone: such draws are left out)
+    weaker = {"a": predictions["a"], "b": ([predictions["b"][0][0]], [0.8])}     # misses g3
+    result = paired_bootstrap(predictions, weaker, truth, n_resamples=40, seed=3)
+    full = evaluate_detection(predictions, truth), evaluate_detection(weaker, truth)
+    assert result["AS"]["difference"] == pytest.approx(full[0]["AS"] - full[1]["AS"])
+    rng, names, expected = np.random.default_rng(3), sorted(truth), []
+    for _ in range(40):
+        draw = [names[i] for i in rng.integers(0, 3, 3)]
+        drawn_truth = {f"{k:02d}{n}": truth[n] for k, n in enumerate(draw)}
+        if not sum(len(t) for t in drawn_truth.values()):
+            continue
+        rows = [evaluate_detection({f"{k:02d}{n}": p[n] for k, n in enumerate(draw) if n in p}, drawn_truth)
+                for p in (predictions, weaker)]
+        expected.append(rows[0]["AP@0.1"] - rows[1]["AP@0.1"])
+    assert result["AP@0.1"]["n_resamples"] == len(expected) < 40
+    assert result["AP@0.1"]["ci95"] == pytest.approx([np.percentile(expected, 2.5), np.percentile(expected, 97.5)])
+    expected = np.asarray(expected)
+    tail = min(np.sum(expected <= 0), np.sum(expected >= 0)) + 1
+    assert result["AP@0.1"]["p_value"] == pytest.approx(min(1, 2 * tail / (len(expected) + 1)))
