@@ -116,6 +116,23 @@ def test_one_to_one_association_lets_an_adjacent_node_start_its_own_tracklet():
     assert detector.calls == [(0, None), (1, [1]), (2, [1]), (3, [1, 2])]       # the duplicate started nothing
 
 
+def test_detection_slice_scores_rank_a_tracklet_by_its_detection_queries():
+    # node 1's track query keeps 0.95 on slices 1-3 while the detection queries on it score 0.5 / 0.6 / 0.4 / 0.5;
+    # a detection query elsewhere on slice 2 (0.99, no overlap) is no evidence for the tracklet
+    changes = {(1, 0): {"det": 0.5}, (1, 1): {"det": 0.6, "track": 0.95}, (1, 2): {"det": 0.4, "track": 0.95},
+               (1, 3): {"det": 0.5, "track": 0.95}}
+    extra = {2: [([60, 60, 66, 66], 0.99, 9)]}
+    by_track = track_scan(FakeDetector({1: _node(0, 3)}, changes=changes, extra=extra), 4)
+    by_detection = track_scan(FakeDetector({1: _node(0, 3)}, changes=changes, extra=extra), 4,
+                              slice_score="detection")
+    assert _summary(by_detection)[0] == _summary(by_track)[0] == (0, 3, [10, 20, 0, 19, 25, 4])
+    assert by_track[0].scores == [0.5, 0.95, 0.95, 0.95] and by_track[0].score == 0.95
+    assert by_detection[0].scores == [0.5, 0.6, 0.4, 0.5] and by_detection[0].score == 0.6
+    assert [t.score for t in by_detection[1:]] == [0.99]          # the other detection's own tracklet
+    with pytest.raises(ValueError, match="slice_score"):
+        track_scan(FakeDetector({1: _node(0, 3)}), 4, slice_score="mean")
+
+
 def test_similarity_drop_closes_the_tracklet():
     detector = FakeDetector({1: _node(0, 4)}, changes={(1, 3): {"sim": 0.4}})
     tracklets = track_scan(detector, 5)

@@ -55,7 +55,8 @@ def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
     ``tau_det``, ``tau_track`` and ``tau_sim`` (the plan's), ``associate_iou`` (default 0.1), the 2D IoU
     above which a detection is a live tracklet's node found again, and ``reattach_iou`` (default None: off),
     the 2D IoU above which it continues a tracklet closed on the same slice, and ``duplicate_iou`` (default
-    None: a tracklet absorbs every overlapping detection), which makes the association one-to-one."""
+    None: a tracklet absorbs every overlapping detection), which makes the association one-to-one, and
+    ``slice_score`` (default ``"track"``), which score a continued tracklet records on a slice."""
     device = device or next(network.parameters()).device
     volume = VolumeSlices(image_zyx, slices_per_side, network.config.stride, device)
 
@@ -75,7 +76,8 @@ def track_volume(network: LNTracker, image_zyx, slices_per_side: int, thresholds
 
     return track_scan(step, volume.num_slices, float(thresholds["tau_det"]), float(thresholds["tau_track"]),
                       float(thresholds["tau_sim"]), float(thresholds.get("associate_iou", 0.1)),
-                      thresholds.get("reattach_iou"), thresholds.get("duplicate_iou"))
+                      thresholds.get("reattach_iou"), thresholds.get("duplicate_iou"),
+                      thresholds.get("slice_score", "track"))
 
 
 @torch.no_grad()

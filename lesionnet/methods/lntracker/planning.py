@@ -44,8 +44,11 @@ STRIDE = 32
 #: a CPU-trained network's track queries keep scores just above 0.3 for slices after their node ends.
 #: 0.1 is also the IoU at which the benchmark counts a box as a node. ``duplicate_iou`` (None: off) would make
 #: the association one-to-one (tracklets.py); it was checked on the same validation scans and not taken.
+#: ``slice_score`` "detection" would rank tracklets by their detection queries' scores instead of the track
+#: queries'; on an independent tuning set (benchmarks/detection_rules.py) it changed the demo's model by under
+#: a point, so the plan keeps Algorithm 1's track scores.
 THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.35, "tau_sim": 0.5, "associate_iou": 0.1, "reattach_iou": 0.1,
-              "duplicate_iou": None, "merge_link_iou": 0.1, "merge_max_gap": 1}
+              "duplicate_iou": None, "slice_score": "track", "merge_link_iou": 0.1, "merge_max_gap": 1}
 #: Algorithm 1 as printed, with the paper's thresholds: the benchmark's row without lesionnet's additions
 PAPER_THRESHOLDS = {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.5, "reattach_iou": None}
 #: on a CPU (a compute budget, as TLT's): the network stops at the size of the demo's ``small`` preset, which

@@ -33,6 +33,15 @@ Rules where the paper is silent:
   fall at its upper and lower ends (partial volume), so a mean would rank a correctly extended tracklet
   below a short one; the maximum is the detector's confidence on the node's clearest slice and does not
   depend on the tracklet's length. The merging baseline (:mod:`.merging`) uses the same rule.
+* **Which score a slice gives** (lesionnet's option ``slice_score``): ``"track"`` (Algorithm 1 as printed)
+  keeps the track query's class score of its box; ``"detection"`` takes the detection queries' word
+  instead: the highest score of a detection query whose box overlaps the tracklet's box on that slice by
+  2D IoU > ``associate_iou`` (0 when none does; the birth slice keeps its detection's score). The track
+  score still decides whether the tracklet goes on (``tau_track``); only the ranking changes. The paper
+  decouples detection queries from tracking so that they "produce a complete set of predictions
+  independent of tracking status"; their scores are the ones trained on every node of every slice, while a
+  track query is trained to keep its node, and a track query born on a structure that is no node keeps a
+  high score on it (measured in documentation/methods/ln_tracker.md).
 """
 from __future__ import annotations
 
@@ -197,9 +206,19 @@ def _unmatched_detections(detections: SliceDetections, live_boxes: list, tau_det
     return [order[position] for position in kept]
 
 
+def _detection_evidence(detections: SliceDetections, boxes_xyxy: np.ndarray, associate_iou: float) -> np.ndarray:
+    """``(K,)`` for ``K`` boxes of the slice: the highest score of a detection query whose box overlaps the
+    box by 2D IoU > ``associate_iou``, 0 where none does."""
+    if not len(boxes_xyxy) or not len(detections.det_scores):
+        return np.zeros(len(boxes_xyxy))
+    overlapping = box_iou_2d(boxes_xyxy, detections.det_boxes) > associate_iou
+    return np.where(overlapping, detections.det_scores[None, :], 0.0).max(axis=1)
+
+
 def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, tau_det: float = 0.3,
                tau_track: float = 0.3, tau_sim: float = 0.5, associate_iou: float = 0.5,
-               reattach_iou: float | None = None, duplicate_iou: float | None = None) -> list[Tracklet]:
+               reattach_iou: float | None = None, duplicate_iou: float | None = None,
+               slice_score: str = "track") -> list[Tracklet]:
     """Algorithm 1 over slices ``0 .. num_slices - 1``; returns every tracklet, in order of birth.
 
     ``step(z, track_embeddings)`` runs the detector on slice ``z``; ``track_embeddings`` holds one row per
@@ -209,8 +228,12 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
     matches no live tracklet (see the module docstring) starts a new one, and its embedding becomes a
     track query for slice ``z + 1``, unless ``reattach_iou`` is set and it continues a tracklet closed on
     this slice (see the module docstring). ``duplicate_iou`` switches the association with the live
-    tracklets to one-to-one (see the module docstring). Tracklets still live after the last slice are closed.
+    tracklets to one-to-one (see the module docstring). ``slice_score`` (``"track"`` or ``"detection"``)
+    picks the score a continued tracklet records on a slice (see the module docstring). Tracklets still live
+    after the last slice are closed.
     """
+    if slice_score not in ("track", "detection"):
+        raise ValueError(f"slice_score must be 'track' or 'detection', not {slice_score!r}")
     finished: list[Tracklet] = []
     live: list[Tracklet] = []
     queries = None
@@ -221,9 +244,11 @@ def track_scan(step: Callable[[int, object], SliceDetections], num_slices: int, 
             raise ValueError(f"slice {z}: step returned {len(detections.track_scores)} track outputs for "
                              f"{len(live)} track queries")
         kept, closed = [], []
+        recorded = detections.track_scores if slice_score == "track" else \
+            _detection_evidence(detections, detections.track_boxes, associate_iou)
         for k, tracklet in enumerate(live):
             if detections.track_scores[k] > tau_track and detections.track_similarity[k] > tau_sim:
-                tracklet.append(detections.track_boxes[k], detections.track_scores[k])
+                tracklet.append(detections.track_boxes[k], recorded[k])
                 kept.append(k)
             else:
                 closed.append(tracklet)
