@@ -86,8 +86,9 @@ def main(argv=None) -> int:
         parser.error("--seed 0 regenerates the demo's own scans; the tuning set needs another seed")
     configure_logging()
     method = get_method("lntracker")
-    dataset_name = find_dataset_folder(502).name
-    scans = tuning_scans(args.seed, dataset_name) if args.scans == "tuning" else find_dataset_folder(502)
+    dataset_folder = find_dataset_folder(502)
+    dataset_name = dataset_folder.name
+    scans = tuning_scans(args.seed, dataset_name) if args.scans == "tuning" else dataset_folder
     base = detection_entries(method, dataset_name)
     entries = [(label, m, dataclasses.replace(options, results_dir=args.results_dir), variant)
                for label, m, options, variant in base if label != f"{method.name}_algorithm1"]
