@@ -23,6 +23,7 @@ from lesionnet.methods.dlt.sampling import (
 )
 from lesionnet.planning.plans_io import load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset, centered_start_zyx, crop_zyx
+from lesionnet.training.batch_stream import sample_seed, whole_batch_draws
 from lesionnet.training.checkpoints import FINAL, LATEST, load_checkpoint
 from lesionnet.training.pair_augmentation import PairAugmentation
 from lesionnet.training.run_training import configuration_with_preset, train_model, training_output_folder
@@ -59,7 +60,7 @@ def test_supervised_samples_carry_the_moved_template_center(env_501):
     sampler = CenterShiftSampler(data.cached_case, section["template_patch_size_zyx"],
                                  section["search_patch_size_zyx"], search_offset_fraction=0.25)
     pair = data.pairs()[0]
-    sample = sampler.sample(pair, np.random.default_rng(3))
+    sample = sampler.sample(pair, sample_seed(3, 0, 0)[0])      # sample 0 of batch 0 of seed 3
     center = sample["template_center_zyx"]
     spacing = np.asarray(data.cached_case(pair.source).geometry.spacing_zyx)
     moved_mm = np.linalg.norm((center + centered_start_zyx(pair.source_center_zyx, section["template_patch_size_zyx"])
@@ -69,7 +70,7 @@ def test_supervised_samples_carry_the_moved_template_center(env_501):
     assert np.abs(_peak_zyx(sample["template_gaussian"][0]) - center).max() <= 0.5 + 1e-9
     # flips move the template center with the images (the batch maker's augmentation)
     maker = DLTBatchMaker("supervised", sampler, None, augmentation=PairAugmentation(flip_probability=1.0))
-    batch = maker([pair], np.random.default_rng(3))
+    batch = maker([pair], whole_batch_draws(1, 3))
     flipped = batch["template_center_zyx"][0]
     np.testing.assert_allclose(flipped, np.asarray(section["template_patch_size_zyx"]) - 1 - center, atol=1e-5)
     assert np.abs(_peak_zyx(batch["template_gaussian"][0, 0]) - flipped).max() <= 0.5 + 1e-5
@@ -126,7 +127,7 @@ def test_self_supervised_pairs_need_only_scans_and_lesion_centers(env_501):
         assert np.linalg.norm(_peak_zyx(s["search_prior"][0]) - s["target_center_zyx"]) < 3.0
     # a batch in "ssl" mode from scan lesions only
     maker = DLTBatchMaker("ssl", None, augmented, [lesion])
-    batch = maker([lesion, lesion], np.random.default_rng(1))
+    batch = maker([lesion, lesion], whole_batch_draws(2, 1))
     assert batch["search"].shape == (2, 1, *size) and batch["self_supervised"] == 1
     assert all(i.startswith("ssl:") for i in batch["pair_ids"])
 
@@ -185,7 +186,7 @@ def test_anatomy_dropout_blanks_the_search_prior_of_that_share_of_samples(env_50
     plain = DLTBatchMaker("supervised", sampler, None, augmentation=PairAugmentation(enabled=False))
     half = DLTBatchMaker("supervised", sampler, None, augmentation=PairAugmentation(enabled=False),
                          anatomy_dropout=0.5)
-    a, b = plain(pairs, np.random.default_rng(4)), half(pairs, np.random.default_rng(4))
+    a, b = plain(pairs, whole_batch_draws(8, 4)), half(pairs, whole_batch_draws(8, 4))
     blank = [not b["search_prior"][i].any() for i in range(len(pairs))]
     assert 0 < sum(blank) < len(pairs) and not any(not a["search_prior"][i].any() for i in range(len(pairs)))
     for i, is_blank in enumerate(blank):
@@ -216,7 +217,7 @@ def test_mix_mode_switches_to_self_supervised_batches_at_tau(env_501):
     lesions = scan_lesions(pairs)
     assert len(lesions) >= len({p.source for p in pairs})
     maker = DLTBatchMaker("mix", supervised, ssl, lesions, PairAugmentation(enabled=False), ssl_probability=0.25)
-    kinds = [float(maker(pairs[:1], np.random.default_rng(seed))["self_supervised"]) for seed in range(40)]
+    kinds = [float(maker(pairs[:1], whole_batch_draws(1, seed))["self_supervised"]) for seed in range(40)]
     assert 0.1 <= np.mean(kinds) <= 0.45
     with pytest.raises(ValueError, match="scan lesions"):
         DLTBatchMaker("mix", supervised, ssl, [])
@@ -270,3 +271,14 @@ def test_tiny_dlt_trains_resumes_exactly_and_predicts(env_501, tmp_path, capsys)
     result = json.loads((tmp_path / "r.json").read_text())["robustness"]
     assert result["n_pairs"] == len(raw_pairs) and result["shifts_per_pair"] == 9
     assert result["spread_mm"]["median"] >= 0
+
+
+def test_dlt_mix_trains_on_two_processes_with_identical_replicas(env_501, tmp_path):
+    """DLT-Mix under data-parallel training (gloo): supervised and self-supervised batches, both ranks hold
+    identical weights after every step, and the sharded validation covers every validation pair."""
+    result = train_model(501, REGISTRY["dlt_mix"], 0, preset="tiny", progress=False, output_folder=tmp_path / "ddp",
+                         num_processes=2, check_replicas=True, threads_per_process=1,
+                         **{**TINY, "num_epochs": 2, "batch_size": 2})
+    final = load_checkpoint(result.output_folder / FINAL)
+    assert [h["epoch"] for h in final["history"]] == [0, 1]
+    assert final["history"][-1]["val_n"] == TINY["max_val_pairs"]

@@ -12,6 +12,7 @@ from lesionnet.methods.lntracker.slices import (
     slice_boxes,
     stack_context,
 )
+from lesionnet.training.batch_stream import whole_batch_draws
 
 
 def _seg_two_nodes():
@@ -128,13 +129,13 @@ def test_batch_maker_pads_instances_and_is_seeded():
     cases = {"a": SimpleNamespace(image=full.astype(np.float32), seg=full),
              "b": SimpleNamespace(image=empty.astype(np.float32), seg=empty)}
     maker = SliceBatchMaker(SliceChainSampler(cases.__getitem__, (6, 9), 1, positive_fraction=1.0))
-    batch = maker(["a", "b"], np.random.default_rng(3))
+    batch = maker(["a", "b"], whole_batch_draws(2, 3))
     assert batch["images"].shape == (2, 2, 3, 6, 9) and batch["images"].dtype == np.float32
     most = max(1, int((batch["ids"][0] >= 0).sum(axis=1).max()))
     assert batch["ids"].shape == (2, 2, most) and batch["boxes"].shape == (2, 2, most, 4)
     assert (batch["ids"][1] == -1).all() and not batch["boxes"][1].any()
     assert batch["scan_ids"] == ["a", "b"] and batch["z"].dtype == np.int64
-    again = maker(["a", "b"], np.random.default_rng(3))
+    again = maker(["a", "b"], whole_batch_draws(2, 3))
     assert all(np.array_equal(batch[k], again[k]) for k in ("images", "ids", "boxes", "z"))
 
 

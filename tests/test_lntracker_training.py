@@ -22,7 +22,7 @@ from lesionnet.planning.plans_io import load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.training.checkpoints import FINAL, LATEST, load_checkpoint
 from lesionnet.training.config import TrainingConfig
-from lesionnet.training.run_training import FoldJob, configuration_with_preset, training_output_folder
+from lesionnet.training.run_training import FoldJob, configuration_with_preset, train_model, training_output_folder
 from lesionnet.training.trainer import Trainer
 
 DATASET = "Dataset502_SynthLymphNodes"
@@ -167,3 +167,22 @@ def test_ablation_presets():
     assert LNTRACKER.build(plain).criterion.weights.similarity == 0.0
     assert plain["thresholds"] == {"tau_det": 0.3, "tau_track": 0.3, "tau_sim": 0.0}
     assert LNTRACKER.build(configuration_with_preset(LNTRACKER, section, "small")).network.config.attention_mask
+
+
+def test_lntracker_trains_on_two_processes_with_identical_replicas(env_502, tmp_path):
+    """LN-Tracker under data-parallel training (gloo): identical replicas after every step; the sharded
+    validation gives the detection metrics."""
+    result = train_model(502, LNTRACKER, 0, preset="tiny", progress=False, output_folder=tmp_path / "ddp",
+                         num_processes=2, check_replicas=True, threads_per_process=1, num_epochs=1,
+                         iterations_per_epoch=2, batch_size=2, max_val_pairs=2)
+    final = load_checkpoint(result.output_folder / FINAL)
+    # the gathered shards give what one process validating every scan gives with the final weights
+    section = _tiny_section()
+    data = PreprocessedDataset(502, section["data_identifier"])
+    val_ids = json.loads((data.folder.parent / "splits_final.json").read_text())[0]["val"][:2]
+    model = LNTRACKER.build(section)
+    model.network.load_state_dict(final["model"])
+    model.network.eval()
+    expected = LNTRACKER.validate(model, data, val_ids, section, torch.device("cpu"))
+    assert expected and {f"val_{k}": v for k, v in expected.items()} == \
+        {k: v for k, v in final["history"][-1].items() if k.startswith("val_")}

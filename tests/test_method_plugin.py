@@ -84,7 +84,7 @@ class OffsetTracker(Method):
     def batches(self, data, item_ids, section, config, first_batch):
         by_id = {p.pair_id: p for p in data.pairs()}
 
-        def make_batch(pairs, rng):
+        def make_batch(pairs, draws):
             spacing = [data.cached_case(p.target).geometry.spacing_zyx for p in pairs]
             return {"prior_zyx": _centers(pairs, "prior_center_zyx"),
                     "target_zyx": _centers(pairs, "target_center_zyx"), "spacing_zyx": np.array(spacing, np.float32)}

@@ -23,7 +23,7 @@ from lesionnet.planning import fingerprint as fp_module
 from lesionnet.planning.plans_io import load_plans
 from lesionnet.preprocessing import preprocess as pre_module
 from lesionnet.preprocessing.loading import PreprocessedDataset
-from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream
+from lesionnet.training.batch_stream import SeededBatchLoader, make_batch_stream, whole_batch_draws
 from lesionnet.training.checkpoints import BEST, FINAL, LATEST, CheckpointError, load_checkpoint
 from lesionnet.training.config import TrainingConfig
 from lesionnet.training.pair_augmentation import PairAugmentation, flip_sample
@@ -155,7 +155,7 @@ def test_tiny_tlt_overfits_one_batch_through_the_real_data_path(env_501):
     data, section = _tlt_data(), _tlt_section("tiny")
     maker = PairBatchMaker(_sampler(data, section, search_offset_fraction=0.25),
                            PairAugmentation(enabled=False))
-    batch = maker(data.pairs()[:2], np.random.default_rng(0))
+    batch = maker(data.pairs()[:2], whole_batch_draws(2, 0))
     torch.manual_seed(0)
     model = TLT.build(section)
     inputs = [torch.as_tensor(batch[k]) for k in model.input_keys]

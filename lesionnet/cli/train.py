@@ -8,6 +8,7 @@ import sys
 from lesionnet.cli.entry import command_line, run_command
 from lesionnet.methods import describe_methods, get_method, methods_with
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME
+from lesionnet.training.distributed import is_main_process
 from lesionnet.training.run_training import set_cpu_threads, train_model
 
 logger = logging.getLogger("lesionnet_train")
@@ -57,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data-loading worker processes (default 0: in the training process)")
     parser.add_argument("--max_val_pairs", type=int, default=None,
                         help="validate on at most this many items (pairs) of the fold")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per process (default with --num_processes: cores / processes)")
+    parser.add_argument("--num_processes", type=int, default=1,
+                        help="data-parallel training processes on this machine (torch.distributed: gloo on CPU, "
+                             "NCCL on GPU); the global --batch_size is split among them. Under torchrun leave it "
+                             "out: torchrun starts the processes (see documentation/training.md)")
+    parser.add_argument("--check_replicas", action="store_true",
+                        help="with several processes: check after every step that all hold identical weights")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     options: dict = {}
     for m in trainable:
@@ -91,6 +99,8 @@ def selected_variant(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.num_processes < 1:
+        raise ValueError(f"--num_processes must be >= 1, got {args.num_processes}.")
     set_cpu_threads(args.threads)
     args.method = selected_variant(args)
     result = train_model(args.dataset, args.method, args.fold,
@@ -99,7 +109,10 @@ def _train(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, num_epochs=args.epochs,
                          iterations_per_epoch=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.lr, seed=args.seed, num_workers=args.num_workers,
-                         max_val_pairs=args.max_val_pairs)
+                         max_val_pairs=args.max_val_pairs, num_processes=args.num_processes,
+                         check_replicas=args.check_replicas, threads_per_process=args.threads)
+    if not is_main_process():              # under torchrun rank 0 reports
+        return 0
     best = result.best_metric or {}
     best_text = "n/a" if best.get("value") is None else f"{best['name']} {best['value']:.4g}"
     print(f"Trained {args.method.name} fold {args.fold}: {result.output_folder} (best {best_text})")

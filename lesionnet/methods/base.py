@@ -24,7 +24,11 @@ A method that can be trained has ``trainable = True`` and:
 * ``training_defaults(section) -> dict``: :class:`~lesionnet.training.config.TrainingConfig` values
   (batch size from the plan, the augmentation settings);
 * ``batches(data, item_ids, section, config, first_batch)``: its training batch stream;
-* ``validate(model, data, item_ids, section, device) -> dict``: validation metrics;
+* ``validate(model, data, item_ids, section, device) -> dict``: validation metrics; optionally split in
+  ``validation_records(model, data, item_ids, section, device) -> list`` (picklable, per item) and
+  ``validation_summary(records) -> dict`` with ``validate`` their composition: data-parallel training then
+  validates a shard of the items in each process and summarises the gathered records once (without the
+  split, rank 0 validates every item while the others wait);
 * ``demo_training``: the training settings ``lesionnet_demo`` uses for it on a CPU;
 * ``plan_section``: for a variant of another method (e.g. DLT's training modes), the name of the plan section it
   trains and predicts from; None (default) for its own section. A variant is not planned separately;

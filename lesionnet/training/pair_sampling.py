@@ -24,6 +24,7 @@ import numpy as np
 
 from lesionnet.datasets.geometry import xyz_to_zyx
 from lesionnet.preprocessing.loading import PreprocessedPair, centered_start_zyx, crop_zyx, map_on_crop
+from lesionnet.training.batch_stream import BatchDraws, concatenate_batches
 from lesionnet.training.pair_augmentation import PairAugmentation, augment_batch, intensity_transforms
 
 #: ``map(shape_zyx, center_zyx, radius_mm, spacing_zyx) -> float32 array``: a method's lesion Gaussian
@@ -99,20 +100,22 @@ def stack_samples(samples: list[dict]) -> dict:
 
 
 class PairBatchMaker:
-    """``make_batch(pairs, rng)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader`: one sample
-    per pair, consistent random flips, stacking, then batchgenerators' intensity transforms."""
+    """``make_batch(pairs, draws)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader`: per pair one
+    sample with consistent random flips and batchgenerators' intensity transforms, each drawn from the
+    sample's own seeds (:meth:`~lesionnet.training.batch_stream.BatchDraws.samples`), then stacked."""
 
     def __init__(self, sampler: PairSampler, augmentation: PairAugmentation | None = None):
         self.sampler = sampler
         self.augmentation = augmentation or PairAugmentation()
         self.transforms = intensity_transforms(self.augmentation)
 
-    def __call__(self, pairs: list[PreprocessedPair], rng: np.random.Generator) -> dict:
-        samples = [self.sampler.sample(pair, rng) for pair in pairs]
-        batch = stack_samples(augment_batch(samples, self.augmentation))
-        if self.augmentation.enabled:
-            batch = self.transforms(**batch)
-        return batch
+    def one(self, pair: PreprocessedPair, rng: np.random.Generator) -> dict:
+        """A batch of one augmented sample of ``pair``."""
+        batch = stack_samples(augment_batch([self.sampler.sample(pair, rng)], self.augmentation))
+        return self.transforms(**batch) if self.augmentation.enabled else batch
+
+    def __call__(self, pairs: list[PreprocessedPair], draws: BatchDraws) -> dict:
+        return concatenate_batches([self.one(pair, rng) for pair, rng in draws.samples(pairs)])
 
 
 __all__ = ["PairSampler", "PairBatchMaker", "stack_samples", "ARRAY_KEYS", "LesionMap"]

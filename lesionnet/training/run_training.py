@@ -21,6 +21,7 @@ fold that holds a model is trained again only with ``resume`` (same settings as 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,14 @@ from lesionnet.paths import preprocessed_folder_for
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.preprocessing.loading import PreprocessedDataset
 from lesionnet.training.config import TrainingConfig
+from lesionnet.training.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    check_batch_split,
+    context_from_environment,
+    environment_world_size,
+    launch,
+)
 from lesionnet.training.fold_guard import prepare_fold
 from lesionnet.training.splits import fold_item_ids, load_or_create_splits
 from lesionnet.training.trainer import Trainer, TrainingResult
@@ -104,15 +113,28 @@ class FoldJob:
         outputs = network(**{k: tensors[k] for k in self.model.input_keys})
         return self.model.criterion(outputs, tensors)
 
-    def validate(self, network: torch.nn.Module, device: torch.device) -> dict:
+    def validate(self, network: torch.nn.Module, device: torch.device,
+                 context: DistributedContext = SINGLE_PROCESS) -> dict:
+        """The method's validation metrics on the fold's validation items. With several processes, each
+        validates every ``world_size``-th item when the method splits its validation into records and a
+        summary (``validation_records``, ``validation_summary``); else rank 0 validates them all and sends
+        the metrics to the others."""
         if not self.val_ids:
             return {}
-        return self.method.validate(self.model, self.data, self.val_ids, self.configuration, device)
+        records = getattr(self.method, "validation_records", None)
+        if not context.active:
+            return self.method.validate(self.model, self.data, self.val_ids, self.configuration, device)
+        if records is None:
+            return context.broadcast(self.method.validate(self.model, self.data, self.val_ids, self.configuration,
+                                                          device) if context.is_main else None)
+        shard = records(self.model, self.data, context.shard(self.val_ids), self.configuration, device)
+        return self.method.validation_summary([r for part in context.gather(shard) for r in part])
 
 
 def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_PLANS_NAME, preset: str = "plan",
                 resume: bool = False, device: str | None = None, progress: bool = True, output_folder=None,
-                overwrite: bool = False, **training_overrides) -> TrainingResult:
+                overwrite: bool = False, num_processes: int = 1, check_replicas: bool = False,
+                threads_per_process: int | None = None, **training_overrides) -> TrainingResult:
     """Train ``method`` (a trainable method object) on fold ``fold`` of a preprocessed dataset (see the
     module docstring). ``output_folder`` replaces the fold's results folder (e.g. for a benchmark run that
     must not touch the trained model).
@@ -122,9 +144,56 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     ``overwrite`` replaces a fold that holds a model; without either such a fold is refused
     (:class:`~lesionnet.training.fold_guard.FoldHoldsModelError`).
 
+    Data-parallel training (:mod:`lesionnet.training.distributed`): ``num_processes > 1`` spawns that many
+    training processes on this machine (``threads_per_process`` torch threads each, default: the cores
+    divided among them); a process started by ``torchrun`` joins the group its environment describes. The
+    global batch (``batch_size``) is split evenly over the processes, so a run may be continued with
+    another number of processes. ``check_replicas`` compares the processes' weights after every step.
+
     ``training_overrides`` are :class:`TrainingConfig` fields (``num_epochs``, ``iterations_per_epoch``,
     ``learning_rate``, ``seed``, ``num_workers``, ``max_val_pairs``, ...); None values keep the defaults.
     """
+    if num_processes > 1 and environment_world_size() > 1:
+        raise ValueError("--num_processes: this process was started by torchrun, which starts the training "
+                         "processes itself; leave --num_processes out under torchrun.")
+    job = _prepare_job(dataset, method, fold, plans_name, preset, output_folder, training_overrides)
+    check_batch_split(job.config.batch_size, max(1, num_processes, environment_world_size()))
+    resolved_device = resolve_device(device)
+    context = SINGLE_PROCESS if num_processes > 1 else context_from_environment(resolved_device)
+    fold_plan = context.on_main(lambda: prepare_fold(job.output, method.name, job.section, job.requested,
+                                                     resume=resume, overwrite=overwrite))
+    if fold_plan.finished is not None:
+        return _finished_result(job.output, fold_plan.finished)
+    if num_processes > 1:
+        try:
+            return launch(_train_in_process, (job, fold_plan, resume, device, progress, check_replicas),
+                          num_processes, threads_per_process)
+        except BaseException:
+            fold_plan.discard()       # a staging folder that never replaced the fold (the old model stays)
+            raise
+    return _train_in_process(job, fold_plan, resume, device, progress, check_replicas)
+
+
+@dataclass
+class _Job:
+    """What :func:`train_model` checked and prepared before any process trains (plain values: spawned
+    training processes receive it)."""
+
+    method: object
+    raw_name: str
+    fold: int | str
+    plans_name: str
+    preset: str
+    section: dict
+    train_ids: list
+    val_ids: list
+    config: TrainingConfig
+    requested: dict
+    network_info: dict
+    output: Path
+
+
+def _prepare_job(dataset, method, fold, plans_name, preset, output_folder, training_overrides) -> _Job:
     if not method.trainable:
         raise ValueError(f"'{method.name}' cannot be trained ({method.description}).")
     raw = resolve_raw_dataset(dataset)
@@ -149,21 +218,34 @@ def train_model(dataset, method, fold: int | str = 0, plans_name: str = DEFAULT_
     if config.max_val_pairs:
         val_ids = val_ids[:config.max_val_pairs]
     requested = {"preset": preset, **{k: v for k, v in training_overrides.items() if v is not None}}
-    fold_plan = prepare_fold(output, method.name, section, requested, resume=resume, overwrite=overwrite)
-    if fold_plan.finished is not None:
-        return _finished_result(output, fold_plan.finished)
     network_info = {"method": method.name, "dataset": raw.name, "plans_name": plans_name, "fold": fold,
                     "preset": preset, "configuration": section, "data_configuration": data_configuration}
-    logger.info("%s fold %s: %d training items, %d validation items -> %s", raw.name, fold, len(train_ids),
-                len(val_ids), output)
-    trainer = Trainer(FoldJob(method, section, data, train_ids, val_ids), config, fold_plan.folder,
-                      resolve_device(device), resume=resume, progress=progress, network_info=network_info,
-                      metadata={"dataset": raw.name, "plans_name": plans_name, "fold": str(fold), "preset": preset},
-                      on_first_checkpoint=fold_plan.swap_in if fold_plan.staged else None)
+    return _Job(method=method, raw_name=raw.name, fold=fold, plans_name=plans_name, preset=preset,
+                section=section, train_ids=train_ids, val_ids=val_ids, config=config,
+                requested=requested, network_info=network_info, output=output)
+
+
+def _train_in_process(job: _Job, fold_plan, resume: bool, device, progress: bool, check_replicas: bool):
+    """This process's part of the run: all of it, or one rank's of a data-parallel run."""
+    resolved_device = resolve_device(device)
+    context = context_from_environment(resolved_device)
+    if resolved_device.type == "cuda" and context.active:
+        resolved_device = torch.device("cuda", context.local_rank)
+    if context.is_main:
+        logger.info("%s fold %s: %d training items, %d validation items -> %s", job.raw_name, job.fold,
+                    len(job.train_ids), len(job.val_ids), job.output)
+    data = PreprocessedDataset(job.raw_name, job.section["data_identifier"])     # each process reads its cases
+    trainer = Trainer(FoldJob(job.method, job.section, data, job.train_ids, job.val_ids), job.config,
+                      fold_plan.folder, resolved_device, resume=resume, progress=progress and context.is_main,
+                      network_info=job.network_info, context=context, check_replicas=check_replicas,
+                      metadata={"dataset": job.raw_name, "plans_name": job.plans_name, "fold": str(job.fold),
+                                "preset": job.preset},
+                      on_first_checkpoint=fold_plan.swap_in if fold_plan.staged and context.is_main else None)
     try:
         return trainer.run()
     except BaseException:
-        fold_plan.discard()           # a staging folder that never replaced the fold (the old model stays)
+        if context.is_main:
+            fold_plan.discard()       # a staging folder that never replaced the fold (the old model stays)
         raise
 
 

@@ -14,7 +14,12 @@ everything else:
 * ``resume=True`` (``--c``) continues from ``checkpoint_latest.pth`` with its model, optimiser,
   epoch, history and RNG states; the batch stream and dropout are seeded per epoch from the seed,
   so a resumed run ends with the same weights as an uninterrupted one;
-* ``training_log.txt`` (the ``lesionnet`` logger, via ``logging``) and ``progress.png``.
+* ``training_log.txt`` (the ``lesionnet`` logger, via ``logging``) and ``progress.png``;
+* data-parallel training when given a :class:`~lesionnet.training.distributed.DistributedContext` of several
+  processes: the network is wrapped in ``DistributedDataParallel`` (gradients averaged over the ranks),
+  each rank trains on its share of every global batch (:func:`~lesionnet.training.batch_stream.batch_shard`),
+  validation runs in shards and is summarised once, the logged losses are averaged over the ranks, and rank
+  0 alone writes files (a resumed checkpoint is read by rank 0 and sent to the others).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lesionnet.training.batch_stream import batch_shard
 from lesionnet.training.checkpoints import (
     BEST,
     CHECKPOINT_FORMAT,
@@ -43,6 +49,7 @@ from lesionnet.training.checkpoints import (
     save_checkpoint,
 )
 from lesionnet.training.config import TrainingConfig
+from lesionnet.training.distributed import SINGLE_PROCESS, DistributedContext
 from lesionnet.training.fold_guard import FoldHoldsModelError, model_files
 from lesionnet.training.progress_plot import plot_progress
 from lesionnet.utils.files import write_json
@@ -79,8 +86,9 @@ class TrainingMethod(Protocol):
     def compute_loss(self, network: torch.nn.Module, batch: dict, device: torch.device) -> dict:
         """``{"loss": scalar tensor to minimise, other name: scalar tensor, ...}`` for one batch."""
 
-    def validate(self, network: torch.nn.Module, device: torch.device) -> dict:
-        """Validation metrics; ``{}`` when there is no validation data. Called in eval mode."""
+    def validate(self, network: torch.nn.Module, device: torch.device, context: DistributedContext) -> dict:
+        """Validation metrics, the same on every rank of ``context``; ``{}`` when there is no validation
+        data. Called in eval mode on every rank."""
 
 
 @dataclass
@@ -98,10 +106,10 @@ def _improves(value: float | None, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
-def _seed_everything(seed: int, epoch: int) -> None:
-    """Seed torch and numpy for ``epoch`` (a pure function of the run seed and the epoch; ``epoch = -1``
-    seeds the network initialisation)."""
-    sequence = np.random.SeedSequence([int(seed), int(epoch) + 1, 7])
+def _seed_everything(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed torch and numpy for ``epoch`` (a pure function of the run seed, the epoch and the rank, rank 0
+    as a single process; ``epoch = -1`` seeds the network initialisation, the same on every rank)."""
+    sequence = np.random.SeedSequence([int(seed), int(epoch) + 1, 7] + ([int(rank)] if rank else []))
     state = sequence.generate_state(2)
     torch.manual_seed(int(state[0]))
     np.random.seed(int(state[1]))
@@ -157,6 +165,9 @@ class Trainer:
         on_first_checkpoint: called once, right after the run's first ``checkpoint_latest.pth`` (end of its
             first epoch); returns the folder the run continues in (``--overwrite`` swaps its staging folder
             in for the old fold here, see :mod:`lesionnet.training.fold_guard`).
+        context: this process's place in a data-parallel run (default: a single process).
+        check_replicas: after every optimiser step, check that all ranks hold bit-identical weights
+            (:class:`~lesionnet.training.distributed.ReplicaDivergenceError` otherwise; a debugging aid).
 
     A new run (``resume=False``) refuses an ``output_folder`` that already holds checkpoints
     (:class:`~lesionnet.training.fold_guard.FoldHoldsModelError`): it never overwrites a model.
@@ -164,7 +175,8 @@ class Trainer:
 
     def __init__(self, method: TrainingMethod, config: TrainingConfig, output_folder: str | os.PathLike,
                  device="cpu", resume: bool = False, metadata: dict | None = None, progress: bool = True,
-                 network_info: dict | None = None, on_first_checkpoint: Callable[[], Path] | None = None):
+                 network_info: dict | None = None, on_first_checkpoint: Callable[[], Path] | None = None,
+                 context: DistributedContext = SINGLE_PROCESS, check_replicas: bool = False):
         self.method = method
         self.config = config
         self.output_folder = Path(output_folder)
@@ -175,6 +187,8 @@ class Trainer:
         self.progress = progress
         self.network_info = network_info
         self.on_first_checkpoint = on_first_checkpoint
+        self.context = context
+        self.check_replicas = check_replicas
 
     # ------------------------------------------------------------------------------------ state
     @property
@@ -201,10 +215,11 @@ class Trainer:
 
     def _start(self):
         latest = self.output_folder / LATEST
-        if self.resume and (latest.exists() or (self.output_folder / FINAL).exists()):
-            if not latest.exists():
-                latest = self.output_folder / FINAL
-            checkpoint = load_checkpoint(latest)
+        if not latest.exists():
+            latest = self.output_folder / FINAL
+        checkpoint = self.context.on_main(lambda: load_checkpoint(latest) if self.resume and latest.exists()
+                                          else None)        # rank 0 reads it and sends it to the others
+        if checkpoint is not None:
             if checkpoint["method"] != self.method.name:
                 raise ValueError(f"{latest}: a '{checkpoint['method']}' checkpoint, "
                                  f"cannot continue '{self.method.name}'.")
@@ -229,7 +244,8 @@ class Trainer:
         _seed_everything(self.config.seed, -1)
         network = self.method.build_network().to(self.device)
         optimizer = make_optimizer(network, self.config)
-        save_checkpoint(self.output_folder / UNTRAINED, self._checkpoint(0, network, optimizer, [], None))
+        if self.context.is_main:
+            save_checkpoint(self.output_folder / UNTRAINED, self._checkpoint(0, network, optimizer, [], None))
         # what training adds: the validation metrics of the untrained network (every epoch reseeds)
         self.initial_validation = self._validate(network)
         logger.info("untrained network: %s", ", ".join(f"{k} {v:.4g}" for k, v in self.initial_validation.items()))
@@ -238,17 +254,19 @@ class Trainer:
     def _validate(self, network) -> dict:
         """``{"val_<metric>": value}`` of the method's validation (finite numbers only), in eval mode."""
         network.eval()
-        metrics = self.method.validate(network, self.device)
+        metrics = self.method.validate(network, self.device, self.context)
         return {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))
                 and math.isfinite(float(v))}
 
     # ------------------------------------------------------------------------------------ loop
     def run(self) -> TrainingResult:
-        existing = [] if self.resume else model_files(self.output_folder)
+        existing = [] if self.resume or not self.context.is_main else model_files(self.output_folder)
         if existing:
             raise FoldHoldsModelError(f"{self.output_folder}: already holds a trained model ({', '.join(existing)}); "
                                       "a new run never overwrites it. Continue it (resume, --c), or train into "
                                       "another folder (train_model(..., overwrite=True) replaces it safely).")
+        if not self.context.is_main:          # rank 0 writes the folder's files
+            return self._run()
         self.output_folder.mkdir(parents=True, exist_ok=True)
         with _LogFile(self.output_folder / LOG_FILE):
             return self._run()
@@ -257,22 +275,28 @@ class Trainer:
         start_time = time.perf_counter()
         network, optimizer, start_epoch, history, best_value = self._start()
         metric_name, mode = self.selection
-        if self.network_info is not None:
+        main = self.context.is_main
+        if self.network_info is not None and main:
             write_json(self.output_folder / NETWORK_FILE, self.network_info)
         cfg = self.config
         n_params = sum(p.numel() for p in network.parameters())
-        logger.info("Training %s (%d parameters) on %s: epochs %d..%d of %d x %d iterations, batch %d, %s lr %g",
-                    self.method.name, n_params, self.device, start_epoch, cfg.num_epochs - 1, cfg.num_epochs,
-                    cfg.iterations_per_epoch, cfg.batch_size, cfg.optimizer, cfg.learning_rate)
-        stream = self.method.batches(cfg, start_epoch * cfg.iterations_per_epoch) if start_epoch < cfg.num_epochs \
-            else None
+        processes = f" x {self.context.world_size} processes" if self.context.active else ""
+        logger.info("Training %s (%d parameters) on %s%s: epochs %d..%d of %d x %d iterations, batch %d, %s lr %g",
+                    self.method.name, n_params, self.device, processes, start_epoch, cfg.num_epochs - 1,
+                    cfg.num_epochs, cfg.iterations_per_epoch, cfg.batch_size, cfg.optimizer, cfg.learning_rate)
+        with batch_shard(self.context.rank, self.context.world_size):       # this rank's share of each batch
+            stream = self.method.batches(cfg, start_epoch * cfg.iterations_per_epoch) \
+                if start_epoch < cfg.num_epochs else None
+        trained = self._data_parallel(network)
         try:
             for epoch in range(start_epoch, cfg.num_epochs):
-                record = self._epoch(epoch, network, optimizer, stream)
+                record = self._epoch(epoch, network, trained, optimizer, stream)
                 history.append(record)
                 improved = _improves(record.get(metric_name), best_value, mode)
                 if improved:
                     best_value = record[metric_name]
+                if not main:
+                    continue
                 checkpoint = self._checkpoint(epoch + 1, network, optimizer, history, best_value)
                 save_checkpoint(self.output_folder / LATEST, checkpoint)
                 if improved:
@@ -288,24 +312,39 @@ class Trainer:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-        final = self._checkpoint(cfg.num_epochs, network, optimizer, history, best_value)
-        save_checkpoint(self.output_folder / FINAL, final)
         seconds = time.perf_counter() - start_time
         final_metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+        if not main:
+            return TrainingResult(self.output_folder, cfg.num_epochs - start_epoch, self._best_record(best_value),
+                                  final_metrics, seconds)
+        final = self._checkpoint(cfg.num_epochs, network, optimizer, history, best_value)
+        save_checkpoint(self.output_folder / FINAL, final)
         summary = {"method": self.method.name, "epochs": cfg.num_epochs, "best": self._best_record(best_value),
                    "final": final_metrics, "untrained": self.initial_validation, "seconds_this_run": round(seconds, 1),
                    "training_seconds_total": round(sum(h["epoch_seconds"] for h in history), 1),
-                   "training_config": cfg.to_dict(), "metadata": self.metadata}
+                   "training_config": cfg.to_dict(), "metadata": self.metadata,
+                   "num_processes_this_run": self.context.world_size}
         write_json(self.output_folder / SUMMARY_FILE, summary)
         logger.info("Finished: %s (best %s %s)", self.output_folder / FINAL, metric_name,
                     "n/a" if best_value is None else f"{best_value:.4g}")
         return TrainingResult(self.output_folder, cfg.num_epochs - start_epoch, self._best_record(best_value),
                               final_metrics, seconds)
 
-    def _epoch(self, epoch: int, network, optimizer, stream) -> dict:
+    def _data_parallel(self, network: torch.nn.Module) -> torch.nn.Module:
+        """The module the training steps run: ``network`` itself, or wrapped in ``DistributedDataParallel``
+        (which averages the gradients over the ranks in ``backward``) when several processes train."""
+        if not self.context.active:
+            return network
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(network, device_ids=device_ids)
+
+    def _epoch(self, epoch: int, network, trained, optimizer, stream) -> dict:
+        """One epoch of steps on ``trained`` (``network`` or its data-parallel wrapper), then validation."""
         cfg = self.config
         t0 = time.perf_counter()
-        _seed_everything(cfg.seed, epoch)
+        _seed_everything(cfg.seed, epoch, self.context.rank)
         lr = cfg.learning_rate_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -313,10 +352,10 @@ class Trainer:
         sums: dict = {}
         bar = tqdm(range(cfg.iterations_per_epoch), desc=f"epoch {epoch}/{cfg.num_epochs - 1}", unit="it",
                    disable=not self.progress, leave=False)
-        for _ in bar:
+        for step in bar:
             batch = next(stream)
             optimizer.zero_grad(set_to_none=True)
-            losses = self.method.compute_loss(network, batch, self.device)
+            losses = self.method.compute_loss(trained, batch, self.device)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()} (batch "
@@ -325,9 +364,12 @@ class Trainer:
             if cfg.grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip_norm)
             optimizer.step()
+            if self.check_replicas:
+                self.context.check_replicas(network, epoch * cfg.iterations_per_epoch + step)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        sums = self.context.mean(sums)           # each rank's loss is its share's mean: the batch's mean
         record = {"epoch": epoch, "learning_rate": lr, "seconds_training": time.perf_counter() - t0}
         record.update({f"train_{k}": v / cfg.iterations_per_epoch for k, v in sums.items()})
         record.update(self._validate(network))

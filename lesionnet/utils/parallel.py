@@ -3,10 +3,21 @@ from __future__ import annotations
 
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 from tqdm import tqdm
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of :func:`run_jobs` died (killed, out of memory, a crash in native code)."""
+
+
+def job_name(job) -> str:
+    """How a job is named in messages: its first element (the callers put the case id there)."""
+    first = job[0] if isinstance(job, (tuple, list)) and job else job
+    return str(first)[:80]
 
 
 def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool, description: str,
@@ -16,7 +27,10 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
     ``function`` must be picklable (module level). Results come back in the order of ``jobs``,
     whatever order the workers finish in, so outputs do not depend on the number of workers.
     ``on_result(result)``, when given, is called in this process as soon as each job finishes
-    (e.g. to store it, so that an interrupted run keeps the work already done).
+    (e.g. to store it, so that an interrupted run keeps the work already done). At most
+    ``num_processes`` jobs run at once and each result is handed over when it is ready, so memory stays
+    bounded by the workers' own. A worker that dies raises :class:`WorkerDiedError` naming the job(s) it
+    may have been working on (:func:`job_name`); the pool never hangs.
     """
     results: list = [None] * len(jobs)
     with tqdm(total=len(jobs), desc=description, unit=unit, disable=not progress or not jobs) as bar:
@@ -30,11 +44,24 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
             pool = ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), initializer=_ignore_interrupts)
             try:
                 futures = {pool.submit(function, job): i for i, job in enumerate(jobs)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    if on_result is not None:
-                        on_result(results[futures[future]])
-                    bar.update()
+                pending, started = set(futures), set()
+                while pending:
+                    started |= {f for f in pending if f.running()}
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        try:
+                            results[futures[future]] = future.result()
+                        except BrokenProcessPool:
+                            suspects = [f for f in started if not f.done() or f.exception() is not None]
+                            names = sorted(job_name(jobs[futures[f]]) for f in suspects) or \
+                                [job_name(jobs[i]) for f, i in futures.items() if f.done() and f.exception() is not None][:1]
+                            raise WorkerDiedError(
+                                f"{description}: a worker process died (killed, or out of memory?) while working on "
+                                f"{' or '.join(names[:8])}. Run again with fewer processes (-np), or -np 1 to see "
+                                "the error in this process.") from None
+                        if on_result is not None:
+                            on_result(results[futures[future]])
+                        bar.update()
             except BaseException:                # Ctrl-C or a failed job: drop the queued jobs, then re-raise
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

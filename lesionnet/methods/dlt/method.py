@@ -21,7 +21,7 @@ p = τ); each trains into its own results folder and predicts as ``-m <name>``. 
 """
 from __future__ import annotations
 
-from lesionnet.evaluation.validation import validate_patch_tracker
+from lesionnet.evaluation.validation import PatchTrackerValidation
 from lesionnet.inference.patch_case_tracker import PatchCaseTracker
 from lesionnet.methods.base import Method
 from lesionnet.methods.dlt import memory, planning
@@ -87,7 +87,7 @@ def training_options(config, mode: str = "supervised") -> dict:
     return options
 
 
-class DLTMethod(Method):
+class DLTMethod(PatchTrackerValidation, Method):
     """DLT in one training mode (see the module docstring)."""
 
     task = "tracking"
@@ -96,6 +96,7 @@ class DLTMethod(Method):
     makes_heatmaps = True
     presets = PRESETS
     selection_metric = ("med_mm", "min")
+    track_function = staticmethod(track_lesion)
     memory_driven_keys = planning.MEMORY_DRIVEN_KEYS
     option_variants = {"mode": VARIANTS}
     #: the demo's DLT training on a CPU (each mode): the ``small`` DenseFPN, 8 epochs of 100 steps of 4 pairs
@@ -156,8 +157,6 @@ class DLTMethod(Method):
         loader = SeededBatchLoader(items, maker, config.batch_size, config.seed, first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)
 
-    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
-        return validate_patch_tracker(track_lesion, model.network, data, item_ids, section, device)
 
     # ------------------------------------------------------------------------------- prediction
     def predictor(self, request) -> PatchCaseTracker:

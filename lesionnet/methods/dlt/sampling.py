@@ -34,6 +34,7 @@ from lesionnet.datasets.robustness_pairs import random_shift_in_ball_zyx
 from lesionnet.methods.dlt.maps import lesion_gaussian
 from lesionnet.preprocessing.loading import PreprocessedPair, centered_start_zyx, crop_zyx, map_on_crop
 from lesionnet.registration.anatomy_maps import project_lesion
+from lesionnet.training.batch_stream import BatchDraws, concatenate_batches
 from lesionnet.training.pair_augmentation import PairAugmentation, augment_batch, intensity_transforms
 from lesionnet.training.pair_sampling import PairSampler, stack_samples
 
@@ -175,9 +176,10 @@ def _point_center(point_zyx: np.ndarray) -> np.ndarray:
 
 
 class DLTBatchMaker:
-    """``make_batch(items, rng)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader` in one of
-    :data:`MODES` (see the module docstring): samples, consistent flips, stacking, intensity transforms;
-    self-supervised batches also get noise and blur on the search patch."""
+    """``make_batch(items, draws)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader` in one of
+    :data:`MODES` (see the module docstring): per sample (its own seeds) consistent flips and intensity
+    transforms, self-supervised samples also noise and blur on the search patch; then stacked. DLT-Mix
+    draws the mode of the whole global batch from the batch's Generator (the same on every rank)."""
 
     def __init__(self, mode: str, supervised: CenterShiftSampler | None, self_supervised: SelfSupervisedSampler | None,
                  lesions: list[ScanLesion] | None = None, augmentation: PairAugmentation | None = None,
@@ -205,21 +207,24 @@ class DLTBatchMaker:
                                       data_key="search")])
         return self._ssl_transforms
 
-    def __call__(self, items: list, rng: np.random.Generator) -> dict:
+    def __call__(self, items: list, draws: BatchDraws) -> dict:
         self_supervised = self.mode == "ssl"
-        if self.mode == "mix" and rng.uniform() < self.ssl_probability:
+        if self.mode == "mix" and draws.rng.uniform() < self.ssl_probability:    # the whole batch: one mode
             self_supervised = True
-            items = [self.lesions[i] for i in rng.integers(0, len(self.lesions), size=len(items))]
+            chosen = draws.rng.integers(0, len(self.lesions), size=draws.global_batch_size)
+            items = draws.share([self.lesions[i] for i in chosen])
         sampler = self.self_supervised if self_supervised else self.supervised
-        samples = [sampler.sample(item, rng) for item in items]
-        batch = stack_samples(augment_batch(samples, self.augmentation))
-        if self.augmentation.enabled:
-            batch = self.transforms(**batch)
-        if self_supervised:
-            batch = self._ssl_search_transforms()(**batch)
-        if self.anatomy_dropout > 0:       # lesionnet option: samples whose search prior is blanked
-            dropped = rng.uniform(size=len(items)) < self.anatomy_dropout
-            batch["search_prior"][dropped] = 0.0
+        parts = []
+        for item, rng in draws.samples(items):
+            batch = stack_samples(augment_batch([sampler.sample(item, rng)], self.augmentation))
+            if self.augmentation.enabled:
+                batch = self.transforms(**batch)
+            if self_supervised:
+                batch = self._ssl_search_transforms()(**batch)
+            if self.anatomy_dropout > 0 and rng.uniform() < self.anatomy_dropout:
+                batch["search_prior"][:] = 0.0     # lesionnet option: a sample whose search prior is blanked
+            parts.append(batch)
+        batch = concatenate_batches(parts)
         batch["self_supervised"] = np.float32(self_supervised)
         return batch
 

@@ -112,23 +112,30 @@ class LNTrackerMethod(Method):
                                    first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)
 
-    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
-        """Detection metrics of Algorithm 1 on the validation scans (preprocessed grid)."""
-        if not item_ids:
-            return {}
-        predictions, truth = {}, {}
+    def validation_records(self, model: BuiltModel, data, item_ids, section: dict, device) -> list[dict]:
+        """Per validation scan: Algorithm 1's boxes ``(n, 6)`` and scores and the true boxes (preprocessed grid)."""
+        records = []
         for scan_id in item_ids:
             case = data.cached_case(scan_id)
             tracklets = track_volume(model.network, case.image, section["slices_per_side"], section["thresholds"],
                                      device)
             record = tracklets_to_record(tracklets)
-            predictions[scan_id] = (np.asarray(record["boxes_xyz"]).reshape(-1, 6), np.asarray(record["scores"]))
-            truth[scan_id] = instance_boxes(np.asarray(case.seg))[1]
-        if not sum(len(t) for t in truth.values()):
+            records.append({"scan_id": scan_id, "boxes": np.asarray(record["boxes_xyz"]).reshape(-1, 6),
+                            "scores": np.asarray(record["scores"]), "truth": instance_boxes(np.asarray(case.seg))[1]})
+        return records
+
+    def validation_summary(self, records: list[dict]) -> dict:
+        """Detection metrics of the records (of one or several processes); ``{}`` without any true box."""
+        if not sum(len(r["truth"]) for r in records):
             return {}
-        result = evaluate_detection(predictions, truth)
+        result = evaluate_detection({r["scan_id"]: (r["boxes"], r["scores"]) for r in records},
+                                    {r["scan_id"]: r["truth"] for r in records})
         return {k: result[k] for k in ("AS", "sens@1", "sens@2", "sens@4", "sens@8", "AP@0.1")} | \
             {"boxes_per_scan": result["n_predictions"] / result["n_scans"]}
+
+    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
+        """Detection metrics of Algorithm 1 on the validation scans (preprocessed grid)."""
+        return self.validation_summary(self.validation_records(model, data, item_ids, section, device))
 
     # ------------------------------------------------------------------------------- prediction
     def predictor(self, request) -> LNTrackerScanDetector:

@@ -29,6 +29,7 @@ import numpy as np
 
 from lesionnet.evaluation.boxes3d import instance_boxes
 from lesionnet.preprocessing.loading import crop_zyx
+from lesionnet.training.batch_stream import BatchDraws
 
 #: columns of a 3D box [x1, y1, z1, x2, y2, z2] that form the 2D box [x1, y1, x2, y2]
 _XYXY_OF_XYZXYZ = [0, 1, 3, 4]
@@ -213,7 +214,7 @@ def pad_instances(ids_list, boxes_list) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SliceBatchMaker:
-    """``make_batch(scan_ids, rng)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader`: one
+    """``make_batch(scan_ids, draws)`` for :class:`~lesionnet.training.batch_stream.SeededBatchLoader`: one
     chain per scan id, stacked: ``images (B, L, S, H, W)`` float32, ``ids (B, L, Mmax)`` int64 (-1 =
     padding), ``boxes (B, L, Mmax, 4)`` float32 (crop pixels, half open; zeros where padded), ``z (B,)``
     int64 (the chains' last slices), ``scan_ids`` (list)."""
@@ -221,8 +222,8 @@ class SliceBatchMaker:
     def __init__(self, sampler: SliceChainSampler):
         self.sampler = sampler
 
-    def __call__(self, scan_ids: list, rng: np.random.Generator) -> dict:
-        samples = [self.sampler.sample(scan_id, rng) for scan_id in scan_ids]
+    def __call__(self, scan_ids: list, draws: BatchDraws) -> dict:
+        samples = [self.sampler.sample(scan_id, rng) for scan_id, rng in draws.samples(scan_ids)]
         length = len(samples[0]["ids"])
         ids, boxes = pad_instances([i for s in samples for i in s["ids"]], [b for s in samples for b in s["boxes"]])
         return {"images": np.stack([s["images"] for s in samples]),

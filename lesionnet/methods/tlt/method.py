@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from lesionnet.evaluation.validation import validate_patch_tracker
+from lesionnet.evaluation.validation import PatchTrackerValidation
 from lesionnet.methods.base import Method
 from lesionnet.methods.tlt import memory, planning
 from lesionnet.methods.tlt.loss import TLTLoss
@@ -52,7 +52,7 @@ PRESETS = {
 INPUT_KEYS = ("template", "template_gaussian", "search", "search_prior")
 
 
-class TLTMethod(Method):
+class TLTMethod(PatchTrackerValidation, Method):
     name = "tlt"
     task = "tracking"
     description = "Transformer Lesion Tracker (MICCAI 2022)"
@@ -61,6 +61,7 @@ class TLTMethod(Method):
     makes_heatmaps = True
     presets = PRESETS
     selection_metric = ("med_mm", "min")
+    track_function = staticmethod(track_lesion)
     memory_driven_keys = planning.MEMORY_DRIVEN_KEYS
     #: the demo's TLT training on a CPU: the planned network (CPU-sized by the plan), 16 epochs of 30 steps
     #: of 4 pairs — about 16 minutes on 2 cores
@@ -108,8 +109,6 @@ class TLTMethod(Method):
                                    config.batch_size, config.seed, first_batch, config.num_workers)
         return make_batch_stream(loader, config.num_workers)
 
-    def validate(self, model: BuiltModel, data, item_ids, section: dict, device) -> dict:
-        return validate_patch_tracker(track_lesion, model.network, data, item_ids, section, device)
 
     # ------------------------------------------------------------------------------- prediction
     def predictor(self, request) -> TLTCaseTracker:
