@@ -64,6 +64,10 @@ def markdown(rows: list[dict], args, command: str) -> str:
         lines.append(f"| {row['method']} | {row['processes']} | {row['threads_per_process']} | "
                      f"{row['samples_per_s_median']:.2f} | {', '.join(f'{v:.2f}' for v in row['samples_per_s'])} | "
                      f"{row['speedup_median']:.2f} |")
+    if args.device == "cpu":
+        lines += ["", "On one CPU the processes share its cores (threads per process = cores / processes): this "
+                  "measures what the data-parallel path costs or gains on the same hardware (gradient all-reduce, "
+                  "one data pipeline per process, threads vs processes), not a scale-out to more hardware."]
     return "\n".join(lines) + "\n"
 
 

@@ -159,3 +159,20 @@ def test_a_pool_worker_that_dies_is_named_with_its_case_never_a_hang():
     with pytest.raises(WorkerDiedError, match="square: a worker process died .* scan_7") as error:
         run_jobs(_square_or_die, jobs, 2, False, "square")
     assert time.time() - start < 30 and "-np" in str(error.value)
+
+
+def test_bf16_and_compile_are_off_on_the_cpu_with_a_warning(env_501, tmp_path, caplog):
+    """--bf16 and --compile are GPU options: on the CPU the run says so and trains exactly as without them;
+    the checkpoint keeps what was asked (a GPU continuing it with --c uses them)."""
+    settings = {**CURVE, "num_epochs": 2}
+    plain = train_model(501, TLT, 0, preset="tiny", progress=False, output_folder=tmp_path / "plain", **settings)
+    asked = train_model(501, TLT, 0, preset="tiny", progress=False, output_folder=tmp_path / "asked",
+                        precision="bf16", compile=True, **settings)
+    assert "precision bf16: not supported on cpu" in caplog.text
+    assert "compile: torch.compile is used on CUDA only" in caplog.text
+    a, b = load_checkpoint(plain.output_folder / FINAL), load_checkpoint(asked.output_folder / FINAL)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert b["training_config"]["precision"] == "bf16" and b["training_config"]["compile"] is True
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_model(501, TLT, 0, preset="tiny", progress=False, output_folder=tmp_path / "bad", precision="fp8",
+                    **settings)

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="data-parallel training processes on this machine (torch.distributed: gloo on CPU, "
                              "NCCL on GPU); the global --batch_size is split among them. Under torchrun leave it "
                              "out: torchrun starts the processes (see documentation/training.md)")
+    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16", default=None,
+                        help="bfloat16 autocast of the forward pass and the loss (CUDA; fp32 elsewhere)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the network for training (CUDA; off elsewhere)")
     parser.add_argument("--check_replicas", action="store_true",
                         help="with several processes: check after every step that all hold identical weights")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
@@ -109,7 +113,8 @@ def _train(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, num_epochs=args.epochs,
                          iterations_per_epoch=args.iterations, batch_size=args.batch_size,
                          learning_rate=args.lr, seed=args.seed, num_workers=args.num_workers,
-                         max_val_pairs=args.max_val_pairs, num_processes=args.num_processes,
+                         max_val_pairs=args.max_val_pairs, precision=args.precision, compile=args.compile,
+                         num_processes=args.num_processes,
                          check_replicas=args.check_replicas, threads_per_process=args.threads)
     if not is_main_process():              # under torchrun rank 0 reports
         return 0

@@ -8,6 +8,7 @@ from lesionnet.utils.dataclass_dict import dataclass_from_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("poly", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -26,6 +27,10 @@ class TrainingConfig:
             the thread count fixed a CPU run is bit-for-bit repeatable.
         max_val_pairs: validate on at most this many items (pairs, scans) of the fold (a fixed subset;
             None: all).
+        precision: ``fp32``, or ``bf16``: the forward pass and the loss under bfloat16 autocast (on CUDA
+            devices that support it; elsewhere the run trains in fp32 and says so).
+        compile: ``torch.compile`` the network for the training steps (on CUDA; elsewhere off, with a
+            warning). Validation and checkpoints use the plain network.
         augmentation: the method's augmentation settings, as a plain dict that the method reads (e.g.
             :class:`lesionnet.training.pair_augmentation.PairAugmentation`); the method fills in its
             defaults (``Method.training_defaults``).
@@ -42,6 +47,8 @@ class TrainingConfig:
     num_workers: int = 0
     seed: int = 0
     max_val_pairs: int | None = None
+    precision: str = "fp32"
+    compile: bool = False
     augmentation: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -52,6 +59,8 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if not self.learning_rate > 0:

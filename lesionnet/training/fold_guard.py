@@ -40,7 +40,7 @@ REPLACED_MARK = ".replaced-"
 #: command-line options of the training settings, to name them in messages
 OPTION_NAMES = {"preset": "--preset", "num_epochs": "--epochs", "iterations_per_epoch": "--iterations",
                 "batch_size": "--batch_size", "learning_rate": "--lr", "seed": "--seed",
-                "max_val_pairs": "--max_val_pairs"}
+                "max_val_pairs": "--max_val_pairs", "precision": "--bf16", "compile": "--compile"}
 #: settings that may differ on resume: they do not change what the run computes
 RESUMABLE_SETTINGS = ("num_workers",)
 MAX_LISTED_DIFFERENCES = 12

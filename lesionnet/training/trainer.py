@@ -287,7 +287,7 @@ class Trainer:
         with batch_shard(self.context.rank, self.context.world_size):       # this rank's share of each batch
             stream = self.method.batches(cfg, start_epoch * cfg.iterations_per_epoch) \
                 if start_epoch < cfg.num_epochs else None
-        trained = self._data_parallel(network)
+        trained, self.bf16 = self._accelerated(self._data_parallel(network))
         try:
             for epoch in range(start_epoch, cfg.num_epochs):
                 record = self._epoch(epoch, network, trained, optimizer, stream)
@@ -340,6 +340,19 @@ class Trainer:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(network, device_ids=device_ids)
 
+    def _accelerated(self, trained: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+        """``trained`` compiled when the config asks for it, and whether the steps run under bf16 autocast:
+        both on CUDA only (and bf16 where the GPU supports it); elsewhere a warning says they are off."""
+        cuda = self.device.type == "cuda"
+        bf16 = self.config.precision == "bf16" and cuda and torch.cuda.is_bf16_supported()
+        if self.config.precision == "bf16" and not bf16:
+            logger.warning("precision bf16: not supported on %s; training in fp32.", self.device)
+        if self.config.compile:
+            if cuda:
+                return torch.compile(trained), bf16
+            logger.warning("compile: torch.compile is used on CUDA only; training uncompiled on %s.", self.device)
+        return trained, bf16
+
     def _epoch(self, epoch: int, network, trained, optimizer, stream) -> dict:
         """One epoch of steps on ``trained`` (``network`` or its data-parallel wrapper), then validation."""
         cfg = self.config
@@ -355,7 +368,8 @@ class Trainer:
         for step in bar:
             batch = next(stream)
             optimizer.zero_grad(set_to_none=True)
-            losses = self.method.compute_loss(trained, batch, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                losses = self.method.compute_loss(trained, batch, self.device)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()} (batch "

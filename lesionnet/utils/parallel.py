@@ -53,8 +53,9 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
                             results[futures[future]] = future.result()
                         except BrokenProcessPool:
                             suspects = [f for f in started if not f.done() or f.exception() is not None]
+                            failed = [i for f, i in futures.items() if f.done() and f.exception() is not None]
                             names = sorted(job_name(jobs[futures[f]]) for f in suspects) or \
-                                [job_name(jobs[i]) for f, i in futures.items() if f.done() and f.exception() is not None][:1]
+                                [job_name(jobs[i]) for i in failed[:1]]
                             raise WorkerDiedError(
                                 f"{description}: a worker process died (killed, or out of memory?) while working on "
                                 f"{' or '.join(names[:8])}. Run again with fewer processes (-np), or -np 1 to see "
