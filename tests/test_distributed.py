@@ -176,3 +176,25 @@ def test_bf16_and_compile_are_off_on_the_cpu_with_a_warning(env_501, tmp_path, c
     with pytest.raises(ValueError, match="precision must be one of"):
         train_model(501, TLT, 0, preset="tiny", progress=False, output_folder=tmp_path / "bad", precision="fp8",
                     **settings)
+
+
+def test_prediction_in_a_process_pool_gives_the_same_cases(env_501, tmp_path):
+    """lesionnet_predict -np 2: the cases are tracked in two spawned workers (each builds the tracker once) and
+    written by the main process; the predictions are those of one process, in the same order."""
+    from pathlib import Path
+
+    from lesionnet.cli import predict as predict_cli
+    from lesionnet.datasets.prediction_format import read_predictions
+
+    train_model(501, TLT, 0, preset="tiny", progress=False, **{**CURVE, "num_epochs": 1})
+    images = Path(os.environ["lesionnet_raw"]) / DATASET / "imagesTs"
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"np{processes}"
+        assert predict_cli.main(["-i", str(images), "-o", str(out), "-m", "tlt", "-np", str(processes),
+                                 "--no_progress"]) == 0
+        runs[processes] = read_predictions(out / "predictions.json")["results"]
+        assert len(list((out / "cases").glob("*.json"))) == len({(r["source"], r["target"]) for r in runs[1]})
+    assert [r["pair_id"] for r in runs[2]] == [r["pair_id"] for r in runs[1]]
+    np.testing.assert_allclose([r["predict target center"] for r in runs[2]],
+                               [r["predict target center"] for r in runs[1]], atol=1e-3)

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check every scan in IN, not only those the pairs name, and refuse warnings too (the "
                              "default check already refuses missing, truncated, NaN, too small scans and centers "
                              "outside their scan before any work starts)")
+    parser.add_argument("-np", "--num_processes", type=int, default=1,
+                        help="tracking: predict the cases (scan pairs) in a pool of this many worker processes, "
+                             "each holding one case at a time (default 1; --chain runs in one process)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -98,7 +101,7 @@ def _predict(args: argparse.Namespace) -> int:
     run = predict_tracking(args.input, args.output, args.method, args.pairs, resume=args.resume,
                            save_overlays=args.save_overlays, progress=not args.no_progress,
                            model_options=options, save_heatmaps=args.save_heatmaps, chain=args.chain,
-                           overwrite=args.overwrite, robustness=args.robustness)
+                           overwrite=args.overwrite, robustness=args.robustness, num_processes=args.num_processes)
     print(f"Predictions for {run.num_pairs} pairs written to {run.predictions_path}")
     if not run.ok:
         logger.error("%d pair(s) could not be predicted (listed above and under 'failed_pairs' in %s).",
@@ -108,8 +111,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace, options: LearnedModelOptions) -> int:
     tracking_only = [flag for flag, used in (("--chain", args.chain), ("--save_heatmaps", args.save_heatmaps),
-                                             ("--pairs", args.pairs), ("--robustness", args.robustness))
-                     if used]
+                                             ("--pairs", args.pairs), ("--robustness", args.robustness),
+                                             ("-np", args.num_processes != 1)) if used]
     if tracking_only:
         raise ValueError(f"{', '.join(tracking_only)}: tracking options; '{args.method.name}' is a detection method.")
     run = predict_detection(args.input, args.output, args.method, options, resume=args.resume,

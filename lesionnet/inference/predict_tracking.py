@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,6 +63,7 @@ from lesionnet.inference.tracking_input import TrackingInput, load_tracking_inpu
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import load_json, write_json
+from lesionnet.utils.parallel import default_num_processes, run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +146,13 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
                      resume: bool = False, save_overlays: bool = False, progress: bool = True,
                      model_options: LearnedModelOptions | None = None, save_heatmaps: bool = False,
                      chain: bool = False, overwrite: bool = False, robustness: bool = False,
-                     robustness_seed: int = 0) -> PredictionRun:
+                     robustness_seed: int = 0, num_processes: int = 1) -> PredictionRun:
     """Track every pair of ``input_folder`` with ``method`` (a tracking method object, e.g.
     ``REGISTRY["affine"]``) into ``output_folder`` (see the module docstring). ``resume`` reuses the
     matching cases of an earlier run there, ``overwrite`` replaces its predictions; without either an
-    output folder with earlier predictions is an error."""
+    output folder with earlier predictions is an error. ``num_processes > 1`` tracks the cases in a pool of
+    that many worker processes (each builds the tracker once and holds one case at a time; the cases are
+    written here as they finish; a chain runs in one process)."""
     if method.task != "tracking" or not method.predicts:
         raise ValueError(f"method '{method.name}' cannot track lesion pairs (a {method.task} method"
                          f"{'' if method.predicts else ' without a predictor'}).")
@@ -176,31 +180,52 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     groups = tracking_input.scan_pairs()
     logger.info("%d pairs on %d scan pairs from %s", len(tracking_input.pairs), len(groups), tracking_input.pairs_path)
 
-    records: list[dict] = []
-    for (source, target), pairs in tqdm(groups.items(), desc=f"{method.name} tracking", unit="case",
-                                        disable=not progress):
+    records: dict = {}
+    todo: dict = {}                             # (source, target) -> (pairs, case file, signature)
+    for (source, target), pairs in groups.items():
         path = case_path(output_folder, source, target)
         signature = case_signature(signature_of_run, tracking_input.scan_paths, pairs, chain)
         finished = _load_finished_case(path, pairs, signature) if resume else None
         if finished is not None:
-            records.extend(finished)
+            records[(source, target)] = finished
             run.cases_reused += 1
-            continue
-        try:
-            if chain:
-                case_records = predict_chained(tracking_input, pairs, tracker, progress=False, cache=hop_cache)
-            else:
-                case_records = tracker(tracking_input, pairs)
-        except ImageReadError as e:
-            logger.error("Skipping case %s -> %s: %s", source, target, e)
-            run.failed.update({p.pair_id: str(e) for p in pairs})
-            continue
+        else:
+            todo[(source, target)] = (pairs, path, signature)
+
+    def store(outcome) -> None:
+        """Write one predicted case (in this process, as soon as it is done)."""
+        source, target, case_records, error = outcome
+        pairs, path, signature = todo[(source, target)]
+        if error is not None:
+            logger.error("Skipping case %s -> %s: %s", source, target, error)
+            run.failed.update({p.pair_id: error for p in pairs})
+            return
         write_json(path, {"method": case_method, "source": source, "target": target,
                           "pair_ids": [p.pair_id for p in pairs], "signature": signature, "results": case_records})
-        records.extend(case_records)
+        records[(source, target)] = case_records
         run.cases_predicted += 1
         if save_overlays:
             _save_overlays(tracking_input, target, pairs, case_records, output_folder / "overlays")
+
+    if chain or num_processes <= 1 or len(todo) <= 1:      # chains reuse earlier hops: one process
+        for (source, target), (pairs, _, _) in tqdm(todo.items(), desc=f"{method.name} tracking", unit="case",
+                                                     disable=not progress):
+            try:
+                if chain:
+                    case_records = predict_chained(tracking_input, pairs, tracker, progress=False, cache=hop_cache)
+                else:
+                    case_records = tracker(tracking_input, pairs)
+                store((source, target, case_records, None))
+            except ImageReadError as e:
+                store((source, target, None, str(e)))
+    else:
+        builder = (method, Path(input_folder), output_folder, settings, model_options, save_heatmaps,
+                   max(1, default_num_processes() // num_processes), uuid.uuid4().hex)
+        jobs = [(f"{source} -> {target}", builder, tracking_input, source, target, pairs)
+                for (source, target), (pairs, _, _) in todo.items()]
+        run_jobs(_track_case_in_worker, jobs, num_processes, progress, f"{method.name} tracking",
+                 on_result=store, start_method="spawn")
+    records = [r for key in groups if key in records for r in records[key]]      # in the cases' order
 
     write_predictions(run.predictions_path, records, case_method, dataset_name_of(tracking_input.folder.resolve()),
                       pairs_file=str(tracking_input.pairs_path), failed_pairs=run.failed, **description)
@@ -209,6 +234,26 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     logger.info("Wrote %s (%d pairs; %d cases predicted, %d reused, %d pairs failed)", run.predictions_path,
                 run.num_pairs, run.cases_predicted, run.cases_reused, len(run.failed))
     return run
+
+
+_WORKER_TRACKER: dict = {}
+
+
+def _track_case_in_worker(job) -> tuple:
+    """One case in a pool worker (``predict_tracking(..., num_processes > 1)``): the worker builds the run's
+    tracker once, from the same arguments as the main process, then tracks the case's pairs. Returns
+    ``(source, target, records, None)`` or ``(source, target, None, error)`` for a scan that cannot be read."""
+    import torch
+
+    _, builder, tracking_input, source, target, pairs = job
+    *arguments, threads, run_id = builder
+    if _WORKER_TRACKER.get("run") != run_id:
+        torch.set_num_threads(threads)
+        _WORKER_TRACKER.update(run=run_id, tracker=make_case_tracker(*arguments)[0])
+    try:
+        return source, target, _WORKER_TRACKER["tracker"](tracking_input, pairs), None
+    except ImageReadError as error:
+        return source, target, None, str(error)
 
 
 def _save_markups(records: list[dict], folder: Path) -> None:

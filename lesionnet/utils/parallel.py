@@ -1,6 +1,7 @@
 """One way to run independent jobs: in this process or a process pool, with a progress bar."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -21,7 +22,7 @@ def job_name(job) -> str:
 
 
 def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool, description: str,
-             unit: str = "case", on_result: Callable | None = None) -> list:
+             unit: str = "case", on_result: Callable | None = None, start_method: str | None = None) -> list:
     """``[function(job) for job in jobs]``, in a pool of ``num_processes`` workers when > 1.
 
     ``function`` must be picklable (module level). Results come back in the order of ``jobs``,
@@ -30,7 +31,8 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
     (e.g. to store it, so that an interrupted run keeps the work already done). At most
     ``num_processes`` jobs run at once and each result is handed over when it is ready, so memory stays
     bounded by the workers' own. A worker that dies raises :class:`WorkerDiedError` naming the job(s) it
-    may have been working on (:func:`job_name`); the pool never hangs.
+    may have been working on (:func:`job_name`); the pool never hangs. ``start_method`` (e.g. ``"spawn"``
+    for work that runs torch, which a forked child must not inherit mid-use) picks how workers start.
     """
     results: list = [None] * len(jobs)
     with tqdm(total=len(jobs), desc=description, unit=unit, disable=not progress or not jobs) as bar:
@@ -41,7 +43,9 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
                     on_result(results[i])
                 bar.update()
         else:
-            pool = ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), initializer=_ignore_interrupts)
+            context = multiprocessing.get_context(start_method) if start_method else None
+            pool = ProcessPoolExecutor(max_workers=min(num_processes, len(jobs)), initializer=_ignore_interrupts,
+                                       mp_context=context)
             try:
                 futures = {pool.submit(function, job): i for i, job in enumerate(jobs)}
                 pending, started = set(futures), set()
