@@ -136,6 +136,21 @@ def test_predict_writes_what_evaluate_detection_reads(env_502, preprocessed_502,
     assert predict.main(["-i", str(images), "-o", str(out), "-m", "lntracker", "--chain"]) == 1
     assert "tracking options" in capsys.readouterr().err
 
+    # num_processes=2: the scans detected in two spawned workers, written here: the same boxes, scores and
+    # signatures as in one process (thresholds 0: every query is a box, so there are boxes to compare)
+    from lesionnet.inference.predict_detection import predict_detection
+
+    training_images = preprocessed_502["raw"] / DATASET / "imagesTr"
+    loose = {"thresholds": {"tau_det": 0.0, "tau_track": 0.0}}
+    runs = {n: predict_detection(training_images, tmp_path / f"np{n}", LNTRACKER, progress=False,
+                                 predictor_options=loose, num_processes=n) for n in (1, 2)}
+    assert len(runs[2].predicted) == len(runs[1].predicted) >= 2
+    for scan in runs[1].predicted:
+        one, two = (json.loads((tmp_path / f"np{n}" / f"{scan}.json").read_text()) for n in (1, 2))
+        assert len(one["scores"]) > 0 and two["signature"] == one["signature"]
+        np.testing.assert_allclose(two["scores"], one["scores"], atol=1e-4)
+        np.testing.assert_allclose(two["boxes_xyz"], one["boxes_xyz"], atol=1e-3)
+
 
 def test_demo_detection_part(lesionnet_dirs, monkeypatch, capsys):
     """lesionnet_demo --task detection on a tiny Dataset502: train a tiny LN-Tracker, compare it with its

@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "default check already refuses missing, truncated, NaN, too small scans and centers "
                              "outside their scan before any work starts)")
     parser.add_argument("-np", "--num_processes", type=int, default=1,
-                        help="tracking: predict the cases (scan pairs) in a pool of this many worker processes, "
-                             "each holding one case at a time (default 1; --chain runs in one process)")
+                        help="predict the cases (tracking: scan pairs; detection: scans) in a pool of this many "
+                             "worker processes, each holding one case at a time (default 1; --chain runs in one "
+                             "process)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -111,12 +112,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace, options: LearnedModelOptions) -> int:
     tracking_only = [flag for flag, used in (("--chain", args.chain), ("--save_heatmaps", args.save_heatmaps),
-                                             ("--pairs", args.pairs), ("--robustness", args.robustness),
-                                             ("-np", args.num_processes != 1)) if used]
+                                             ("--pairs", args.pairs), ("--robustness", args.robustness))
+                     if used]
     if tracking_only:
         raise ValueError(f"{', '.join(tracking_only)}: tracking options; '{args.method.name}' is a detection method.")
     run = predict_detection(args.input, args.output, args.method, options, resume=args.resume,
-                            overwrite=args.overwrite, progress=not args.no_progress, save_overlays=args.save_overlays)
+                            overwrite=args.overwrite, progress=not args.no_progress, save_overlays=args.save_overlays,
+                            num_processes=args.num_processes)
     print(f"3D boxes of {len(run.predicted) + len(run.reused)} scan(s) written to {run.output_folder} "
           f"({len(run.reused)} reused)")
     if not run.ok:

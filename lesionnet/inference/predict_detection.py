@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from lesionnet.inference.overlays import save_detection_overlay
 from lesionnet.inference.tracking_input import find_scan_files
 from lesionnet.utils.files import load_json, write_json
 from lesionnet.utils.output_paths import check_output_folder
+from lesionnet.utils.parallel import default_num_processes, run_jobs
 
 logger = logging.getLogger(__name__)
 MARKUPS_FOLDER = "markups"
@@ -103,23 +105,57 @@ def load_detection_input(input_folder) -> dict[str, Path]:
     return scans
 
 
+def make_detector(method, dataset: str, options: LearnedModelOptions, predictor_options: dict | None):
+    """``(detector, trained model)`` of a detection method for one prediction run."""
+    model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint,
+                               options.results_dir)
+    folds = load_trained_models(method, model, options.checkpoint, options.device)
+    return method.predictor(PredictorRequest(folds, options.device, options=dict(predictor_options or {}))), model
+
+
+_WORKER_DETECTOR: dict = {}
+
+
+def _detect_scan(detector, scan_id: str, path: Path) -> tuple:
+    """``(scan_id, record, None)`` with the scan's wall time in the record, or ``(scan_id, None, error)``."""
+    started = time.perf_counter()
+    try:
+        record = detector.predict_scan(path)
+    except (RuntimeError, ValueError, OSError) as error:
+        return scan_id, None, str(error)
+    return scan_id, {"scan_id": scan_id, **record, "seconds": round(time.perf_counter() - started, 3)}, None
+
+
+def _detect_scan_in_worker(job) -> tuple:
+    """One scan in a pool worker (``predict_detection(..., num_processes > 1)``): the worker builds the run's
+    detector once, from the same arguments as the main process."""
+    import torch
+
+    scan_id, builder, path = job
+    *arguments, threads, run_id = builder
+    if _WORKER_DETECTOR.get("run") != run_id:
+        torch.set_num_threads(threads)
+        _WORKER_DETECTOR.update(run=run_id, detector=make_detector(*arguments)[0])
+    return _detect_scan(_WORKER_DETECTOR["detector"], scan_id, path)
+
+
 def predict_detection(input_folder, output_folder, method, model_options: LearnedModelOptions | None = None,
                       resume: bool = False, overwrite: bool = False, progress: bool = True,
-                      predictor_options: dict | None = None, save_overlays: bool = False) -> DetectionRun:
+                      predictor_options: dict | None = None, save_overlays: bool = False,
+                      num_processes: int = 1) -> DetectionRun:
     """Detect with ``method`` (a trained detection method) on every scan of ``input_folder`` (see the module
     docstring); ``predictor_options`` go to the method's predictor (e.g. one of its ``demo_variants``).
-    Each record also holds ``seconds``, the wall time of its scan."""
+    Each record also holds ``seconds``, the wall time of its scan. ``num_processes > 1`` detects the scans
+    in a pool of that many worker processes (each builds the detector once and holds one scan at a time;
+    the files are written here as the scans finish)."""
     if method.task != "detection" or not method.predicts:
         raise ValueError(f"method '{method.name}' does not detect lesions in scans (a {method.task} method).")
     output_folder = check_detection_output(output_folder, resume, overwrite)
     scans = load_detection_input(input_folder)
     options = model_options or LearnedModelOptions()
     dataset = options.dataset or dataset_name_of(Path(input_folder).resolve())
-    model = find_trained_model(dataset, method.name, options.folds, options.plans_name, options.checkpoint,
-                               options.results_dir)
+    detector, model = make_detector(method, dataset, options, predictor_options)
     logger.info("Using %s (checkpoint_%s)", model.describe(), options.checkpoint)
-    folds = load_trained_models(method, model, options.checkpoint, options.device)
-    detector = method.predictor(PredictorRequest(folds, options.device, options=dict(predictor_options or {})))
     checkpoints = {f: file_sha256(model.folder / f"fold_{f}" / f"checkpoint_{options.checkpoint}.pth")
                    for f in model.folds}
     run_signature = {"method": method.name, "model": str(model.folder), "checkpoint": options.checkpoint,
@@ -131,25 +167,27 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
         for folder in (MARKUPS_FOLDER, OVERLAYS_FOLDER):
             shutil.rmtree(output_folder / folder, ignore_errors=True)
     run = DetectionRun(output_folder)
-    for scan_id, path in tqdm(scans.items(), desc="scans", unit="scan", disable=not progress):
-        signature = {**run_signature, "input": file_stamp(path)}
+    todo = {}
+    for scan_id, path in scans.items():
         out_path = output_folder / f"{scan_id}.json"
         if resume and out_path.is_file():
-            reason = _why_not_reusable(out_path, signature)
+            reason = _why_not_reusable(out_path, {**run_signature, "input": file_stamp(path)})
             if reason is None:
                 run.reused.append(scan_id)
                 continue
             logger.info("predicting %s again: %s", out_path.name, reason)
-        started = time.perf_counter()
-        try:
-            record = detector.predict_scan(path)
-        except (RuntimeError, ValueError, OSError) as error:
+        todo[scan_id] = path
+
+    def store(outcome) -> None:
+        """Write one scan's files (in this process, as soon as the scan is done)."""
+        scan_id, record, error = outcome
+        path = todo[scan_id]
+        if error is not None:
             logger.error("%s: %s", path, error)
-            run.failed[scan_id] = str(error)
-            continue
-        record = {"scan_id": scan_id, **record, "seconds": round(time.perf_counter() - started, 3),
-                  "signature": signature}
-        write_json(out_path, record)
+            run.failed[scan_id] = error
+            return
+        record["signature"] = {**run_signature, "input": file_stamp(path)}
+        write_json(output_folder / f"{scan_id}.json", record)
         write_box_markups(output_folder / MARKUPS_FOLDER / f"{scan_id}.mrk.json", record.get("boxes_world", []),
                           [f"{scan_id} {i + 1} ({s:.2f})" for i, s in enumerate(record["scores"])])
         if save_overlays:
@@ -157,10 +195,20 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
             save_detection_overlay(output_folder / OVERLAYS_FOLDER / f"{scan_id}.png", image_zyx, geometry,
                                    record["boxes_xyz"], record["scores"], title=f"{scan_id} ({method.name})")
         run.predicted.append(scan_id)
+
+    if num_processes <= 1 or len(todo) <= 1:
+        for scan_id, path in tqdm(todo.items(), desc="scans", unit="scan", disable=not progress):
+            store(_detect_scan(detector, scan_id, path))
+    else:
+        builder = (method, dataset, options, predictor_options, max(1, default_num_processes() // num_processes),
+                   uuid.uuid4().hex)
+        run_jobs(_detect_scan_in_worker, [(scan_id, builder, path) for scan_id, path in todo.items()],
+                 num_processes, progress, f"{method.name} detection", unit="scan", on_result=store,
+                 start_method="spawn")
     logger.info("%d scan(s) predicted, %d reused, %d failed -> %s", len(run.predicted), len(run.reused),
                 len(run.failed), output_folder)
     return run
 
 
-__all__ = ["DetectionRun", "MARKUPS_FOLDER", "OVERLAYS_FOLDER", "check_detection_output", "load_detection_input",
-           "predict_detection"]
+__all__ = ["DetectionRun", "make_detector", "MARKUPS_FOLDER", "OVERLAYS_FOLDER", "check_detection_output",
+           "load_detection_input", "predict_detection"]
