@@ -52,11 +52,12 @@ class ReplicaDivergenceError(RuntimeError):
 @dataclass(frozen=True)
 class DistributedContext:
     """This process's place in a data-parallel run: ``rank`` of ``world_size`` processes, ``local_rank`` on its
-    machine. ``world_size == 1`` is a single process: every collective returns its input."""
+    machine, on CUDA GPU ``gpu``. ``world_size == 1`` is a single process: every collective returns its input."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    gpu: int = 0
 
     @property
     def active(self) -> bool:
@@ -143,8 +144,10 @@ def weights_digest(network: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+def backend_for(device: torch.device, processes_per_gpu: int = 1) -> str:
+    """NCCL when each process has a GPU of its own, else gloo (CPU, or several processes sharing a GPU,
+    which NCCL refuses)."""
+    return "nccl" if device.type == "cuda" and processes_per_gpu <= 1 else "gloo"
 
 
 def environment_world_size() -> int:
@@ -158,7 +161,8 @@ def environment_world_size() -> int:
 
 def context_from_environment(device: torch.device) -> DistributedContext:
     """Join the process group that ``torchrun`` (or :func:`launch`) described in the environment; a single
-    process when there is none. On CUDA the process uses GPU ``LOCAL_RANK``."""
+    process when there is none. On CUDA the process uses GPU ``LOCAL_RANK`` modulo the GPUs it sees (more
+    processes than GPUs on a machine share them, over gloo)."""
     world_size = environment_world_size()
     if world_size <= 1:
         return SINGLE_PROCESS
@@ -170,12 +174,18 @@ def context_from_environment(device: torch.device) -> DistributedContext:
     lesionnet_logger = logging.getLogger("lesionnet")
     if rank and lesionnet_logger.getEffectiveLevel() > logging.DEBUG:
         lesionnet_logger.setLevel(logging.WARNING)          # rank 0 reports; the others only warnings
+    gpu, sharing = 0, 1
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
+        gpus = max(1, torch.cuda.device_count())
+        gpu = local_rank % gpus
+        sharing = -(-int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1)) // gpus)
+        torch.cuda.set_device(gpu)
+        if sharing > 1 and rank == 0:
+            logger.warning("%d processes per GPU: gloo instead of NCCL (NCCL needs a GPU per process).", sharing)
     if not dist.is_initialized():
-        dist.init_process_group(backend_for(device), init_method="env://", rank=rank, world_size=world_size,
-                                timeout=COLLECTIVE_TIMEOUT)
-    return DistributedContext(rank, world_size, local_rank)
+        dist.init_process_group(backend_for(device, sharing), init_method="env://", rank=rank,
+                                world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+    return DistributedContext(rank, world_size, local_rank, gpu)
 
 
 def is_main_process() -> bool:
@@ -204,6 +214,7 @@ def _worker(rank: int, function: Callable, args: tuple, world_size: int, port: i
     from lesionnet.utils.logging_setup import configure_logging
 
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "LOCAL_WORLD_SIZE": str(world_size),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     configure_logging(verbose)                 # context_from_environment quiets the ranks other than 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl-C reaches the launcher, which stops the workers

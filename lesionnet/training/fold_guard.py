@@ -152,7 +152,7 @@ class FoldPlan:
 
     def discard(self) -> None:
         """Remove the staging folder of a run that stopped before :meth:`swap_in` (the old fold stays)."""
-        if self.staged:
+        if self.staged and self.folder.exists():      # (after swap_in in another process it is gone)
             shutil.rmtree(self.folder, ignore_errors=True)
             logger.info("The run stopped before its first checkpoint; %s keeps its old model.", self.fold)
 

@@ -230,7 +230,7 @@ def _train_in_process(job: _Job, fold_plan, resume: bool, device, progress: bool
     resolved_device = resolve_device(device)
     context = context_from_environment(resolved_device)
     if resolved_device.type == "cuda" and context.active:
-        resolved_device = torch.device("cuda", context.local_rank)
+        resolved_device = torch.device("cuda", context.gpu)
     if context.is_main:
         logger.info("%s fold %s: %d training items, %d validation items -> %s", job.raw_name, job.fold,
                     len(job.train_ids), len(job.val_ids), job.output)
