@@ -189,6 +189,7 @@ class Trainer:
         self.on_first_checkpoint = on_first_checkpoint
         self.context = context
         self.check_replicas = check_replicas
+        self.bf16 = False                  # set per run from config.precision and the device
 
     # ------------------------------------------------------------------------------------ state
     @property
