@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +34,10 @@ from lesionnet.inference.model_discovery import find_trained_model, load_trained
 from lesionnet.inference.model_request import LearnedModelOptions, PredictorRequest, dataset_name_of
 from lesionnet.inference.overlays import save_detection_overlay
 from lesionnet.inference.tracking_input import find_scan_files
+from lesionnet.inference.worker_pool import built_in_worker, worker_recipe
 from lesionnet.utils.files import load_json, write_json
 from lesionnet.utils.output_paths import check_output_folder
-from lesionnet.utils.parallel import default_num_processes, run_jobs
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 MARKUPS_FOLDER = "markups"
@@ -113,9 +113,6 @@ def make_detector(method, dataset: str, options: LearnedModelOptions, predictor_
     return method.predictor(PredictorRequest(folds, options.device, options=dict(predictor_options or {}))), model
 
 
-_WORKER_DETECTOR: dict = {}
-
-
 def _detect_scan(detector, scan_id: str, path: Path) -> tuple:
     """``(scan_id, record, None)`` with the scan's wall time in the record, or ``(scan_id, None, error)``."""
     started = time.perf_counter()
@@ -128,15 +125,9 @@ def _detect_scan(detector, scan_id: str, path: Path) -> tuple:
 
 def _detect_scan_in_worker(job) -> tuple:
     """One scan in a pool worker (``predict_detection(..., num_processes > 1)``): the worker builds the run's
-    detector once, from the same arguments as the main process."""
-    import torch
-
-    scan_id, builder, path = job
-    *arguments, threads, run_id = builder
-    if _WORKER_DETECTOR.get("run") != run_id:
-        torch.set_num_threads(threads)
-        _WORKER_DETECTOR.update(run=run_id, detector=make_detector(*arguments)[0])
-    return _detect_scan(_WORKER_DETECTOR["detector"], scan_id, path)
+    detector once (:func:`~lesionnet.inference.worker_pool.built_in_worker`)."""
+    scan_id, recipe, path = job
+    return _detect_scan(built_in_worker(recipe)[0], scan_id, path)
 
 
 def predict_detection(input_folder, output_folder, method, model_options: LearnedModelOptions | None = None,
@@ -200,9 +191,8 @@ def predict_detection(input_folder, output_folder, method, model_options: Learne
         for scan_id, path in tqdm(todo.items(), desc="scans", unit="scan", disable=not progress):
             store(_detect_scan(detector, scan_id, path))
     else:
-        builder = (method, dataset, options, predictor_options, max(1, default_num_processes() // num_processes),
-                   uuid.uuid4().hex)
-        run_jobs(_detect_scan_in_worker, [(scan_id, builder, path) for scan_id, path in todo.items()],
+        recipe = worker_recipe(make_detector, (method, dataset, options, predictor_options), num_processes)
+        run_jobs(_detect_scan_in_worker, [(scan_id, recipe, path) for scan_id, path in todo.items()],
                  num_processes, progress, f"{method.name} detection", unit="scan", on_result=store,
                  start_method="spawn")
     logger.info("%d scan(s) predicted, %d reused, %d failed -> %s", len(run.predicted), len(run.reused),

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,10 +59,11 @@ from lesionnet.inference.prediction_output import (
     remove_earlier_predictions,
 )
 from lesionnet.inference.tracking_input import TrackingInput, load_tracking_input
+from lesionnet.inference.worker_pool import built_in_worker, worker_recipe
 from lesionnet.planning.plans_io import DEFAULT_PLANS_NAME, get_configuration, get_data_configuration, load_plans
 from lesionnet.registration.affine import RegistrationSettings
 from lesionnet.utils.files import load_json, write_json
-from lesionnet.utils.parallel import default_num_processes, run_jobs
+from lesionnet.utils.parallel import run_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +219,9 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
             except ImageReadError as e:
                 store((source, target, None, str(e)))
     else:
-        builder = (method, Path(input_folder), output_folder, settings, model_options, save_heatmaps,
-                   max(1, default_num_processes() // num_processes), uuid.uuid4().hex)
-        jobs = [(f"{source} -> {target}", builder, tracking_input, source, target, pairs)
+        recipe = worker_recipe(make_case_tracker, (method, Path(input_folder), output_folder, settings,
+                                                   model_options, save_heatmaps), num_processes)
+        jobs = [(f"{source} -> {target}", recipe, tracking_input, source, target, pairs)
                 for (source, target), (pairs, _, _) in todo.items()]
         run_jobs(_track_case_in_worker, jobs, num_processes, progress, f"{method.name} tracking",
                  on_result=store, start_method="spawn")
@@ -236,22 +236,14 @@ def predict_tracking(input_folder: str | os.PathLike, output_folder: str | os.Pa
     return run
 
 
-_WORKER_TRACKER: dict = {}
-
-
 def _track_case_in_worker(job) -> tuple:
     """One case in a pool worker (``predict_tracking(..., num_processes > 1)``): the worker builds the run's
-    tracker once, from the same arguments as the main process, then tracks the case's pairs. Returns
-    ``(source, target, records, None)`` or ``(source, target, None, error)`` for a scan that cannot be read."""
-    import torch
-
-    _, builder, tracking_input, source, target, pairs = job
-    *arguments, threads, run_id = builder
-    if _WORKER_TRACKER.get("run") != run_id:
-        torch.set_num_threads(threads)
-        _WORKER_TRACKER.update(run=run_id, tracker=make_case_tracker(*arguments)[0])
+    tracker once (:func:`~lesionnet.inference.worker_pool.built_in_worker`), then tracks the case's pairs.
+    Returns ``(source, target, records, None)`` or ``(source, target, None, error)`` for a scan that cannot
+    be read."""
+    _, recipe, tracking_input, source, target, pairs = job
     try:
-        return source, target, _WORKER_TRACKER["tracker"](tracking_input, pairs), None
+        return source, target, built_in_worker(recipe)[0](tracking_input, pairs), None
     except ImageReadError as error:
         return source, target, None, str(error)
 

@@ -3,7 +3,7 @@
 Two ways to start ``N`` training processes, one code path after the start:
 
 * ``lesionnet_train 501 tlt 0 --num_processes N`` -- :func:`launch` spawns ``N`` workers on this machine
-  (``torch.multiprocessing``, start method ``spawn``); they meet at ``127.0.0.1`` on a free port;
+  (``multiprocessing``, start method ``spawn``); they meet at ``127.0.0.1`` on a free port;
 * ``torchrun --nnodes M --nproc_per_node N ... $(which lesionnet_train) 501 tlt 0`` -- ``torchrun`` starts the
   processes on every machine and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
   ``MASTER_PORT``; :func:`context_from_environment` joins that group.
@@ -21,6 +21,7 @@ the command that continues (``--c``). Under ``torchrun`` its agent does the same
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 import signal
@@ -32,6 +33,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
+
+from lesionnet.utils.errors import error_message
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,11 @@ class ReplicaDivergenceError(RuntimeError):
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in a data-parallel run: ``rank`` of ``world_size`` processes, ``local_rank`` on its
-    machine, on CUDA GPU ``gpu``. ``world_size == 1`` is a single process: every collective returns its input."""
+    """This process's place in a data-parallel run: ``rank`` of ``world_size`` processes, on CUDA on GPU ``gpu``.
+    ``world_size == 1`` is a single process: every collective returns its input."""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     gpu: int = 0
 
     @property
@@ -135,8 +137,6 @@ def check_batch_split(global_batch_size: int, world_size: int) -> None:
 
 def weights_digest(network: torch.nn.Module) -> str:
     """A hash of every parameter's and buffer's bytes (equal digests: bit-identical weights)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
@@ -185,7 +185,7 @@ def context_from_environment(device: torch.device) -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group(backend_for(device, sharing), init_method="env://", rank=rank,
                                 world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
-    return DistributedContext(rank, world_size, local_rank, gpu)
+    return DistributedContext(rank, world_size, gpu)
 
 
 def is_main_process() -> bool:
@@ -227,20 +227,11 @@ def _worker(rank: int, function: Callable, args: tuple, world_size: int, port: i
     except BaseException as error:
         if verbose:
             traceback.print_exc()
-        connection.send(("error", error_line(error)))
+        connection.send(("error", error_message(error)))
         raise SystemExit(1) from None
     finally:
         leave_process_group()
         connection.close()
-
-
-def error_line(error: BaseException) -> str:
-    """An exception as one line: its message (its type too when it is not one of the errors lesionnet
-    raises with a message for users)."""
-    text = str(error).strip() or type(error).__name__
-    if type(error).__module__.startswith("lesionnet") or isinstance(error, (ValueError, OSError, RuntimeError)):
-        return text
-    return f"{type(error).__name__}: {text}"
 
 
 def _failure(rank: int, process, message: str | None) -> str:
@@ -325,4 +316,4 @@ def launch(function: Callable, args: tuple, num_processes: int, threads_per_proc
 
 __all__ = ["DistributedContext", "SINGLE_PROCESS", "DistributedRunError", "ReplicaDivergenceError",
            "check_batch_split", "weights_digest", "backend_for", "environment_world_size", "context_from_environment",
-           "is_main_process", "leave_process_group", "free_port", "launch", "error_line", "COLLECTIVE_TIMEOUT"]
+           "is_main_process", "leave_process_group", "free_port", "launch", "COLLECTIVE_TIMEOUT"]

@@ -56,13 +56,12 @@ def run_jobs(function: Callable, jobs: list, num_processes: int, progress: bool,
                         try:
                             results[futures[future]] = future.result()
                         except BrokenProcessPool:
-                            suspects = [f for f in started if not f.done() or f.exception() is not None]
-                            failed = [i for f, i in futures.items() if f.done() and f.exception() is not None]
-                            names = sorted(job_name(jobs[futures[f]]) for f in suspects) or \
-                                [job_name(jobs[i]) for i in failed[:1]]
+                            names = sorted(job_name(jobs[futures[f]]) for f in started  # not finished well
+                                           if not f.done() or f.exception() is not None)
+                            held = " or ".join(names[:8]) or "a job it had just started"
                             raise WorkerDiedError(
                                 f"{description}: a worker process died (killed, or out of memory?) while working on "
-                                f"{' or '.join(names[:8])}. Run again with fewer processes (-np), or -np 1 to see "
+                                f"{held}. Run again with fewer processes (-np), or -np 1 to see "
                                 "the error in this process.") from None
                         if on_result is not None:
                             on_result(results[futures[future]])
